@@ -1,0 +1,32 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch first, from the pinned CPU build, so no dependency can pull another torch or CUDA.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/python -c "import torch,sys; v=torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'wrong torch: '+v)"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/leakprobe demo --out runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/attack_throughput.py --json runs/bench/attack_throughput.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

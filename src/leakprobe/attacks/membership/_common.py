@@ -1,0 +1,217 @@
+"""Pieces shared by the membership attacks: the attack base classes and the learned scorers.
+
+An attack queries a target for per-image *features* (the expensive, query-paying part) and
+maps features to a membership score with a small learned *scorer* (the cheap part). Keeping
+the two apart lets the audit protocol query each image once and cross-fit only the scorer.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leakprobe.errors import LeakprobeError
+
+
+@dataclass
+class LabeledImages:
+    """Images the attacker knows the membership of: (N,3,H,W) in [0,1] and (N,) bools."""
+
+    images: torch.Tensor
+    is_member: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.is_member = np.asarray(self.is_member, dtype=bool)
+        if len(self.is_member) != self.images.shape[0]:
+            raise LeakprobeError("one membership label per image is required")
+        if self.is_member.all() or not self.is_member.any():
+            raise LeakprobeError("known samples must contain both members and non-members")
+
+
+class MembershipAttack:
+    """Base class of every membership attack (scikit-learn estimator conventions).
+
+    Hyper-parameters are set in ``__init__`` and stored unchanged; learned state is set in
+    ``fit`` and named with a trailing underscore. Subclasses implement :meth:`features`
+    (queries the target) and, when they learn anything, :meth:`fit_features`.
+    """
+
+    name: ClassVar[str] = ""
+    needs_fit: ClassVar[bool] = True
+    # A model-free attack (blind) judges the given sets themselves: always cross-fitted on them.
+    model_free: ClassVar[bool] = False
+
+    def get_params(self) -> dict[str, Any]:
+        """The ``__init__`` arguments as stored on the object."""
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+
+    def clone(self) -> MembershipAttack:
+        """A fresh, unfitted copy with the same hyper-parameters."""
+        return type(self)(**copy.deepcopy(self.get_params()))
+
+    def queries_per_image(self, target) -> int:
+        """Images sent to the target for each audited image."""
+        raise NotImplementedError
+
+    def features(self, target, images: torch.Tensor) -> np.ndarray:
+        """Query ``target`` about ``images``; (N, F) float features."""
+        raise NotImplementedError
+
+    def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> MembershipAttack:
+        return self
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, target, known: LabeledImages | None = None) -> MembershipAttack:
+        """Learn the scorer from images of known membership (no-op for untrained attacks)."""
+        if not self.needs_fit:
+            return self
+        if known is None:
+            raise LeakprobeError(f"{self.name} needs known members and non-members to fit")
+        return self.fit_features(self.features(target, known.images), known.is_member)
+
+    def score(self, target, images: torch.Tensor) -> np.ndarray:
+        """Membership scores of ``images`` (higher = more likely a member)."""
+        return self.score_features(self.features(target, images))
+
+
+def standardize_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
+def check_features(x: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(x).all():
+        raise LeakprobeError(f"{name}: the target's answers gave NaN/inf attack features")
+    return x
+
+
+class MLP(nn.Module):
+    """The PartCrop / EncoderMI attacker network: F-512-256-128-1 with ReLU."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (512, 256, 128)) -> None:
+        super().__init__()
+        dims = (in_dim, *hidden)
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class DeepSet(nn.Module):
+    """Permutation-invariant network over a set of scalars (EncoderMI's set-based attack)."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.phi = nn.Sequential(nn.Linear(1, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
+        self.rho = nn.Sequential(nn.Linear(2 * width, width), nn.ReLU(), nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.phi(x.unsqueeze(-1))  # (B, S, W)
+        return self.rho(torch.cat([h.mean(1), h.amax(1)], dim=-1)).squeeze(-1)
+
+
+@dataclass
+class NeuralScorer:
+    """Trains a network with BCE (Adam) on standardised features; keeps the best epoch.
+
+    The best epoch is chosen on a seeded validation part of the *fit* data (never the
+    evaluation data), by validation loss.
+    """
+
+    network: str = "mlp"  # "mlp" or "deepset"
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def _build(self, in_dim: int) -> nn.Module:
+        return MLP(in_dim) if self.network == "mlp" else DeepSet()
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> NeuralScorer:
+        y = np.asarray(y, dtype=np.float32)
+        if self.network == "mlp":
+            self.mean_, self.std_ = standardize_fit(x)
+        else:  # a set's elements share one scale
+            self.mean_, self.std_ = np.array(x.mean()), np.array(max(x.std(), 1e-12))
+        z = torch.as_tensor((x - self.mean_) / self.std_, dtype=torch.float32)
+        t = torch.as_tensor(y)
+        g = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        perm = torch.randperm(len(t), generator=g)
+        n_val = int(round(len(t) * self.val_fraction)) if len(t) >= 10 else 0
+        val, train = perm[:n_val], perm[n_val:]
+        net = self._build(z.shape[1])
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        best, best_state = float("inf"), copy.deepcopy(net.state_dict())
+        for _ in range(self.epochs):
+            net.train()
+            order = train[torch.randperm(len(train), generator=g)]
+            for idx in order.split(self.batch_size):
+                loss = F.binary_cross_entropy_with_logits(net(z[idx]), t[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if n_val:
+                net.eval()
+                with torch.no_grad():
+                    v = float(F.binary_cross_entropy_with_logits(net(z[val]), t[val]))
+                if v < best:
+                    best, best_state = v, copy.deepcopy(net.state_dict())
+        if n_val:
+            net.load_state_dict(best_state)
+        self.net_ = net.eval()
+        return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        z = torch.as_tensor((x - self.mean_) / self.std_, dtype=torch.float32)
+        with torch.inference_mode():
+            return torch.sigmoid(self.net_(z)).double().numpy()
+
+
+@dataclass
+class ThresholdScorer:
+    """One statistic, one threshold: direction and cut chosen by balanced accuracy on fit data.
+
+    ``score`` returns the signed statistic (so ROC metrics use every threshold);
+    ``threshold_`` is the cut the attacker would use for hard decisions.
+    """
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> ThresholdScorer:
+        s = x[:, 0] if x.ndim == 2 else x
+        y = np.asarray(y, dtype=bool)
+        self.sign_ = 1.0 if s[y].mean() >= s[~y].mean() else -1.0
+        v = self.sign_ * s
+        cuts = np.unique(v)
+        tpr = (v[y][None, :] >= cuts[:, None]).mean(1)
+        tnr = (v[~y][None, :] < cuts[:, None]).mean(1)
+        self.threshold_ = float(cuts[np.argmax(tpr + tnr)])
+        return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        s = x[:, 0] if x.ndim == 2 else x
+        return self.sign_ * s
+
+
+def pairwise_cosines(views: torch.Tensor) -> torch.Tensor:
+    """(B, n, D) embeddings -> (B, n(n-1)/2) cosine similarities of all view pairs."""
+    z = F.normalize(views, dim=-1)
+    gram = z @ z.transpose(1, 2)
+    i, j = torch.triu_indices(views.shape[1], views.shape[1], offset=1)
+    return gram[:, i, j]

@@ -1,0 +1,71 @@
+"""Simple baselines that need no training: a floor every learned attack should beat.
+
+- ``baseline-norm``: the L2 norm of the clean image's embedding (larger = member).
+- ``baseline-consistency``: mean cosine similarity between the clean embedding and those of
+  ``n_views`` augmented views (more consistent = member, the intuition of EncoderMI).
+Both directions are fixed in advance, so these attacks use no known samples at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from leakprobe.attacks.membership._common import MembershipAttack, check_features
+from leakprobe.augment import SSLAugmentation
+from leakprobe.targets.encoder import resize
+
+
+class EmbeddingNorm(MembershipAttack):
+    """Score = L2 norm of the embedding."""
+
+    name = "baseline-norm"
+    needs_fit = False
+
+    def __init__(self, images_per_batch: int = 512) -> None:
+        self.images_per_batch = images_per_batch
+
+    def queries_per_image(self, target) -> int:
+        return 1
+
+    def features(self, target, images: torch.Tensor) -> np.ndarray:
+        emb = target.embed(resize(images, target.input_size))
+        return check_features(emb.double().norm(dim=1, keepdim=True).numpy(), self.name)
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        return features[:, 0]
+
+
+class AugmentationConsistency(MembershipAttack):
+    """Score = mean cosine(clean embedding, augmented-view embedding)."""
+
+    name = "baseline-consistency"
+    needs_fit = False
+
+    def __init__(
+        self, n_views: int = 4, crop_scale: tuple[float, float] = (0.2, 1.0),
+        images_per_batch: int = 256, seed: int = 0,
+    ) -> None:
+        self.n_views = n_views
+        self.crop_scale = crop_scale
+        self.images_per_batch = images_per_batch
+        self.seed = seed
+
+    def queries_per_image(self, target) -> int:
+        return self.n_views + 1
+
+    def features(self, target, images: torch.Tensor) -> np.ndarray:
+        g = torch.Generator().manual_seed(self.seed)
+        aug = SSLAugmentation(size=target.input_size, crop_scale=tuple(self.crop_scale))
+        out = []
+        for chunk in resize(images, target.input_size).split(self.images_per_batch):
+            views = torch.cat([chunk[:, None], aug(chunk, g, self.n_views)], dim=1)
+            b, n = views.shape[:2]
+            emb = target.embed(views.reshape(b * n, *views.shape[2:])).view(b, n, -1)
+            sims = F.cosine_similarity(emb[:, :1], emb[:, 1:], dim=-1).mean(1, keepdim=True)
+            out.append(sims)
+        return check_features(torch.cat(out).double().numpy(), self.name)
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        return features[:, 0]

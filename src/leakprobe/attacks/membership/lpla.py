@@ -1,0 +1,93 @@
+"""LpLA: membership from the likelihood of the embedding's p-norm.
+
+Reading of the paper (its reference code is not public): better-trained encoders map their
+training images to embeddings whose p-norm differs systematically from unseen images'. The
+statistic of an image is the p-norm of its raw (unnormalised) embedding averaged over the
+clean image and ``n_views - 1`` augmented views. The attacker fits one Gaussian to members'
+statistics and one to non-members' (known subset or shadow encoder) and scores an image by
+the log likelihood ratio ``log N(s; members) - log N(s; non-members)``. p may be any value
+>= 1 or ``inf`` (the largest absolute coordinate).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from leakprobe.attacks.membership._common import MembershipAttack, check_features
+from leakprobe.augment import SSLAugmentation
+from leakprobe.targets.encoder import resize
+
+
+def parse_p(p: float | str) -> float:
+    """``1``, ``2``, ``"inf"``... -> float p (>= 1)."""
+    value = float(p)
+    if not value >= 1:
+        raise ValueError(f"p must be >= 1 or inf, got {p!r}")
+    return value
+
+
+def gaussian_logpdf(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    return -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
+
+
+class LpLA(MembershipAttack):
+    """p-norm likelihood attack.
+
+    Args:
+        p: the norm (1, 2, ``inf``, ...).
+        n_views: embeddings averaged per image (the clean image plus augmented views).
+        crop_scale: area range of the augmented views' crops.
+        seed: seeds the views.
+    """
+
+    def __init__(
+        self,
+        p: float | str = 2,
+        n_views: int = 4,
+        crop_scale: tuple[float, float] = (0.2, 1.0),
+        images_per_batch: int = 256,
+        seed: int = 0,
+    ) -> None:
+        self.p = p
+        self.n_views = n_views
+        self.crop_scale = crop_scale
+        self.images_per_batch = images_per_batch
+        self.seed = seed
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        p = parse_p(self.p)
+        return f"lpla-p{'inf' if math.isinf(p) else f'{p:g}'}"
+
+    def queries_per_image(self, target) -> int:
+        return self.n_views
+
+    def features(self, target, images: torch.Tensor) -> np.ndarray:
+        p = parse_p(self.p)
+        g = torch.Generator().manual_seed(self.seed)
+        aug = SSLAugmentation(size=target.input_size, crop_scale=tuple(self.crop_scale))
+        out = []
+        for chunk in resize(images, target.input_size).split(self.images_per_batch):
+            views = [chunk[:, None]]
+            if self.n_views > 1:
+                views.append(aug(chunk, g, self.n_views - 1))
+            views_t = torch.cat(views, dim=1)
+            b = views_t.shape[0]
+            emb = target.embed(views_t.reshape(b * self.n_views, *views_t.shape[2:]))
+            norms = torch.linalg.vector_norm(emb.double(), ord=p, dim=-1).view(b, self.n_views)
+            out.append(norms.mean(dim=1, keepdim=True))
+        return check_features(torch.cat(out).numpy(), self.name)
+
+    def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> LpLA:
+        s, y = features[:, 0], np.asarray(is_member, dtype=bool)
+        floor = 1e-6 * max(float(np.abs(s).mean()), 1e-12)
+        self.member_ = (float(s[y].mean()), max(float(s[y].std()), floor))
+        self.nonmember_ = (float(s[~y].mean()), max(float(s[~y].std()), floor))
+        return self
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        s = features[:, 0]
+        return gaussian_logpdf(s, *self.member_) - gaussian_logpdf(s, *self.nonmember_)

@@ -1,0 +1,136 @@
+"""One-call audits for the Python API: load data and target, run attacks, write the report.
+
+The CLI's ``audit encoder`` and ``demo`` are thin wrappers over :func:`audit_encoder`.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from leakprobe.attacks.membership import create_attack, expand_attack_names
+from leakprobe.data.images import ImageSet
+from leakprobe.data.splits import make_split
+from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.audit import run_audit
+from leakprobe.evaluation.utility import knn_accuracy, linear_probe
+from leakprobe.progress import log
+from leakprobe.report.html import write_report
+from leakprobe.report.schema import build_report
+from leakprobe.targets.encoder import ModuleEncoder
+from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
+from leakprobe.training.trainer import TrainConfig
+
+# Attack parameters a user may set from the CLI, and the attacks that take them.
+ATTACK_OPTIONS = {"num_parts": ("partcrop",), "n_views": ("encodermi",)}
+
+
+def build_attacks(names: str | list[str], seed: int = 0, **options) -> list:
+    """Attack objects for ``names`` (aliases expanded) plus the blind attack, seeded."""
+    attacks = []
+    for name in [*expand_attack_names(names), "blind"]:
+        if name == "blind" and any(a.name == "blind" for a in attacks):
+            continue
+        kwargs = {"seed": seed}
+        for opt, prefixes in ATTACK_OPTIONS.items():
+            if options.get(opt) is not None and name.startswith(prefixes):
+                kwargs[opt] = options[opt]
+        attacks.append(create_attack(name, **kwargs))
+    return attacks
+
+
+def encoder_utility(target, labelled: ImageSet, seed: int = 0) -> dict:
+    """k-NN and linear-probe accuracy of the target's embeddings on a labelled set (50/50)."""
+    if labelled.labels is None:
+        raise LeakprobeError("utility needs a labelled set (class-per-folder images)")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(labelled), generator=g)
+    half = len(perm) // 2
+    emb = target.embed(labelled.images)
+    tr, te = perm[:half], perm[half:]
+    y = labelled.labels
+    probe, _ = linear_probe(emb[tr], y[tr], emb[te], y[te], seed)
+    return {"knn_accuracy": knn_accuracy(emb[tr], y[tr], emb[te], y[te]),
+            "linear_probe_accuracy": probe, "n_images": len(labelled),
+            "data": labelled.source, "chance": float(1 / max(int(y.max()) + 1, 1))}
+
+
+def train_shadow(
+    data: ImageSet, recipe: EncoderRecipe, config: TrainConfig, seed: int
+) -> tuple[ModuleEncoder, ImageSet, ImageSet]:
+    """Train a shadow encoder on half of the attacker's own data; return it and its split."""
+    split = make_split(data, len(data) // 2, seed=seed)
+    log(f"training shadow encoder ({recipe.method}, {recipe.arch}) on {len(split.members)} images")
+    backbone, _ = train_ssl_encoder(split.members.images, recipe, config)
+    return ModuleEncoder(backbone, device=config.device, name="shadow"), split.members, \
+        split.nonmembers
+
+
+def audit_encoder(
+    target,
+    members: ImageSet,
+    nonmembers: ImageSet,
+    attacks: str | list = "partcrop,encodermi,lpla,baseline",
+    knowledge: str = "known-subset",
+    folds: int = 2,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    shadow: tuple | None = None,
+    context: dict | None = None,
+    utility: dict | None = None,
+    **attack_options,
+) -> dict:
+    """Audit an encoder for membership leakage and (optionally) write the report folder.
+
+    Args:
+        target: an :class:`~leakprobe.targets.encoder.Encoder`.
+        members, nonmembers: evaluation images, identically preprocessed.
+        attacks: attack names / aliases, or attack objects.
+        knowledge: ``known-subset`` (cross-fitted over ``folds``) or ``shadow``.
+        seed: fixes folds, crops, views and attackers.
+        out_dir: where ``report.json``, ``report.html`` and plots go (None: nothing written).
+        shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
+        context: extra threat-model facts for the report.
+        utility: the encoder's utility, shown beside the attacks.
+    Returns:
+        The report dictionary (the JSON schema of the README).
+    """
+    t0 = time.time()
+    if isinstance(attacks, (str, list)) and all(isinstance(a, str) for a in attacks):
+        attack_objs = build_attacks(attacks, seed, **attack_options)
+    else:
+        attack_objs = list(attacks)
+    results = run_audit(attack_objs, target, members, nonmembers, knowledge, folds, seed, shadow)
+    ctx = {
+        "target": getattr(target, "name", type(target).__name__),
+        "input_size": int(getattr(target, "input_size", 0)),
+        "tokens_exposed": bool(getattr(target, "has_tokens", False)),
+        "members": members.source, "nonmembers": nonmembers.source,
+        "knowledge": knowledge, "folds": folds if knowledge == "known-subset" else None,
+        "queries_per_image": {a.name: a.queries_per_image(target) for a in attack_objs},
+        "total_queries": int(sum(r.queries for r in results)),
+        "wall_seconds": round(time.time() - t0, 2),
+        "device": str(getattr(target, "device", "")),
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        **(context or {}),
+    }
+    if utility:
+        ctx["utility"] = utility
+    report = build_report("encoder-membership", knowledge, seed, results, ctx)
+    if out_dir is not None:
+        write_report(report, out_dir)
+    return report
+
+
+def summary_rows(report: dict) -> list[tuple[str, float, list, float, float]]:
+    """(attack, AUC, AUC interval, TPR@1%FPR, balanced accuracy) for printing."""
+    rows = []
+    for r in report["results"]:
+        m = r["metrics"]
+        rows.append((r["attack"], m["auc"], m["auc_ci"], m["tpr_at_fpr"]["0.01"],
+                     m["balanced_accuracy"]))
+    return rows

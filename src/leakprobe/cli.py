@@ -1,0 +1,237 @@
+"""The ``leakprobe`` command: train targets, audit them, render reports, run the demo.
+
+Errors caused by the user's input are printed as one line (``error: ...``) with exit status
+2; ``--debug`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from leakprobe.errors import LeakprobeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Audit vision models for training-data leakage and theft.")
+train_app = typer.Typer(no_args_is_help=True, help="Train target models on a member split.")
+audit_app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
+app.add_typer(train_app, name="train")
+app.add_typer(audit_app, name="audit")
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")):
+    _state["debug"] = debug
+
+
+def _parse_scale(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError as e:
+        raise LeakprobeError(f"--crop-scale must be 'LOW,HIGH', got {text!r}") from e
+    if not 0 < lo <= hi <= 1:
+        raise LeakprobeError(f"--crop-scale must satisfy 0 < LOW <= HIGH <= 1, got {text!r}")
+    return lo, hi
+
+
+def _parse_json(text: str | None, option: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LeakprobeError(f"{option} must be a JSON object, got {text!r}") from e
+    if not isinstance(value, dict):
+        raise LeakprobeError(f"{option} must be a JSON object, got {text!r}")
+    return value
+
+
+@train_app.command("encoder")
+def train_encoder(
+    data: str = typer.Option("synthetic:2000", help="synthetic:N, digits, fashion-mnist, "
+                             "idx:DIR, cifar10:DIR, cifar100:DIR or an image folder."),
+    members: int = typer.Option(1000, help="Images in the member (training) split."),
+    nonmembers: int = typer.Option(None, help="Non-member images kept (default: the rest)."),
+    method: str = typer.Option("simclr", help="SSL method."),
+    arch: str = typer.Option("resnet18-cifar", help="Backbone (see `leakprobe models`)."),
+    arch_kwargs: str = typer.Option(None, help='Backbone overrides as JSON, e.g. \'{"width":32}\''),
+    epochs: int = typer.Option(50),
+    batch_size: int = typer.Option(256),
+    lr: float = typer.Option(1e-3),
+    weight_decay: float = typer.Option(1e-5),
+    crop_scale: str = typer.Option("0.08,1.0", help="Random-resized-crop area range."),
+    temperature: float = typer.Option(0.5, help="NT-Xent temperature (SimCLR)."),
+    image_size: int = typer.Option(32),
+    amp: bool = typer.Option(True, help="bf16 autocast (faster on CPU and GPU)."),
+    resume: bool = typer.Option(False, help="Continue from out/checkpoints."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    out: Path = typer.Option(..., help="Output folder."),
+):
+    """Train an SSL encoder on a member split; write weights, TorchScript and split manifest."""
+    from leakprobe.audits import encoder_utility
+    from leakprobe.data.loaders import load_dataset
+    from leakprobe.data.splits import make_split
+    from leakprobe.io import write_json
+    from leakprobe.targets.loading import load_encoder
+    from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
+    from leakprobe.training.trainer import TrainConfig
+
+    dataset = load_dataset(data, image_size, seed)
+    split = make_split(dataset, members, nonmembers, seed=seed)
+    method_kwargs = {"temperature": temperature} if method == "simclr" else {}
+    recipe = EncoderRecipe(method, arch, _parse_json(arch_kwargs, "--arch-kwargs"),
+                           _parse_scale(crop_scale), method_kwargs)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, amp=amp, seed=seed, device=device)
+    paths = train_target_encoder(split, recipe, config, out, resume=resume)
+    if dataset.labels is not None:
+        target = load_encoder(str(paths["weights"]), device=device)
+        util = encoder_utility(target, split.nonmembers, seed)
+        meta = json.loads(paths["model"].read_text())
+        write_json(paths["model"], {**meta, "utility": util})
+        typer.echo(f"utility: k-NN {util['knn_accuracy']:.3f}, "
+                   f"linear probe {util['linear_probe_accuracy']:.3f} (chance {util['chance']:.3f})")
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+def _print_summary(report: dict, out: Path | None) -> None:
+    from leakprobe.audits import summary_rows
+
+    typer.echo(f"{'attack':24s} {'AUC':>6s} {'95% CI':>15s} {'TPR@1%':>7s} {'bal.acc':>7s}")
+    for name, auc, ci, tpr, bal in summary_rows(report):
+        typer.echo(f"{name:24s} {auc:6.3f} [{ci[0]:.3f}, {ci[1]:.3f}] {tpr:7.3f} {bal:7.3f}")
+    for w in report.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
+    if out is not None:
+        typer.echo(f"report: {out / 'report.html'}")
+
+
+@audit_app.command("encoder")
+def audit_encoder_cmd(
+    model: str = typer.Option(..., help="TorchScript file, .safetensors (+ --arch), "
+                              "package.module:factory, file.py:factory, or a train folder."),
+    members: str = typer.Option(..., help="Image folder, split manifest JSON or data spec."),
+    nonmembers: str = typer.Option(..., help="Image folder, split manifest JSON or data spec."),
+    attacks: str = typer.Option("partcrop,encodermi,lpla,baseline",
+                                help="Comma list; aliases: encodermi, lpla, baseline, all."),
+    out: Path = typer.Option(..., help="Report folder."),
+    arch: str = typer.Option(None, help="Architecture of a .safetensors file."),
+    image_size: int = typer.Option(None, help="Input side (default: the model's, else 32)."),
+    knowledge: str = typer.Option("known-subset", help="known-subset or shadow."),
+    folds: int = typer.Option(2, help="Cross-fitting folds (known-subset)."),
+    shadow_data: str = typer.Option(None, help="Attacker's own data for a shadow encoder."),
+    shadow_arch: str = typer.Option("resnet-tiny"),
+    shadow_method: str = typer.Option("simclr"),
+    shadow_epochs: int = typer.Option(50),
+    num_parts: int = typer.Option(None, help="PartCrop parts per image (default 128)."),
+    n_views: int = typer.Option(None, help="EncoderMI views per image (default 10)."),
+    utility_data: str = typer.Option(None, help="Labelled data for k-NN/linear-probe utility."),
+    batch_size: int = typer.Option(256, help="Images per query batch."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+):
+    """Audit an encoder with membership attacks; write report.json, report.html and plots."""
+    from leakprobe.audits import audit_encoder, encoder_utility, train_shadow
+    from leakprobe.data.loaders import load_dataset
+    from leakprobe.data.splits import load_images
+    from leakprobe.targets.loading import load_encoder
+    from leakprobe.training.encoder import EncoderRecipe
+    from leakprobe.training.trainer import TrainConfig
+
+    target = load_encoder(model, arch, image_size, device, batch_size)
+    size = target.input_size
+    mem = load_images(members, size, side="members")
+    non = load_images(nonmembers, size, side="nonmembers")
+    shadow = None
+    if knowledge == "shadow":
+        if not shadow_data:
+            raise LeakprobeError("--knowledge shadow needs --shadow-data")
+        config = TrainConfig(epochs=shadow_epochs, batch_size=batch_size, seed=seed,
+                             device=device, amp=True)
+        shadow = train_shadow(load_images(shadow_data, size), EncoderRecipe(
+            shadow_method, shadow_arch), config, seed)
+    utility = None
+    if utility_data:
+        utility = encoder_utility(target, load_dataset(utility_data, size, seed), seed)
+    report = audit_encoder(target, mem, non, attacks, knowledge, folds, seed, out, shadow,
+                           context={"model": model}, utility=utility,
+                           num_parts=num_parts, n_views=n_views)
+    _print_summary(report, out)
+
+
+@app.command("report")
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="report.json files or folders holding one."),
+    out: Path = typer.Option(..., help="Folder for the combined report.html."),
+):
+    """Render one HTML page from one or more report.json files."""
+    from leakprobe.report.html import render_reports
+
+    paths = [p / "report.json" if p.is_dir() else p for p in runs]
+    written = render_reports(paths, out)
+    typer.echo(f"report: {written['html']}")
+
+
+@app.command("models")
+def models_cmd():
+    """List the registered architectures and SSL methods."""
+    from leakprobe.models import list_models
+    from leakprobe.training.ssl.base import METHODS, create_method  # noqa: F401
+
+    typer.echo("architectures: " + ", ".join(list_models()))
+    from leakprobe.training.ssl import simclr  # noqa: F401
+
+    typer.echo("ssl methods: " + ", ".join(sorted(METHODS)))
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
+    members: int = typer.Option(128, help="Member images of the demo target."),
+    epochs: int = typer.Option(400, help="Training epochs of the demo target."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+):
+    """Train a small SimCLR encoder on built-in data, audit it with every attack, report."""
+    from leakprobe.demo import run_demo
+
+    report = run_demo(out, members=members, epochs=epochs, seed=seed, device=device)
+    _print_summary(report, out)
+
+
+def main() -> None:
+    """Entry point: one-line errors with exit status 2 unless ``--debug``."""
+    try:
+        app(standalone_mode=False)
+    except LeakprobeError as e:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+                   err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The audit protocol: fit and evaluation samples are always disjoint.
+
+Two knowledge settings:
+
+- ``known-subset``: the auditor knows the given members and non-members. The samples are
+  split into K seeded folds stratified by membership; fold k is scored by an attack fitted on
+  the other folds, so every sample gets one out-of-fold score and all samples count in the
+  metrics. Each image is queried once: the attack's query-paying features are computed for
+  all samples, and only its learned scorer is cross-fitted.
+- ``shadow``: the attack is fitted on a shadow target's members and non-members (data the
+  attacker owns) and scores every given sample of the real target.
+
+Attacks are used through their methods only (``features``, ``fit_features``,
+``score_features``, ``clone``, ``needs_fit``), so this module imports no attack.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from leakprobe.data.images import ImageSet
+from leakprobe.data.splits import check_disjoint
+from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.results import AttackResult
+from leakprobe.progress import log
+
+MIN_PER_SIDE = 20
+
+
+def check_audit_sets(members: ImageSet, nonmembers: ImageSet, min_per_side: int = MIN_PER_SIDE):
+    """Refuse sets too small to measure, of different sizes, or that share images."""
+    for side, s in (("members", members), ("non-members", nonmembers)):
+        if len(s) < min_per_side:
+            raise LeakprobeError(
+                f"{side}: {len(s)} images; an audit needs at least {min_per_side} per side"
+            )
+    if members.images.shape[1:] != nonmembers.images.shape[1:]:
+        raise LeakprobeError(
+            "members and non-members must be preprocessed identically "
+            f"(shapes {tuple(members.images.shape[1:])} vs {tuple(nonmembers.images.shape[1:])})"
+        )
+    check_disjoint(members, nonmembers)
+
+
+def stratified_folds(is_member: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index of every sample: K folds, seeded, each with both classes."""
+    if k < 2:
+        raise LeakprobeError(f"--folds must be >= 2, got {k}")
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(is_member), dtype=int)
+    for cls in (True, False):
+        idx = np.flatnonzero(is_member == cls)
+        if len(idx) < k:
+            raise LeakprobeError(f"{len(idx)} samples in a class cannot fill {k} folds")
+        rng.shuffle(idx)
+        folds[idx] = np.arange(len(idx)) % k
+    return folds
+
+
+def _stack(members: ImageSet, nonmembers: ImageSet) -> tuple[torch.Tensor, np.ndarray, list]:
+    images = torch.cat([members.images, nonmembers.images])
+    is_member = np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
+    return images, is_member, members.ids + nonmembers.ids
+
+
+def crossfit(
+    attack, target, members: ImageSet, nonmembers: ImageSet, folds: int = 2, seed: int = 0
+) -> AttackResult:
+    """Out-of-fold scores of ``attack`` on every member and non-member (known-subset)."""
+    images, is_member, ids = _stack(members, nonmembers)
+    fold = stratified_folds(is_member, folds, seed)
+    q0, t0 = _queries(target), time.time()
+    feats = attack.features(target, images)
+    scores = np.empty(len(is_member))
+    for k in range(folds):
+        test = fold == k
+        fitted = attack.clone()
+        if fitted.needs_fit:
+            fitted.fit_features(feats[~test], is_member[~test])
+        scores[test] = fitted.score_features(feats[test])
+    return AttackResult(
+        attack.name, _params(attack), scores, is_member, ids, fold if attack.needs_fit else None,
+        _queries(target) - q0, time.time() - t0,
+    )
+
+
+def shadow_fit_score(
+    attack,
+    shadow_target,
+    shadow_members: ImageSet,
+    shadow_nonmembers: ImageSet,
+    target,
+    members: ImageSet,
+    nonmembers: ImageSet,
+) -> AttackResult:
+    """Fit on a shadow target's known samples, score every sample of the real target."""
+    t0 = time.time()
+    fitted = attack.clone()
+    if fitted.needs_fit:
+        s_images, s_member, _ = _stack(shadow_members, shadow_nonmembers)
+        fitted.fit_features(fitted.features(shadow_target, s_images), s_member)
+    images, is_member, ids = _stack(members, nonmembers)
+    q0 = _queries(target)
+    scores = fitted.score_features(fitted.features(target, images))
+    return AttackResult(
+        attack.name, _params(attack), scores, is_member, ids, None,
+        _queries(target) - q0, time.time() - t0,
+    )
+
+
+def run_audit(
+    attacks: list,
+    target,
+    members: ImageSet,
+    nonmembers: ImageSet,
+    knowledge: str = "known-subset",
+    folds: int = 2,
+    seed: int = 0,
+    shadow: tuple | None = None,
+) -> list[AttackResult]:
+    """Run every attack under one knowledge setting; one :class:`AttackResult` each.
+
+    Args:
+        attacks: attack objects (unfitted).
+        target: the queried model.
+        members, non-members: the evaluation samples (checked: >= 20 each, disjoint).
+        knowledge: ``known-subset`` or ``shadow``.
+        folds: cross-fitting folds (known-subset).
+        seed: fold assignment.
+        shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
+    """
+    check_audit_sets(members, nonmembers)
+    if knowledge not in ("known-subset", "shadow"):
+        raise LeakprobeError(f"--knowledge must be known-subset or shadow, got {knowledge!r}")
+    if knowledge == "shadow" and shadow is None:
+        raise LeakprobeError("knowledge 'shadow' needs a shadow target and its split")
+    results = []
+    for attack in attacks:
+        log(f"attack {attack.name} ...")
+        if knowledge == "known-subset" or not attack.needs_fit or attack.model_free:
+            res = crossfit(attack, target, members, nonmembers, folds, seed)
+        else:
+            res = shadow_fit_score(attack, shadow[0], shadow[1], shadow[2], target, members,
+                                   nonmembers)
+        log(f"attack {res.attack}: {res.queries} queries, {res.seconds:.1f}s")
+        results.append(res)
+    return results
+
+
+def _queries(target) -> int:
+    return int(getattr(target, "queries", 0))
+
+
+def _params(attack) -> dict:
+    params = attack.get_params()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}

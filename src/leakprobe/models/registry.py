@@ -1,0 +1,43 @@
+"""String-keyed model registry: ``create_model("resnet18-cifar")`` is a plain look-up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from leakprobe.errors import LeakprobeError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a factory under ``name``."""
+
+    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _MODELS[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    _load_builtin()
+    return sorted(_MODELS)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with keyword overrides.
+
+    Raises:
+        LeakprobeError: for an unknown name, listing the known ones.
+    """
+    _load_builtin()
+    if name not in _MODELS:
+        raise LeakprobeError(f"unknown architecture '{name}'; known: {', '.join(list_models())}")
+    return _MODELS[name](**kwargs)
+
+
+def _load_builtin() -> None:
+    from leakprobe.models import resnet, vit  # noqa: F401  (registration side effect)

@@ -1,0 +1,384 @@
+"""Self-contained HTML report (inline CSS, PNG plots referenced by relative file name).
+
+Every string taken from a report (attack names, parameters, context, warnings, notes) is
+HTML-escaped: reports may carry names chosen by whoever supplied the model or data.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from leakprobe.errors import LeakprobeError
+from leakprobe.io import write_json, write_text
+from leakprobe.report.plots import plot_histograms, plot_roc
+from leakprobe.report.schema import is_blind, load_report
+
+__all__ = ["render_reports", "write_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+max-width:1150px;padding:0 1rem;color:#1d2430;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.3rem;margin-top:2.2rem;
+border-bottom:2px solid #e3e7ee;padding-bottom:.2rem}h3{font-size:1.05rem;margin-top:1.4rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.88rem}
+th,td{border:1px solid #d6dbe3;padding:.28rem .55rem;text-align:left;vertical-align:top}
+th{background:#f3f5f9;font-weight:600}
+table.metrics td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.metrics tr.blind td{background:#f7f7f7;color:#555;font-style:italic}
+table.kv table.kv{margin:0;font-size:.95em}
+.tag{display:inline-block;font-size:.72rem;font-style:normal;background:#e9ecf2;
+border-radius:3px;padding:0 .35rem;margin-left:.35rem;color:#333}
+.warning{background:#fff4e5;border:1px solid #f0b45a;border-left:6px solid #e08a00;
+padding:.6rem .9rem;margin:.6rem 0;border-radius:4px}
+.muted{color:#667085;font-size:.85rem}
+.plots{display:flex;flex-wrap:wrap;gap:1rem;margin-top:.6rem}
+.plots img{max-width:100%;border:1px solid #e3e7ee;border-radius:4px}
+pre{background:#f6f8fa;padding:.5rem;overflow-x:auto;font-size:.8rem}
+"""
+
+_PLOT_FILES = {
+    "roc": "roc.png",
+    "roc_loglog": "roc_loglog.png",
+    "scores_hist": "scores_hist.png",
+}
+_MAX_DEPTH = 6
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """Format a scalar for display (escaped)."""
+    if value is None:
+        return "&mdash;"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "&mdash;"
+        if value != 0 and abs(value) < 10 ** (-digits):
+            return _esc(f"{value:.2e}")
+        return _esc(f"{value:.{digits}f}")
+    return _esc(value)
+
+
+def _fmt_ci(ci: Any) -> str:
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        return f'<span class="muted">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
+    return ""
+
+
+def _value_html(value: Any, depth: int = 0) -> str:
+    """Render a JSON value: dicts as key/value sub-tables, lists of dicts as tables."""
+    if depth > _MAX_DEPTH:
+        return f"<pre>{_esc(json.dumps(value, default=str)[:2000])}</pre>"
+    if isinstance(value, dict):
+        if not value:
+            return "&mdash;"
+        rows = "".join(
+            f"<tr><th>{_esc(k)}</th><td>{_value_html(v, depth + 1)}</td></tr>"
+            for k, v in value.items()
+        )
+        return f'<table class="kv">{rows}</table>'
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, dict) for v in value):
+            cols: list[str] = []
+            for v in value:
+                cols.extend(k for k in v if k not in cols)
+            head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+            body = "".join(
+                "<tr>"
+                + "".join(f"<td>{_value_html(v.get(c), depth + 1)}</td>" for c in cols)
+                + "</tr>"
+                for v in value
+            )
+            return f'<table class="kv"><tr>{head}</tr>{body}</table>'
+        if len(value) > 50:
+            shown = ", ".join(_value_html(v, depth + 1) for v in value[:50])
+            return f"{shown}, &hellip; ({len(value)} items)"
+        return ", ".join(_value_html(v, depth + 1) for v in value) or "&mdash;"
+    return _fmt(value)
+
+
+def _fpr_label(key: str) -> str:
+    try:
+        return f"{float(key) * 100:g}%"
+    except ValueError:
+        return _esc(key)
+
+
+def _warnings_html(report: dict[str, Any]) -> str:
+    return "".join(
+        f'<div class="warning"><strong>Warning:</strong> {_esc(w)}</div>'
+        for w in report.get("warnings") or []
+    )
+
+
+def _queries_per_image(result: dict[str, Any]) -> float:
+    n = int(result.get("n_members") or 0) + int(result.get("n_nonmembers") or 0)
+    return int(result.get("queries") or 0) / max(1, n)
+
+
+def _card_html(report: dict[str, Any]) -> str:
+    results = report.get("results") or []
+    context = dict(report.get("context") or {})
+    context.pop("utility", None)
+    per_image = {str(r.get("attack")): f"{_queries_per_image(r):.1f}" for r in results}
+    rows: list[tuple[str, Any]] = [
+        ("knowledge setting", report.get("knowledge")),
+        ("seed", report.get("seed")),
+        ("leakprobe version", report.get("leakprobe_version")),
+    ]
+    if "total_queries" not in context:
+        rows.append(("total_queries", sum(int(r.get("queries") or 0) for r in results)))
+    rows.append(("queries per evaluated image", per_image))
+    if "total_attack_seconds" not in context:
+        seconds = sum(float(r.get("seconds") or 0.0) for r in results)
+        rows.append(("total_attack_seconds", seconds))
+    rows.extend((k, v) for k, v in context.items())
+    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in rows)
+    return f'<h3>Threat model</h3><table class="kv card">{body}</table>'
+
+
+def _metrics_html(report: dict[str, Any]) -> str:
+    results = report.get("results") or []
+    fpr_keys: list[str] = []
+    for r in results:
+        for k in (r.get("metrics") or {}).get("tpr_at_fpr") or {}:
+            if k not in fpr_keys:
+                fpr_keys.append(k)
+    head = (
+        "<tr><th>attack</th><th>AUC [95% CI]</th><th>balanced acc. (cross-fit)</th>"
+        "<th>balanced acc. (best threshold, optimistic)</th>"
+        + "".join(f"<th>TPR @ {_fpr_label(k)} FPR [95% CI]</th>" for k in fpr_keys)
+        + "<th>members</th><th>non-members</th><th>queries</th><th>queries / image</th>"
+        "<th>seconds</th></tr>"
+    )
+    rows = []
+    unresolved_any = False
+    has_blind = False
+    for r in results:
+        m = r.get("metrics") or {}
+        blind = is_blind(str(r.get("attack", "")))
+        has_blind = has_blind or blind
+        n1 = int(r.get("n_members") or 0)
+        n0 = int(r.get("n_nonmembers") or 0)
+        name = _esc(r.get("attack", "?"))
+        if blind:
+            name += '<span class="tag">distribution-shift floor</span>'
+        if r.get("vs_blind"):
+            name += (
+                f'<br><span class="muted">AUC &minus; blind: '
+                f"{_fmt(r['vs_blind'].get('auc_minus_blind'))}</span>"
+            )
+        cells = [
+            f"<td>{name}</td>",
+            f'<td class="num">{_fmt(m.get("auc"))} {_fmt_ci(m.get("auc_ci"))}</td>',
+            f'<td class="num">{_fmt(m.get("balanced_accuracy"))}</td>',
+            f'<td class="num">{_fmt(m.get("balanced_accuracy_best"))}</td>',
+        ]
+        tprs = m.get("tpr_at_fpr") or {}
+        cis = m.get("tpr_at_fpr_ci") or {}
+        for k in fpr_keys:
+            mark = ""
+            try:
+                if n0 and float(k) * n0 + 1e-9 < 1.0:
+                    mark, unresolved_any = "<sup>*</sup>", True
+            except ValueError:
+                pass
+            cells.append(f'<td class="num">{_fmt(tprs.get(k))}{mark} {_fmt_ci(cis.get(k))}</td>')
+        queries = int(r.get("queries") or 0)
+        cells += [
+            f'<td class="num">{_fmt(n1)}</td>',
+            f'<td class="num">{_fmt(n0)}</td>',
+            f'<td class="num">{_fmt(queries)}</td>',
+            f'<td class="num">{_fmt(_queries_per_image(r), 1)}</td>',
+            f'<td class="num">{_fmt(float(r.get("seconds") or 0.0), 1)}</td>',
+        ]
+        rows.append(f'<tr class="{"blind" if blind else "attack"}">{"".join(cells)}</tr>')
+    notes = []
+    if has_blind:
+        notes.append(
+            "The blind attack sees only the images, never the model: its AUC is the floor "
+            "set by distribution differences between members and non-members. An attack "
+            "shows leakage only to the extent that it exceeds this floor."
+        )
+    if unresolved_any:
+        notes.append(
+            "* fewer non-members than 1/FPR: the value is the TPR at zero false positives."
+        )
+    notes.append(
+        "Balanced accuracy (cross-fit) uses a threshold chosen on other folds; the "
+        "best-threshold value is fitted on the evaluated scores and therefore optimistic."
+    )
+    foot = "".join(f'<p class="muted">{_esc(n)}</p>' for n in notes)
+    attack_notes = "".join(
+        f"<li><strong>{_esc(r.get('attack'))}</strong>: {_esc(n)}</li>"
+        for r in results
+        for n in r.get("notes") or []
+    )
+    params = "".join(
+        f"<tr><th>{_esc(r.get('attack'))}</th><td>{_value_html(r.get('params') or {})}</td></tr>"
+        for r in results
+    )
+    out = f'<h3>Membership metrics</h3><table class="metrics">{head}{"".join(rows)}</table>{foot}'
+    if attack_notes:
+        out += f"<h3>Notes</h3><ul>{attack_notes}</ul>"
+    if params:
+        out += f'<h3>Attack parameters</h3><table class="kv">{params}</table>'
+    return out
+
+
+def _utility_html(report: dict[str, Any]) -> str:
+    context = report.get("context") or {}
+    if "utility" not in context:
+        return ""
+    return f"<h3>Utility</h3>{_value_html(context['utility'])}"
+
+
+def _plots_html(images: dict[str, Path]) -> str:
+    captions = {
+        "roc": "ROC",
+        "roc_loglog": "ROC, log-log (low-FPR regime)",
+        "scores_hist": "Score distributions",
+    }
+    figs = "".join(
+        f'<figure><img src="{_esc(p.name)}" alt="{_esc(captions.get(k, k))}">'
+        f'<figcaption class="muted">{_esc(captions.get(k, k))}</figcaption></figure>'
+        for k, p in images.items()
+    )
+    return f'<h3>Plots</h3><div class="plots">{figs}</div>' if figs else ""
+
+
+def _stealing_html(report: dict[str, Any]) -> str:
+    results = report.get("results") or []
+    metric_keys: list[str] = []
+    for r in results:
+        metric_keys.extend(k for k in (r.get("metrics") or {}) if k not in metric_keys)
+    head = (
+        "<tr><th>method</th><th>budget</th><th>queries used</th>"
+        + "".join(f"<th>{_esc(k)}</th>" for k in metric_keys)
+        + "</tr>"
+    )
+    rows = "".join(
+        "<tr>"
+        f"<td>{_esc(r.get('method', '?'))}</td>"
+        f'<td class="num">{_fmt(r.get("budget"))}</td>'
+        f'<td class="num">{_fmt(r.get("queries_used"))}</td>'
+        + "".join(
+            f'<td class="num">{_value_html((r.get("metrics") or {}).get(k))}</td>'
+            for k in metric_keys
+        )
+        + "</tr>"
+        for r in results
+    )
+    extra = {k: v for k, v in report.items() if k not in ("kind", "results", "warnings")}
+    return (
+        f"<h3>Overview</h3>{_value_html(extra)}"
+        f'<h3>Stealing results</h3><table class="metrics">{head}{rows}</table>'
+    )
+
+
+def _write_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[str, Path]:
+    if str(report.get("kind", "")).endswith("-stealing") or not report.get("results"):
+        return {}
+    return {
+        "roc": plot_roc(report, out_dir / f"{prefix}{_PLOT_FILES['roc']}", loglog=False),
+        "roc_loglog": plot_roc(
+            report, out_dir / f"{prefix}{_PLOT_FILES['roc_loglog']}", loglog=True
+        ),
+        "scores_hist": plot_histograms(report, out_dir / f"{prefix}{_PLOT_FILES['scores_hist']}"),
+    }
+
+
+def _section_html(
+    report: dict[str, Any], images: dict[str, Path], heading: str, source: str | None = None
+) -> str:
+    kind = str(report.get("kind", "report"))
+    parts = [f"<section><h2>{_esc(heading)}</h2>"]
+    if source is not None:
+        parts.append(f'<p class="muted">source: {_esc(source)}</p>')
+    parts.append(_warnings_html(report))
+    if kind.endswith("-stealing"):
+        parts.append(_stealing_html(report))
+    else:
+        parts += [_card_html(report), _metrics_html(report), _utility_html(report)]
+        parts.append(_plots_html(images))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _page_html(title: str, sections: Sequence[str]) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{_esc(title)}</h1>"
+        '<p class="muted">Membership: higher attack scores mean &quot;more likely a training '
+        "member&quot;; AUC 0.5 is chance. Intervals are stratified bootstrap 95% percentile "
+        "intervals.</p>" + "".join(sections) + "</body></html>\n"
+    )
+
+
+def _heading(report: dict[str, Any]) -> str:
+    kind = str(report.get("kind", "report"))
+    knowledge = report.get("knowledge")
+    return f"{kind} ({knowledge})" if knowledge else kind
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.json``, the ROC / log-log ROC / histogram PNGs and ``report.html``.
+
+    Args:
+        report: a report dict (see :func:`leakprobe.report.schema.build_report`).
+        out_dir: destination folder (created when missing); files are written atomically.
+    Returns:
+        ``{"json", "roc", "roc_loglog", "scores_hist", "html"}`` -> paths (plots only for
+        membership reports).
+    """
+    out = Path(out_dir)
+    paths: dict[str, Path] = {"json": write_json(out / "report.json", report)}
+    images = _write_plots(report, out, prefix="")
+    paths.update(images)
+    title = f"leakprobe report: {report.get('kind', '')}"
+    page = _page_html(title, [_section_html(report, images, _heading(report))])
+    paths["html"] = write_text(out / "report.html", page)
+    return paths
+
+
+def render_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """Merge several ``report.json`` files into one HTML page.
+
+    Each report gets its own section and its own plots (``r1_roc.png``, ...).
+
+    Args:
+        paths: report JSON files (validated with :func:`load_report`).
+        out_dir: destination folder of ``report.html`` and the plots.
+    Returns:
+        ``{"html": path, "r1_roc": path, ...}``.
+    Raises:
+        LeakprobeError: no paths, or a file that is not a valid report.
+    """
+    if not paths:
+        raise LeakprobeError("no report files to render")
+    out = Path(out_dir)
+    reports = [load_report(p) for p in paths]
+    written: dict[str, Path] = {}
+    sections = []
+    for i, (src, report) in enumerate(zip(paths, reports, strict=True), start=1):
+        images = _write_plots(report, out, prefix=f"r{i}_")
+        written.update({f"r{i}_{k}": v for k, v in images.items()})
+        sections.append(_section_html(report, images, f"{i}. {_heading(report)}", str(src)))
+    kinds = sorted({str(r.get("kind", "")) for r in reports})
+    title = f"leakprobe report: {len(reports)} audit{'s' if len(reports) != 1 else ''}"
+    if len(kinds) == 1:
+        title += f" ({kinds[0]})"
+    written["html"] = write_text(out / "report.html", _page_html(title, sections))
+    return written

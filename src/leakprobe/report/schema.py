@@ -1,0 +1,277 @@
+"""The JSON result schema of a membership audit (see DESIGN.md section 3, "Results").
+
+The keys written by :func:`build_report` and checked by :func:`load_report` are a stable
+interface that scripts read: keys may be added, never renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _metadata_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.metrics import compute_metrics, roc_points
+from leakprobe.evaluation.results import AttackResult
+
+__all__ = [
+    "BLIND_ATTACK",
+    "AttackResult",
+    "build_report",
+    "is_blind",
+    "leakprobe_version",
+    "load_report",
+    "to_jsonable",
+]
+
+BLIND_ATTACK = "blind"
+MEMBERSHIP_KINDS = ("encoder-membership", "image2image-membership", "captioner-membership")
+KNOWLEDGE_SETTINGS = ("known-subset", "shadow")
+
+# Stable keys (DESIGN.md): checked by load_report.
+_TOP_KEYS = ("leakprobe_version", "kind", "knowledge", "seed", "results")
+_RESULT_KEYS = ("attack", "params", "n_members", "n_nonmembers", "metrics", "queries", "seconds")
+_METRIC_KEYS = ("auc", "auc_ci", "balanced_accuracy", "tpr_at_fpr")
+
+
+def is_blind(attack: str) -> bool:
+    """Whether an attack name denotes the blind, model-free baseline (``blind``, ``blind-*``)."""
+    name = str(attack).lower()
+    return name == BLIND_ATTACK or name.startswith((BLIND_ATTACK + "-", BLIND_ATTACK + "_"))
+
+
+def leakprobe_version() -> str:
+    """The installed leakprobe version (``leakprobe.__version__``, package metadata, "0.1.0")."""
+    import leakprobe
+
+    version = getattr(leakprobe, "__version__", None)
+    if isinstance(version, str) and version:
+        return version
+    return _dist_version("leakprobe") or "0.1.0"
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return _metadata_version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples, sets and paths into plain JSON types.
+
+    Non-finite floats become None (JSON has no NaN); unknown objects become ``str(obj)``.
+
+    Args:
+        obj: any nested structure.
+    Returns:
+        A structure made of dict/list/str/int/float/bool/None only.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return [to_jsonable(v) for v in sorted(obj, key=str)]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # 0-d tensors and similar scalars
+        try:
+            return to_jsonable(obj.item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return str(obj)
+
+
+def _check_result(r: AttackResult) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    scores = np.asarray(r.scores, dtype=np.float64).reshape(-1)
+    member = np.asarray(r.is_member).reshape(-1)
+    n = scores.shape[0]
+    if member.shape[0] != n:
+        raise LeakprobeError(
+            f"attack {r.attack!r}: {n} scores but {member.shape[0]} membership labels"
+        )
+    if len(r.ids) != n:
+        raise LeakprobeError(f"attack {r.attack!r}: {n} scores but {len(r.ids)} ids")
+    folds = None
+    if r.folds is not None:
+        folds = np.asarray(r.folds).reshape(-1)
+        if folds.shape[0] != n:
+            raise LeakprobeError(f"attack {r.attack!r}: {n} scores but {folds.shape[0]} folds")
+    return scores, member.astype(bool), folds
+
+
+def _default_versions() -> dict[str, Any]:
+    return {
+        "leakprobe": leakprobe_version(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": _dist_version("torch"),
+    }
+
+
+def build_report(
+    kind: str,
+    knowledge: str,
+    seed: int,
+    results: list[AttackResult],
+    context: dict | None = None,
+    n_bootstrap: int = 1000,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """Assemble the JSON report of a membership audit.
+
+    Adds to ``context`` (without overriding what the caller set): ``versions`` (leakprobe,
+    python, numpy, torch), ``total_queries`` and ``total_attack_seconds``. If a blind attack's
+    AUC interval lies above 0.5, a distribution-shift warning is added; every non-blind result
+    then also carries ``"vs_blind"`` (its AUC minus the blind AUC).
+
+    Args:
+        kind: e.g. ``"encoder-membership"``.
+        knowledge: ``"known-subset"`` or ``"shadow"``.
+        seed: the audit's seed (also seeds the bootstrap).
+        results: one :class:`AttackResult` per attack.
+        context: free-form card: model, data, threat model, utility, device, wall time, ...
+        n_bootstrap: bootstrap replicates of the metric intervals.
+        warnings: extra warning strings to show first.
+    Returns:
+        The report dict (JSON-serialisable) with the DESIGN.md keys.
+    """
+    if not results:
+        raise LeakprobeError("a report needs at least one attack result")
+    ctx = to_jsonable(dict(context or {}))
+    ctx.setdefault("versions", _default_versions())
+    ctx.setdefault("total_queries", int(sum(int(r.queries) for r in results)))
+    ctx.setdefault("total_attack_seconds", float(sum(float(r.seconds) for r in results)))
+
+    out_results = []
+    for r in results:
+        scores, member, folds = _check_result(r)
+        try:
+            metrics = compute_metrics(
+                scores, member, folds=folds, n_bootstrap=n_bootstrap, seed=seed
+            )
+        except LeakprobeError as e:
+            raise LeakprobeError(f"attack {r.attack!r}: {e}") from e
+        notes = [str(n) for n in r.notes]
+        n0 = metrics["n_nonmembers"]
+        unresolved = [k for k in metrics["tpr_at_fpr"] if float(k) * n0 + 1e-9 < 1.0]
+        if unresolved:
+            notes.append(
+                f"with {n0} non-members the smallest non-zero FPR is 1/{n0}; TPR at FPR "
+                f"{', '.join(unresolved)} is the TPR at zero false positives"
+            )
+        out_results.append(
+            {
+                "attack": str(r.attack),
+                "params": to_jsonable(dict(r.params)),
+                "n_members": metrics["n_members"],
+                "n_nonmembers": n0,
+                "metrics": metrics,
+                "roc": roc_points(scores, member),
+                "queries": int(r.queries),
+                "seconds": float(r.seconds),
+                "notes": notes,
+                "samples": {
+                    "ids": [str(i) for i in r.ids],
+                    "is_member": [bool(m) for m in member],
+                    "score": [float(s) for s in scores],
+                    "fold": None if folds is None else to_jsonable(folds),
+                },
+            }
+        )
+
+    all_warnings = [str(w) for w in (warnings or [])]
+    blind = [r for r in out_results if is_blind(r["attack"])]
+    if blind:
+        b = blind[0]["metrics"]
+        lo, hi = b["auc_ci"]
+        if lo > 0.5:
+            all_warnings.append(
+                "Members and non-members differ in distribution: the blind, model-free attack "
+                f"reaches AUC {b['auc']:.3f} [{lo:.3f}, {hi:.3f}] from the images alone, so "
+                "every attack's AUC partly measures that difference, not leakage."
+            )
+            for r in out_results:
+                if not is_blind(r["attack"]):
+                    r["vs_blind"] = {
+                        "blind_auc": b["auc"],
+                        "auc_minus_blind": r["metrics"]["auc"] - b["auc"],
+                    }
+
+    return {
+        "leakprobe_version": leakprobe_version(),
+        "kind": str(kind),
+        "knowledge": str(knowledge),
+        "seed": int(seed),
+        "context": ctx,
+        "warnings": all_warnings,
+        "results": out_results,
+    }
+
+
+def _require(obj: Any, keys: tuple[str, ...], where: str, path: Path) -> None:
+    if not isinstance(obj, dict):
+        raise LeakprobeError(f"{path}: {where} must be a JSON object")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise LeakprobeError(f"{path}: {where} lacks key(s) {', '.join(missing)}")
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read and validate a report JSON written by leakprobe.
+
+    Membership reports need the DESIGN.md keys (``leakprobe_version``, ``kind``,
+    ``knowledge``, ``seed``, ``results`` with ``attack``, ``params``, ``n_members``,
+    ``n_nonmembers``, ``metrics`` {auc, auc_ci, balanced_accuracy, tpr_at_fpr}, ``queries``,
+    ``seconds``). Stealing reports (``kind`` ending in ``-stealing``) need ``kind`` and
+    ``results`` with ``method`` and ``metrics``. Optional keys get defaults
+    (``context``: {}, ``warnings``: []).
+
+    Args:
+        path: the report.json file.
+    Returns:
+        The report dict.
+    Raises:
+        LeakprobeError: unreadable file, invalid JSON or missing keys.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise LeakprobeError(f"cannot read report {path}: {e.strerror or e}") from e
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LeakprobeError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from e
+    _require(report, ("kind", "results"), "the report", path)
+    if not isinstance(report["results"], list):
+        raise LeakprobeError(f"{path}: 'results' must be a list")
+    if str(report["kind"]).endswith("-stealing"):
+        for i, r in enumerate(report["results"]):
+            _require(r, ("method", "metrics"), f"result {i}", path)
+    else:
+        _require(report, _TOP_KEYS, "the report", path)
+        for i, r in enumerate(report["results"]):
+            _require(r, _RESULT_KEYS, f"result {i}", path)
+            _require(r["metrics"], _METRIC_KEYS, f"metrics of result {i} ({r['attack']})", path)
+    report.setdefault("context", {})
+    report.setdefault("warnings", [])
+    return report

@@ -1,0 +1,153 @@
+"""Turn what a user passes as ``--model`` into an :class:`~leakprobe.targets.encoder.Encoder`.
+
+Accepted, in this order of detection:
+- a folder written by ``leakprobe train encoder`` (``encoder.safetensors`` inside);
+- ``*.safetensors``: weights of a registered architecture (``--arch``, or the architecture
+  recorded in the file's metadata by leakprobe);
+- ``package.module:factory`` or ``path/to/file.py:factory``: the factory returns an
+  ``nn.Module`` (forward -> (B, D), optional ``tokens``) or an object with ``embed``;
+- any other file: a TorchScript archive (``torch.jit.save``). Pickled checkpoints are
+  refused: leakprobe never unpickles a model file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from leakprobe.errors import LeakprobeError
+from leakprobe.models import create_model
+from leakprobe.targets.encoder import ModuleEncoder
+
+
+def _safetensors_arch(path: Path) -> tuple[str | None, dict]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return meta.get("arch"), json.loads(meta.get("arch_kwargs", "{}"))
+
+
+def load_safetensors_module(path: str | Path, arch: str | None = None) -> torch.nn.Module:
+    """Build ``arch`` (or the file's recorded one) and load the weights strictly."""
+    path = Path(path)
+    try:
+        recorded, kwargs = _safetensors_arch(path)
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LeakprobeError(f"{path}: not a readable safetensors file ({e})") from e
+    name = arch or recorded
+    if not name:
+        raise LeakprobeError(f"{path}: no architecture recorded in the file; pass --arch NAME")
+    if arch and recorded and arch != recorded:
+        kwargs = {}
+    model = create_model(name, **kwargs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise LeakprobeError(f"{path}: weights do not fit architecture '{name}': {first}") from e
+    return model
+
+
+def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a TorchScript archive; anything else (e.g. a pickled checkpoint) is refused."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise LeakprobeError(f"{path}: not a TorchScript archive or safetensors file")
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    if not any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+        raise LeakprobeError(
+            f"{path}: a pickled torch checkpoint, not TorchScript; leakprobe never unpickles "
+            "model files: export with torch.jit.script/trace, or save a safetensors state dict "
+            "and pass --arch"
+        )
+    try:
+        return torch.jit.load(str(path), map_location=device)
+    except Exception as e:  # torch raises RuntimeError and others for corrupt archives
+        raise LeakprobeError(f"{path}: cannot load as TorchScript ({str(e)[:200]})") from e
+
+
+def load_entry_point(spec: str):
+    """Call ``module:factory`` or ``file.py:factory`` and return what it builds."""
+    target, _, attr = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            file = Path(target)
+            if not file.exists():
+                raise LeakprobeError(f"{spec}: file {file} does not exist")
+            mod_name = f"leakprobe_user_{file.stem}"
+            loader = importlib.util.spec_from_file_location(mod_name, file)
+            module = importlib.util.module_from_spec(loader)
+            sys.modules[mod_name] = module
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ImportError as e:
+        raise LeakprobeError(f"{spec}: cannot import {target} ({e})") from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise LeakprobeError(f"{spec}: {target} has no callable '{attr}'")
+    return factory()
+
+
+def load_model_module(
+    spec: str, arch: str | None = None, device: str | torch.device = "cpu"
+) -> torch.nn.Module | object:
+    """The model behind ``spec`` (folder, safetensors, entry point or TorchScript file)."""
+    path = Path(spec)
+    if spec.startswith(("http://", "https://")):
+        raise LeakprobeError(f"{spec}: HTTP targets are not supported yet by this command")
+    if path.is_dir():
+        weights = path / "encoder.safetensors"
+        if not weights.exists():
+            raise LeakprobeError(f"{path}: folder has no encoder.safetensors")
+        return load_safetensors_module(weights, arch)
+    if path.suffix == ".safetensors":
+        if not path.exists():
+            raise LeakprobeError(f"{path}: file not found")
+        return load_safetensors_module(path, arch)
+    if ":" in spec and not path.exists():
+        return load_entry_point(spec)
+    if not path.exists():
+        raise LeakprobeError(f"{spec}: no such model file")
+    return load_torchscript(path, device)
+
+
+def load_encoder(
+    spec: str,
+    arch: str | None = None,
+    image_size: int | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 256,
+    budget: int | None = None,
+):
+    """An :class:`~leakprobe.targets.encoder.Encoder` for ``--model SPEC``.
+
+    Args:
+        spec: model file, folder, safetensors path, entry point.
+        arch: registered architecture for safetensors weights.
+        image_size: input side (default: what the model declares, else 32).
+        device: where the model runs.
+        batch_size: images per forward pass.
+        budget: optional query budget.
+    """
+    from leakprobe.device import resolve_device
+
+    dev = resolve_device(device)
+    model = load_model_module(spec, arch, dev)
+    if isinstance(model, torch.nn.Module):
+        return ModuleEncoder(model, image_size, dev, batch_size, budget, name=str(spec))
+    if callable(getattr(model, "embed", None)):
+        return model
+    raise LeakprobeError(
+        f"{spec}: the factory returned {type(model).__name__}, which is neither an nn.Module "
+        "nor an object with embed(images)"
+    )

@@ -1,0 +1,48 @@
+"""SimCLR (Chen et al., 2020): NT-Xent between two augmented views of each image."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leakprobe.augment import SSLAugmentation
+from leakprobe.models.heads import mlp_head
+from leakprobe.training.ssl.base import SSLMethod, register_method
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """Normalised-temperature cross entropy over the 2B projections of a batch.
+
+    The positive of each view is the other view of the same image; the other 2B - 2
+    projections are its negatives.
+    """
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = z1.shape[0]
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+@register_method("simclr")
+class SimCLR(SSLMethod):
+    """SimCLR with a 2-layer projection head and NT-Xent (temperature 0.5 by default)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        augmentation: SSLAugmentation,
+        temperature: float = 0.5,
+        proj_dim: int = 128,
+        hidden_dim: int = 512,
+    ) -> None:
+        super().__init__(backbone, augmentation)
+        self.temperature = temperature
+        self.projector = mlp_head(backbone.embed_dim, hidden_dim, proj_dim)
+
+    def loss(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        views = self.augmentation(images, generator, n_views=2)
+        b = views.shape[0]
+        z = self.projector(self.backbone(views.transpose(0, 1).reshape(2 * b, *views.shape[2:])))
+        return nt_xent(z[:b], z[b:], self.temperature)

@@ -1,0 +1,173 @@
+"""Tests of leakprobe.report (schema, plots, HTML)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from leakprobe.errors import LeakprobeError
+from leakprobe.report.html import render_reports, write_report
+from leakprobe.report.plots import plot_curves
+from leakprobe.report.schema import AttackResult, build_report, load_report
+
+N = 120
+
+
+def _result(name: str, shift: float, seed: int, folds: bool = True) -> AttackResult:
+    rng = np.random.default_rng(seed)
+    member = np.r_[np.ones(N // 2, bool), np.zeros(N // 2, bool)]
+    scores = rng.normal(size=N) + shift * member
+    return AttackResult(
+        attack=name,
+        params={"crops": np.int64(8), "scale": (0.08, 0.2)},
+        scores=scores,
+        is_member=member,
+        ids=[f"img{i:04d}" for i in range(N)],
+        folds=(np.arange(N) % 3) if folds else None,
+        queries=N * 9,
+        seconds=1.25,
+    )
+
+
+def _report(blind_shift: float, **kw) -> dict:
+    return build_report(
+        "encoder-membership",
+        "known-subset",
+        0,
+        [_result("partcrop", 1.5, 1), _result("blind", blind_shift, 2, folds=False)],
+        context={"model": {"arch": "resnet18", "epochs": 5}, "utility": {"probe_acc": 0.7}},
+        n_bootstrap=200,
+        **kw,
+    )
+
+
+def test_build_report_stable_keys() -> None:
+    rep = _report(0.0)
+    for key in ("leakprobe_version", "kind", "knowledge", "seed", "results"):
+        assert key in rep
+    assert rep["kind"] == "encoder-membership" and rep["knowledge"] == "known-subset"
+    assert rep["seed"] == 0 and isinstance(rep["leakprobe_version"], str)
+    assert "context" in rep and "warnings" in rep
+    assert set(rep["context"]["versions"]) >= {"python", "numpy", "torch"}
+    r = rep["results"][0]
+    for key in (
+        "attack",
+        "params",
+        "n_members",
+        "n_nonmembers",
+        "metrics",
+        "queries",
+        "seconds",
+        "roc",
+        "notes",
+        "samples",
+    ):
+        assert key in r
+    for key in ("auc", "auc_ci", "balanced_accuracy", "tpr_at_fpr"):
+        assert key in r["metrics"]
+    assert set(r["metrics"]["tpr_at_fpr"]) == {"0.1", "0.01", "0.001"}
+    assert set(r["samples"]) == {"ids", "is_member", "score", "fold"}
+    assert r["samples"]["fold"] == [i % 3 for i in range(N)]
+    assert rep["results"][1]["samples"]["fold"] is None
+    assert r["params"] == {"crops": 8, "scale": [0.08, 0.2]}
+    assert r["n_members"] == N // 2 and r["queries"] == N * 9
+    # 60 non-members cannot resolve 1% / 0.1% FPR: the result says so.
+    assert any("zero false positives" in n for n in r["notes"])
+    json.dumps(rep, allow_nan=False)
+
+
+def test_blind_warning_only_when_blind_beats_chance() -> None:
+    shifted = _report(2.0)
+    assert any("differ in distribution" in w for w in shifted["warnings"])
+    assert "vs_blind" in shifted["results"][0]
+    clean = _report(0.0)
+    assert clean["results"][1]["metrics"]["auc_ci"][0] <= 0.5
+    assert not any("differ in distribution" in w for w in clean["warnings"])
+
+
+def test_build_report_validates_lengths() -> None:
+    bad = _result("x", 1.0, 0)
+    bad.ids = bad.ids[:-1]
+    with pytest.raises(LeakprobeError, match="ids"):
+        build_report("encoder-membership", "shadow", 0, [bad], n_bootstrap=10)
+    nan = _result("y", 1.0, 0)
+    nan.scores[3] = np.nan
+    with pytest.raises(LeakprobeError, match="'y'.*not finite"):
+        build_report("encoder-membership", "shadow", 0, [nan], n_bootstrap=10)
+
+
+def test_write_report_files_and_escaping(tmp_path: Path) -> None:
+    rep = build_report(
+        "encoder-membership",
+        "known-subset",
+        3,
+        [_result("<script>alert(1)</script>", 1.0, 1), _result("blind", 2.0, 2)],
+        context={"data": "a & b", "utility": [{"epoch": 1, "acc": 0.5}]},
+        n_bootstrap=100,
+    )
+    paths = write_report(rep, tmp_path / "out")
+    for name in ("report.json", "roc.png", "roc_loglog.png", "scores_hist.png", "report.html"):
+        f = tmp_path / "out" / name
+        assert f.is_file() and f.stat().st_size > 0
+    assert set(paths) == {"json", "roc", "roc_loglog", "scores_hist", "html"}
+    assert (tmp_path / "out" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "blind" in page and "distribution-shift floor" in page
+    assert "differ in distribution" in page and "Utility" in page
+    assert "a &amp; b" in page
+    for img in ("roc.png", "roc_loglog.png", "scores_hist.png"):
+        assert f'src="{img}"' in page
+    assert not list((tmp_path / "out").glob("*.tmp"))
+    assert load_report(paths["json"])["results"][0]["attack"] == "<script>alert(1)</script>"
+
+
+def test_load_report_validation(tmp_path: Path) -> None:
+    rep = _report(0.0)
+    del rep["results"][0]["metrics"]["auc"]
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(rep))
+    with pytest.raises(LeakprobeError, match="auc"):
+        load_report(p)
+    p.write_text("{not json")
+    with pytest.raises(LeakprobeError, match="not valid JSON"):
+        load_report(p)
+    with pytest.raises(LeakprobeError, match="cannot read"):
+        load_report(tmp_path / "missing.json")
+
+
+def test_render_reports_merges(tmp_path: Path) -> None:
+    a = write_report(_report(0.0), tmp_path / "a")["json"]
+    steal = tmp_path / "steal.json"
+    steal.write_text(
+        json.dumps(
+            {
+                "leakprobe_version": "0.1.0",
+                "kind": "encoder-stealing",
+                "target_probe_accuracy": 0.71,
+                "results": [
+                    {
+                        "method": "contsteal",
+                        "budget": 5000,
+                        "queries_used": 5000,
+                        "metrics": {"surrogate_probe_accuracy": 0.66, "agreement": 0.83},
+                    }
+                ],
+            }
+        )
+    )
+    out = render_reports([a, steal], tmp_path / "merged")
+    page = out["html"].read_text(encoding="utf-8")
+    assert "partcrop" in page and "contsteal" in page and "r1_roc.png" in page
+    assert (tmp_path / "merged" / "r1_roc_loglog.png").is_file()
+
+
+def test_plot_curves(tmp_path: Path) -> None:
+    p = plot_curves(
+        {"auc": ([1, 2, 3], [0.5, 0.6, 0.7])}, "epoch", "AUC", tmp_path / "c.png", title="t"
+    )
+    assert p.read_bytes()[:4] == b"\x89PNG"
