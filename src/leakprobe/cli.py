@@ -14,7 +14,7 @@ import typer
 
 from leakprobe.errors import LeakprobeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audit vision models for training-data leakage and theft.")
 train_app = typer.Typer(no_args_is_help=True, help="Train target models on a member split.")
 audit_app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
@@ -208,29 +208,14 @@ def demo_cmd(
 
 def main() -> None:
     """Entry point: one-line errors with exit status 2 unless ``--debug``."""
+    _state["debug"] = "--debug" in sys.argv[1:]
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=True)
     except LeakprobeError as e:
         if _state["debug"]:
             raise
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if _state["debug"]:
-            raise
-        typer.echo(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)",
-                   err=True)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,19 @@ def _stack(members: ImageSet, nonmembers: ImageSet) -> tuple[torch.Tensor, np.nd
     return images, is_member, members.ids + nonmembers.ids
 
 
+def shuffled_features(attack, target, images: torch.Tensor, seed: int) -> np.ndarray:
+    """Features of ``images`` computed in a seeded random order, returned in input order.
+
+    Members and non-members are interleaved before querying, so nothing that depends on the
+    position of an image in the query stream (batches, random draws) can separate them.
+    """
+    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
+    feats = attack.features(target, images[perm])
+    out = np.empty_like(feats)
+    out[perm.numpy()] = feats
+    return out
+
+
 def crossfit(
     attack, target, members: ImageSet, nonmembers: ImageSet, folds: int = 2, seed: int = 0
 ) -> AttackResult:
@@ -73,7 +86,7 @@ def crossfit(
     images, is_member, ids = _stack(members, nonmembers)
     fold = stratified_folds(is_member, folds, seed)
     q0, t0 = _queries(target), time.time()
-    feats = attack.features(target, images)
+    feats = shuffled_features(attack, target, images, seed)
     scores = np.empty(len(is_member))
     for k in range(folds):
         test = fold == k
@@ -101,10 +114,11 @@ def shadow_fit_score(
     fitted = attack.clone()
     if fitted.needs_fit:
         s_images, s_member, _ = _stack(shadow_members, shadow_nonmembers)
-        fitted.fit_features(fitted.features(shadow_target, s_images), s_member)
+        s_feats = shuffled_features(fitted, shadow_target, s_images, 0)
+        fitted.fit_features(s_feats, s_member)
     images, is_member, ids = _stack(members, nonmembers)
     q0 = _queries(target)
-    scores = fitted.score_features(fitted.features(target, images))
+    scores = fitted.score_features(shuffled_features(fitted, target, images, 0))
     return AttackResult(
         attack.name, _params(attack), scores, is_member, ids, None,
         _queries(target) - q0, time.time() - t0,

@@ -89,10 +89,10 @@ class ResNetCIFAR(nn.Module):
 @register_model("resnet18-cifar")
 def resnet18_cifar(**kw) -> ResNetCIFAR:
     """ResNet-18 adapted to 32x32 inputs (512-d embedding)."""
-    return ResNetCIFAR((2, 2, 2, 2), kw.pop("width", 64), **kw)
+    return ResNetCIFAR(tuple(kw.pop("blocks", (2, 2, 2, 2))), kw.pop("width", 64), **kw)
 
 
 @register_model("resnet-tiny")
 def resnet_tiny(**kw) -> ResNetCIFAR:
     """A four-stage, one-block-per-stage ResNet of width 16 (128-d): CPU demos and tests."""
-    return ResNetCIFAR((1, 1, 1, 1), kw.pop("width", 16), **kw)
+    return ResNetCIFAR(tuple(kw.pop("blocks", (1, 1, 1, 1))), kw.pop("width", 16), **kw)

@@ -23,8 +23,9 @@ class EmbeddingNorm(MembershipAttack):
     name = "baseline-norm"
     needs_fit = False
 
-    def __init__(self, images_per_batch: int = 512) -> None:
+    def __init__(self, images_per_batch: int = 512, seed: int = 0) -> None:
         self.images_per_batch = images_per_batch
+        self.seed = seed  # unused: the attack is deterministic; kept for a uniform interface
 
     def queries_per_image(self, target) -> int:
         return 1

@@ -86,6 +86,7 @@ class PartCrop(MembershipAttack):
         g = torch.Generator().manual_seed(self.seed)
         size = self.part_size or max(target.input_size // 2, 1)
         whole_images = resize(images, target.input_size)
+        ref: torch.Tensor | None = None  # one reference for every image, drawn once
         out = []
         for chunk in whole_images.split(self.images_per_batch):
             parts = random_resized_crop(
@@ -99,15 +100,17 @@ class PartCrop(MembershipAttack):
                 feats = F.cosine_similarity(part_emb, whole[:, None], dim=-1)
                 out.append(feats.sort(dim=1, descending=True).values)
             else:
-                out.append(self._kl_features(part_emb, tokens, g))
+                if ref is None:
+                    ref = sorted_gaussian_reference(self.num_parts, tokens.shape[1], g)
+                out.append(self._kl_features(part_emb, tokens, ref))
         return check_features(torch.cat(out).double().numpy(), self.name)
 
-    def _kl_features(self, parts: torch.Tensor, tokens: torch.Tensor, g) -> torch.Tensor:
-        b, k, _ = parts.shape
+    def _kl_features(
+        self, parts: torch.Tensor, tokens: torch.Tensor, ref: torch.Tensor
+    ) -> torch.Tensor:
         length = tokens.shape[1]
         logp = torch.log_softmax(parts @ tokens.transpose(1, 2) / self.temperature, dim=-1)
         kl_uniform = -math.log(length) - logp.mean(dim=-1)  # KL(uniform || response)
-        ref = sorted_gaussian_reference(k, length, g)
         kl_gauss = (ref * ((ref + 1e-6).log() - logp)).sum(dim=-1)
         return torch.cat(
             [kl_uniform.sort(1, descending=True).values, kl_gauss.sort(1, descending=True).values],

@@ -1,0 +1,136 @@
+"""The CLI as a user runs it: a TorchScript encoder unknown to leakprobe, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from leakprobe.data.loaders import save_image_folder
+from leakprobe.data.synthetic import make_synthetic
+
+ENV = {**os.environ, "LEAKPROBE_PROGRESS": "0", "LEAKPROBE_QUIET": "1"}
+
+
+class UserEncoder(nn.Module):
+    """Not in leakprobe's registry: a small CNN with a tokens method, as a user would write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+    @torch.jit.export
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).flatten(2).transpose(1, 2)
+
+
+class NaNEncoder(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)) * float("nan")
+
+
+class ImageEcho(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # (B,3,H,W): not an embedding
+
+
+class Only32(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], 3 * 32 * 32)[:, :8]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "leakprobe.cli", *args], capture_output=True,
+                          text=True, env=ENV, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    data = make_synthetic(60, 32, seed=5)
+    save_image_folder(data.subset(range(30)), root / "members")
+    save_image_folder(data.subset(range(30, 60)), root / "nonmembers")
+    torch.manual_seed(0)
+    torch.jit.script(UserEncoder()).save(str(root / "user.pt"))
+    for name, cls in [("nan", NaNEncoder), ("echo", ImageEcho), ("only32", Only32)]:
+        torch.jit.script(cls()).save(str(root / f"{name}.pt"))
+    torch.save({"weights": torch.zeros(3)}, root / "pickled.pt")
+    (root / "garbage.pt").write_bytes(b"not a model at all")
+    (root / "few").mkdir()
+    save_image_folder(data.subset(range(10)), root / "few")
+    (root / "empty").mkdir()
+    (root / "broken").mkdir()
+    save_image_folder(data.subset(range(25)), root / "broken")
+    first = sorted((root / "broken").rglob("*.png"))[0]
+    first.write_bytes(first.read_bytes()[:60])
+    return {"root": root}
+
+
+def test_user_torchscript_encoder_audits_through_the_cli(folders):
+    root = folders["root"]
+    out = root / "report"
+    proc = run("audit", "encoder", "--model", str(root / "user.pt"), "--members",
+               str(root / "members"), "--nonmembers", str(root / "nonmembers"),
+               "--attacks", "partcrop,encodermi-threshold,lpla-p2,baseline", "--num-parts", "16",
+               "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    names = [r["attack"] for r in report["results"]]
+    assert names[0] == "partcrop" and "blind" in names
+    assert report["kind"] == "encoder-membership" and report["knowledge"] == "known-subset"
+    for r in report["results"]:
+        assert {"auc", "auc_ci", "balanced_accuracy", "tpr_at_fpr"} <= set(r["metrics"])
+        assert r["n_members"] == 30 and r["n_nonmembers"] == 30
+    assert report["results"][0]["queries"] == 60 * 17  # 16 parts + the whole image's tokens
+    assert (out / "report.html").exists() and (out / "roc.png").exists()
+
+
+def test_same_seed_gives_the_same_numbers(folders):
+    root = folders["root"]
+    metrics = []
+    for i in range(2):
+        out = root / f"seeded{i}"
+        proc = run("audit", "encoder", "--model", str(root / "user.pt"), "--members",
+                   str(root / "members"), "--nonmembers", str(root / "nonmembers"),
+                   "--attacks", "encodermi-vector", "--out", str(out), "--seed", "3")
+        assert proc.returncode == 0, proc.stderr
+        metrics.append([r["metrics"] for r in json.loads((out / "report.json").read_text())
+                        ["results"]])
+    assert metrics[0] == metrics[1]
+
+
+@pytest.mark.parametrize(
+    ("model", "members", "nonmembers", "extra", "message"),
+    [
+        ("garbage.pt", "members", "nonmembers", [], "not a TorchScript"),
+        ("pickled.pt", "members", "nonmembers", [], "never unpickles"),
+        ("echo.pt", "members", "nonmembers", [], "(B,D)"),
+        ("nan.pt", "members", "nonmembers", [], "NaN"),
+        ("only32.pt", "members", "nonmembers", ["--image-size", "24"], "rejects"),
+        ("user.pt", "members", "members", [], "overlap"),
+        ("user.pt", "few", "nonmembers", [], "at least 20"),
+        ("user.pt", "empty", "nonmembers", [], "no images"),
+        ("user.pt", "broken", "nonmembers", [], ".png"),
+        ("missing.pt", "members", "nonmembers", [], "no such model file"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(folders, model, members, nonmembers, extra,
+                                             message):
+    root = folders["root"]
+    out = root / f"bad-{model}-{members}"
+    proc = run("audit", "encoder", "--model", str(root / model), "--members",
+               str(root / members), "--nonmembers", str(root / nonmembers),
+               "--attacks", "baseline-norm", "--out", str(out), *extra)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message.lower() in proc.stderr.lower()
+    assert "Traceback" not in proc.stderr
+    assert not (out / "report.json").exists()  # nothing written half
