@@ -77,7 +77,8 @@ def main() -> None:
     raw = forward_seconds(model, [(n * 10, side)], bs)
     results.append(measure(encodermi, target, images, raw))
 
-    print(f"{'attack':20s} {'queries':>8s} {'attack q/s':>11s} {'encoder img/s':>14s} {'ratio':>6s}")
+    header = f"{'attack':20s} {'queries':>8s} {'attack q/s':>11s} {'encoder img/s':>14s}"
+    print(f"{header} {'ratio':>6s}")
     for r in results:
         print(f"{r['attack']:20s} {r['queries']:8d} {r['queries_per_second']:11.1f} "
               f"{r['encoder_images_per_second']:14.1f} {r['ratio']:6.2f}")

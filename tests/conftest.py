@@ -15,3 +15,37 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("leakprobe-cache")
+
+
+MEMORISER_MEMBERS = 64
+
+
+@pytest.fixture(scope="session")
+def memorising_target(cache_dir):
+    """A SimCLR resnet-tiny trained long on 64 synthetic images (no projection head).
+
+    Returns the target and three disjoint sets: its members, 64 unseen images from the same
+    distribution (non-members), and 64 more unseen images (for null audits, where the
+    "members" were never trained on).
+    """
+    from leakprobe.data.splits import make_split
+    from leakprobe.data.synthetic import make_synthetic
+    from leakprobe.targets.encoder import ModuleEncoder
+    from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
+    from leakprobe.training.trainer import TrainConfig
+
+    data = make_synthetic(4 * MEMORISER_MEMBERS, 32, seed=0)
+    split = make_split(data, MEMORISER_MEMBERS, seed=0)
+    recipe = EncoderRecipe("simclr", "resnet-tiny", {}, (0.08, 1.0),
+                           {"temperature": 0.2, "proj_dim": 0})
+    config = TrainConfig(epochs=600, batch_size=64, lr=3e-3, amp=True, seed=0, device="cpu")
+    backbone, _ = train_ssl_encoder(split.members.images, recipe, config)
+    rest = split.nonmembers
+    half = len(rest) // 3
+    return {
+        "target": ModuleEncoder(backbone, device="cpu"),
+        "members": split.members,
+        "nonmembers": rest.subset(range(half)),
+        "unseen_a": rest.subset(range(half, 2 * half)),
+        "unseen_b": rest.subset(range(2 * half, 3 * half)),
+    }

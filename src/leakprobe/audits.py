@@ -81,6 +81,7 @@ def audit_encoder(
     shadow: tuple | None = None,
     context: dict | None = None,
     utility: dict | None = None,
+    repeats: int = 3,
     **attack_options,
 ) -> dict:
     """Audit an encoder for membership leakage and (optionally) write the report folder.
@@ -95,6 +96,7 @@ def audit_encoder(
         shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
         context: extra threat-model facts for the report.
         utility: the encoder's utility, shown beside the attacks.
+        repeats: cross-fitting repetitions averaged per sample (known-subset).
     Returns:
         The report dictionary (the JSON schema of the README).
     """
@@ -103,13 +105,15 @@ def audit_encoder(
         attack_objs = build_attacks(attacks, seed, **attack_options)
     else:
         attack_objs = list(attacks)
-    results = run_audit(attack_objs, target, members, nonmembers, knowledge, folds, seed, shadow)
+    results = run_audit(attack_objs, target, members, nonmembers, knowledge, folds, seed, shadow,
+                        repeats)
     ctx = {
         "target": getattr(target, "name", type(target).__name__),
         "input_size": int(getattr(target, "input_size", 0)),
         "tokens_exposed": bool(getattr(target, "has_tokens", False)),
         "members": members.source, "nonmembers": nonmembers.source,
         "knowledge": knowledge, "folds": folds if knowledge == "known-subset" else None,
+        "crossfit_repeats": repeats if knowledge == "known-subset" else None,
         "queries_per_image": {a.name: a.queries_per_image(target) for a in attack_objs},
         "total_queries": int(sum(r.queries for r in results)),
         "wall_seconds": round(time.time() - t0, 2),

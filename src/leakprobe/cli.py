@@ -66,6 +66,7 @@ def train_encoder(
     weight_decay: float = typer.Option(1e-5),
     crop_scale: str = typer.Option("0.08,1.0", help="Random-resized-crop area range."),
     temperature: float = typer.Option(0.5, help="NT-Xent temperature (SimCLR)."),
+    proj_dim: int = typer.Option(128, help="Projection head output (0: no head)."),
     image_size: int = typer.Option(32),
     amp: bool = typer.Option(True, help="bf16 autocast (faster on CPU and GPU)."),
     resume: bool = typer.Option(False, help="Continue from out/checkpoints."),
@@ -84,7 +85,8 @@ def train_encoder(
 
     dataset = load_dataset(data, image_size, seed)
     split = make_split(dataset, members, nonmembers, seed=seed)
-    method_kwargs = {"temperature": temperature} if method == "simclr" else {}
+    method_kwargs = {"temperature": temperature, "proj_dim": proj_dim} if method == "simclr" \
+        else {}
     recipe = EncoderRecipe(method, arch, _parse_json(arch_kwargs, "--arch-kwargs"),
                            _parse_scale(crop_scale), method_kwargs)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
@@ -95,8 +97,8 @@ def train_encoder(
         util = encoder_utility(target, split.nonmembers, seed)
         meta = json.loads(paths["model"].read_text())
         write_json(paths["model"], {**meta, "utility": util})
-        typer.echo(f"utility: k-NN {util['knn_accuracy']:.3f}, "
-                   f"linear probe {util['linear_probe_accuracy']:.3f} (chance {util['chance']:.3f})")
+        typer.echo(f"utility: k-NN {util['knn_accuracy']:.3f}, linear probe "
+                   f"{util['linear_probe_accuracy']:.3f} (chance {util['chance']:.3f})")
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
 
@@ -126,6 +128,7 @@ def audit_encoder_cmd(
     image_size: int = typer.Option(None, help="Input side (default: the model's, else 32)."),
     knowledge: str = typer.Option("known-subset", help="known-subset or shadow."),
     folds: int = typer.Option(2, help="Cross-fitting folds (known-subset)."),
+    repeats: int = typer.Option(3, help="Cross-fitting repetitions averaged per sample."),
     shadow_data: str = typer.Option(None, help="Attacker's own data for a shadow encoder."),
     shadow_arch: str = typer.Option("resnet-tiny"),
     shadow_method: str = typer.Option("simclr"),
@@ -161,7 +164,7 @@ def audit_encoder_cmd(
     if utility_data:
         utility = encoder_utility(target, load_dataset(utility_data, size, seed), seed)
     report = audit_encoder(target, mem, non, attacks, knowledge, folds, seed, out, shadow,
-                           context={"model": model}, utility=utility,
+                           context={"model": model}, utility=utility, repeats=repeats,
                            num_parts=num_parts, n_views=n_views)
     _print_summary(report, out)
 
@@ -195,7 +198,7 @@ def models_cmd():
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
     members: int = typer.Option(128, help="Member images of the demo target."),
-    epochs: int = typer.Option(400, help="Training epochs of the demo target."),
+    epochs: int = typer.Option(500, help="Training epochs of the demo target."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
 ):

@@ -13,13 +13,16 @@ from leakprobe.targets.loading import load_encoder
 from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
 from leakprobe.training.trainer import TrainConfig
 
-DEMO_RECIPE = EncoderRecipe("simclr", "resnet-tiny", {"width": 32}, (0.08, 1.0))
+# Long training on few images without a projection head: a target that memorises its
+# members, so the audit has leakage to find (see the README's "demo" section).
+DEMO_RECIPE = EncoderRecipe("simclr", "resnet-tiny", {}, (0.08, 1.0),
+                            {"temperature": 0.2, "proj_dim": 0})
 
 
 def run_demo(
     out: str | Path = "runs/demo",
     members: int = 128,
-    epochs: int = 400,
+    epochs: int = 500,
     seed: int = 0,
     device: str = "auto",
 ) -> dict:
@@ -33,7 +36,7 @@ def run_demo(
     t0 = time.time()
     data = load_dataset(f"synthetic:{2 * members}", 32, seed)
     split = make_split(data, members, seed=seed)
-    config = TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, amp=True, seed=seed,
+    config = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, amp=True, seed=seed,
                          device=device)
     log(f"demo: training SimCLR {DEMO_RECIPE.arch} on {members} synthetic images, {epochs} epochs")
     paths = train_target_encoder(split, DEMO_RECIPE, config, out / "target", resume=True)

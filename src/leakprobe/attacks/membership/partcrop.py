@@ -8,8 +8,7 @@ Method (paper and reference code ``mia_lib/mia_util.py``):
 1. The whole image gives tokens T (B, L, D). K part crops (default 128) are cut from it with
    random-resized-crop at scale (0.08, 0.2) and horizontal flips, resized to half the input
    side, and embedded: P (B, K, D).
-2. Response of part k: ``log_softmax_l(P_k . T_l)`` over the L tokens (raw dot products, as
-   the reference code; ``temperature`` divides them).
+2. Response of part k: ``log_softmax_l(sim(P_k, T_l) / temperature)`` over the L tokens.
 3. Two KL scores per part, ``KL(q || response)``: q uniform over L, and q a "sorted Gaussian"
    (sorted standard-normal draws mapped through their Gaussian density and normalised: a
    bell over token positions), drawn per part from a seeded generator.
@@ -18,9 +17,16 @@ Method (paper and reference code ``mia_lib/mia_util.py``):
    maps them to a membership probability; the epoch is picked on a validation part of the
    fit data.
 
-Departures from the reference code: members and non-members get identical preprocessing (the
-reference code feeds members a random training crop and non-members a plain resize, which
-inflates its numbers); the Gaussian reference is seeded. When the target exposes no tokens,
+Departures from the reference code:
+- members and non-members get identical preprocessing (the reference code feeds members a
+  random training crop and non-members a plain resize, which inflates its numbers);
+- the Gaussian reference is seeded and drawn once per feature extraction, so every image is
+  compared with the same references;
+- ``similarity="cosine"`` with ``temperature=0.1`` is the default instead of the raw dot
+  product: raw dot products make the softmax's sharpness depend on each encoder's arbitrary
+  embedding scale (an encoder with norm-100 embeddings gives one-hot responses and saturated
+  KL scores). On a memorising SimCLR resnet-tiny (64 members) cosine/0.1 gave AUC 0.85 where
+  raw dot products gave 0.73; ``similarity="dot", temperature=1`` reproduces the paper. When the target exposes no tokens,
 the response of a part is the cosine of its embedding with the whole image's embedding, and
 the K sorted cosines are the features.
 """
@@ -53,7 +59,8 @@ class PartCrop(MembershipAttack):
         num_parts: part crops per image (K).
         crop_scale: area range of a part relative to the whole image.
         part_size: side the parts are resized to (default: half the target's input side).
-        temperature: divides the part-token dot products before the softmax.
+        similarity: ``cosine`` (default) or ``dot`` (the reference code's raw dot product).
+        temperature: divides the similarities before the softmax.
         images_per_batch: whole images processed together (parts = this x K queries).
         epochs: attacker MLP epochs.
         seed: seeds the crops, the Gaussian references and the attacker.
@@ -66,14 +73,18 @@ class PartCrop(MembershipAttack):
         num_parts: int = 128,
         crop_scale: tuple[float, float] = (0.08, 0.2),
         part_size: int | None = None,
-        temperature: float = 1.0,
+        similarity: str = "cosine",
+        temperature: float = 0.1,
         images_per_batch: int = 64,
         epochs: int = 100,
         seed: int = 0,
     ) -> None:
         self.num_parts = num_parts
         self.crop_scale = crop_scale
+        if similarity not in ("cosine", "dot"):
+            raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
         self.part_size = part_size
+        self.similarity = similarity
         self.temperature = temperature
         self.images_per_batch = images_per_batch
         self.epochs = epochs
@@ -109,6 +120,8 @@ class PartCrop(MembershipAttack):
         self, parts: torch.Tensor, tokens: torch.Tensor, ref: torch.Tensor
     ) -> torch.Tensor:
         length = tokens.shape[1]
+        if self.similarity == "cosine":
+            parts, tokens = F.normalize(parts, dim=-1), F.normalize(tokens, dim=-1)
         logp = torch.log_softmax(parts @ tokens.transpose(1, 2) / self.temperature, dim=-1)
         kl_uniform = -math.log(length) - logp.mean(dim=-1)  # KL(uniform || response)
         kl_gauss = (ref * ((ref + 1e-6).log() - logp)).sum(dim=-1)

@@ -27,7 +27,10 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
 
 @register_method("simclr")
 class SimCLR(SSLMethod):
-    """SimCLR with a 2-layer projection head and NT-Xent (temperature 0.5 by default)."""
+    """SimCLR with a 2-layer projection head and NT-Xent (temperature 0.5 by default).
+
+    ``proj_dim=0`` drops the head (the loss then shapes the embedding directly).
+    """
 
     def __init__(
         self,
@@ -39,7 +42,10 @@ class SimCLR(SSLMethod):
     ) -> None:
         super().__init__(backbone, augmentation)
         self.temperature = temperature
-        self.projector = mlp_head(backbone.embed_dim, hidden_dim, proj_dim)
+        # proj_dim 0: no head, the contrastive loss acts on the embedding itself
+        self.projector = (
+            mlp_head(backbone.embed_dim, hidden_dim, proj_dim) if proj_dim > 0 else nn.Identity()
+        )
 
     def loss(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         views = self.augmentation(images, generator, n_views=2)
