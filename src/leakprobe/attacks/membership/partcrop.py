@@ -28,8 +28,8 @@ Departures from the reference code:
   KL scores). On a memorising SimCLR resnet-tiny (64 members) cosine/0.1 gave AUC 0.85 where
   raw dot products gave 0.73; ``similarity="dot", temperature=1`` reproduces the paper.
 
-When the target exposes no tokens, the response of a part is the cosine of its embedding with the whole image's embedding, and
-the K sorted cosines are the features.
+When the target exposes no tokens, the response of a part is the cosine of its embedding with
+the whole image's embedding, and the K sorted cosines are the features.
 """
 
 from __future__ import annotations
