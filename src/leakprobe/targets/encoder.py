@@ -129,7 +129,10 @@ class ModuleEncoder:
             try:
                 with torch.inference_mode():
                     tok = self._tokens_fn(x)
-                self._check_tokens(tok, 2)
+                if tok is None:  # the protocol allows "not exposed"
+                    self._tokens_fn = None
+                else:
+                    self._check_tokens(tok, 2)
             except LeakprobeError:
                 raise
             except Exception:
@@ -175,3 +178,30 @@ class ModuleEncoder:
         if self._tokens_fn is None:
             return None
         return self._batched(self._tokens_fn, images, self._check_tokens)
+
+
+class ObjectEncoder(ModuleEncoder):
+    """Wrap any object with ``embed(images)`` (and optionally ``tokens``, ``input_size``).
+
+    The object's own methods are called in batches; outputs are validated and queries
+    counted exactly as for a torch module.
+    """
+
+    def __init__(
+        self,
+        obj: object,
+        input_size: int | None = None,
+        batch_size: int = 256,
+        budget: int | None = None,
+        name: str = "",
+    ) -> None:
+        self.obj = obj
+        self.device = torch.device("cpu")
+        declared = getattr(obj, "input_size", None)
+        self.input_size = int(input_size or (declared if isinstance(declared, int) else 32))
+        self.batch_size = batch_size
+        self.counter = QueryCounter(budget)
+        self.name = name or type(obj).__name__
+        self.module = obj.embed  # type: ignore[attr-defined]
+        self._tokens_fn = getattr(obj, "tokens", None)
+        self.embed_dim = self._probe()

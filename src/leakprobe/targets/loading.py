@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from leakprobe.errors import LeakprobeError
 from leakprobe.models import create_model
-from leakprobe.targets.encoder import ModuleEncoder
+from leakprobe.targets.encoder import ModuleEncoder, ObjectEncoder
 
 
 def _safetensors_arch(path: Path) -> tuple[str | None, dict]:
@@ -146,7 +146,7 @@ def load_encoder(
     if isinstance(model, torch.nn.Module):
         return ModuleEncoder(model, image_size, dev, batch_size, budget, name=str(spec))
     if callable(getattr(model, "embed", None)):
-        return model
+        return ObjectEncoder(model, image_size, batch_size, budget, name=str(spec))
     raise LeakprobeError(
         f"{spec}: the factory returned {type(model).__name__}, which is neither an nn.Module "
         "nor an object with embed(images)"
