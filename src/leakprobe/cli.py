@@ -115,6 +115,19 @@ def _print_summary(report: dict, out: Path | None) -> None:
         typer.echo(f"report: {out / 'report.html'}")
 
 
+def _recorded_utility(model: str) -> dict | None:
+    """The utility ``leakprobe train`` recorded in model.json next to the model, if any."""
+    path = Path(model)
+    meta = (path if path.is_dir() else path.parent) / "model.json"
+    if not path.exists() or not meta.is_file():
+        return None
+    try:
+        recorded = json.loads(meta.read_text()).get("utility")
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return None
+    return {**recorded, "source": str(meta)} if isinstance(recorded, dict) else None
+
+
 @audit_app.command("encoder")
 def audit_encoder_cmd(
     model: str = typer.Option(..., help="TorchScript file, .safetensors (+ --arch), "
@@ -160,7 +173,7 @@ def audit_encoder_cmd(
                              device=device, amp=True)
         shadow = train_shadow(load_images(shadow_data, size), EncoderRecipe(
             shadow_method, shadow_arch), config, seed)
-    utility = None
+    utility = _recorded_utility(model)
     if utility_data:
         utility = encoder_utility(target, load_dataset(utility_data, size, seed), seed)
     report = audit_encoder(target, mem, non, attacks, knowledge, folds, seed, out, shadow,
