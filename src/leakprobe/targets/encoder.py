@@ -139,21 +139,20 @@ class ModuleEncoder:
                 self._tokens_fn = None
         return int(out.shape[1])
 
-    def _check_embedding(self, out: object, n: int) -> torch.Tensor:
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != n:
+    def _check_output(self, out: object, n: int, ndim: int, what: str) -> torch.Tensor:
+        """``out`` must be a finite tensor with ``ndim`` dims and ``n`` rows."""
+        if not isinstance(out, torch.Tensor) or out.ndim != ndim or out.shape[0] != n:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise LeakprobeError(f"model {self.name} must return (B,D) embeddings, got {shape}")
+            raise LeakprobeError(f"model {self.name} must return {what}, got {shape}")
         if not torch.isfinite(out).all():
-            raise LeakprobeError(f"model {self.name} returned NaN/inf embeddings")
+            raise LeakprobeError(f"model {self.name} returned NaN/inf values ({what})")
         return out
 
+    def _check_embedding(self, out: object, n: int) -> torch.Tensor:
+        return self._check_output(out, n, 2, "(B,D) embeddings")
+
     def _check_tokens(self, out: object, n: int) -> torch.Tensor:
-        if not isinstance(out, torch.Tensor) or out.ndim != 3 or out.shape[0] != n:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise LeakprobeError(f"model {self.name}: tokens must be (B,L,D), got {shape}")
-        if not torch.isfinite(out).all():
-            raise LeakprobeError(f"model {self.name} returned NaN/inf tokens")
-        return out
+        return self._check_output(out, n, 3, "(B,L,D) tokens")
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)

@@ -111,12 +111,14 @@ class Trainer:
         )
         g = torch.Generator().manual_seed(c.seed)
         start = self._maybe_resume(optimizer, schedule, g) if resume else 0
-        for epoch in range(start, c.epochs):
+        every = max(1, c.epochs // 20)
+        for epoch in track(range(start, c.epochs), "training", c.epochs - start):
             t0 = time.time()
             losses = self._run_epoch(data, loss_fn, optimizer, schedule, g, batch, epoch)
             self.history.append(sum(losses) / max(len(losses), 1))
-            log(f"epoch {epoch + 1}/{c.epochs} loss {self.history[-1]:.4f} "
-                f"({time.time() - t0:.1f}s)")
+            seconds = time.time() - t0
+            if seconds > 5 or (epoch + 1) % every == 0 or epoch + 1 == c.epochs:
+                log(f"epoch {epoch + 1}/{c.epochs} loss {self.history[-1]:.4f} ({seconds:.1f}s)")
             if not math.isfinite(self.history[-1]):
                 raise LeakprobeError(f"training diverged at epoch {epoch + 1} (loss is NaN/inf)")
             self._save_checkpoint(optimizer, schedule, g, epoch + 1)
@@ -130,8 +132,7 @@ class Trainer:
         order = torch.randperm(data.shape[0], generator=g)
         n_steps = data.shape[0] // batch
         losses = []
-        steps = track(range(n_steps), f"epoch {epoch + 1}/{self.config.epochs}", n_steps)
-        for step in steps:
+        for step in range(n_steps):
             idx = order[step * batch:(step + 1) * batch]
             x = data[idx].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.amp):
