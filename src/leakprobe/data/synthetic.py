@@ -139,5 +139,5 @@ def make_synthetic(n: int, image_size: int = 32, seed: int = 0) -> ImageSet:
         ids,
         labels=kind[:, 0].clone(),
         extras={"masks": masks, "scenes": scenes},
-        source=f"synthetic:{n}",
+        source=f"synthetic:{n}" if seed == 0 else f"synthetic:{n}:{seed}",
     )

@@ -164,6 +164,8 @@ def run_audit(
         shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
     """
     check_audit_sets(members, nonmembers)
+    if repeats < 1:
+        raise LeakprobeError(f"--repeats must be >= 1, got {repeats}")
     if knowledge not in ("known-subset", "shadow"):
         raise LeakprobeError(f"--knowledge must be known-subset or shadow, got {knowledge!r}")
     if knowledge == "shadow" and shadow is None:

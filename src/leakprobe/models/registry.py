@@ -36,7 +36,10 @@ def create_model(name: str, **kwargs) -> nn.Module:
     _load_builtin()
     if name not in _MODELS:
         raise LeakprobeError(f"unknown architecture '{name}'; known: {', '.join(list_models())}")
-    return _MODELS[name](**kwargs)
+    try:
+        return _MODELS[name](**kwargs)
+    except TypeError as e:
+        raise LeakprobeError(f"bad options for architecture '{name}': {e}") from e
 
 
 def _load_builtin() -> None:

@@ -46,6 +46,13 @@ class TrainConfig:
     device: str = "auto"
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise LeakprobeError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise LeakprobeError(f"lr must be > 0, got {self.lr}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

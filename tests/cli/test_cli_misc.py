@@ -1,0 +1,289 @@
+"""The rest of the CLI: help, `models`, `--debug`, `report`, option errors, shadow knowledge and
+IDX data specs.
+
+Behaviour that depends on the process (the console script, tracebacks reaching stderr) runs in
+a subprocess; the other commands call the entry point `leakprobe.cli.main` in-process, which
+keeps the file fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+ENV = {**os.environ, "LEAKPROBE_PROGRESS": "0", "LEAKPROBE_QUIET": "1",
+       "OMP_NUM_THREADS": "1"}
+MEMBERS, NONMEMBERS = "synthetic:30:1", "synthetic:30:2"
+
+
+class TinyEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+    @torch.jit.export
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).flatten(2).transpose(1, 2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads and lose a lot on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(*args: str, module: bool = True) -> subprocess.CompletedProcess:
+    if module:
+        cmd = [sys.executable, "-m", "leakprobe.cli", *args]
+    else:  # the installed console script
+        script = Path(sys.executable).parent / "leakprobe"
+        if not script.exists():
+            pytest.skip("no leakprobe console script next to this interpreter")
+        cmd = [str(script), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """``leakprobe ARGS`` in this process: (exit status, stdout, stderr)."""
+    from leakprobe.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv
+    sys.argv = ["leakprobe", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:  # what a real process does with an uncaught exception
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("misc") / "tiny.pt"
+    torch.manual_seed(0)
+    torch.jit.script(TinyEncoder()).save(str(path))
+    return str(path)
+
+
+def audit(model: str, out: Path, *extra: str, members: str = MEMBERS,
+          nonmembers: str = NONMEMBERS, attacks: str = "baseline-norm") -> tuple[int, str, str]:
+    return cli("audit", "encoder", "--model", model, "--members", members, "--nonmembers",
+               nonmembers, "--attacks", attacks, "--out", str(out), "--device", "cpu",
+               "--repeats", "1", *extra)
+
+
+# --------------------------------------------------------------------------------------------
+# help and listing
+
+
+def test_top_level_help_through_the_console_script():
+    proc = run("--help", module=False)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("train", "audit", "report", "models"):
+        assert command in proc.stdout
+
+
+@pytest.mark.parametrize(("command", "options"), [
+    (["audit", "encoder"], ["--model", "--members", "--nonmembers", "--attacks", "--knowledge",
+                            "--shadow-data"]),
+    (["train", "encoder"], ["--arch", "--arch-kwargs", "--epochs", "--resume", "--out"]),
+])
+def test_subcommand_help(command, options):
+    code, out, err = cli(*command, "--help")
+    assert code == 0, err
+    for option in options:
+        assert option in out, option
+
+
+def test_models_lists_architectures_and_methods():
+    code, out, err = cli("models")
+    assert code == 0, err
+    for name in ("resnet18-cifar", "resnet-tiny", "vit-tiny", "simclr"):
+        assert name in out, out
+
+
+# --------------------------------------------------------------------------------------------
+# --debug
+
+
+def test_debug_shows_the_traceback_and_plain_mode_does_not(tmp_path):
+    args = ["audit", "encoder", "--model", str(tmp_path / "missing.pt"), "--members", MEMBERS,
+            "--nonmembers", NONMEMBERS, "--attacks", "baseline-norm", "--out",
+            str(tmp_path / "out")]
+    debug = run("--debug", *args)
+    assert debug.returncode != 0
+    assert "Traceback" in debug.stderr
+    assert "no such model file" in debug.stderr
+
+    plain = run(*args)
+    assert plain.returncode == 2
+    assert "Traceback" not in plain.stderr
+    assert plain.stderr.startswith("error: ") and "no such model file" in plain.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def test_report_combines_two_audits(model, tmp_path):
+    code, _, err = audit(model, tmp_path / "run1", attacks="baseline-norm")
+    assert code == 0, err
+    code, _, err = audit(model, tmp_path / "run2", "--n-views", "4",
+                         attacks="encodermi-threshold")
+    assert code == 0, err
+
+    combined = tmp_path / "combined"
+    # one run as a folder, one as its report.json
+    code, out, err = cli("report", str(tmp_path / "run1"), str(tmp_path / "run2" / "report.json"),
+                         "--out", str(combined))
+    assert code == 0, err
+    html = (combined / "report.html").read_text()
+    assert "2 audits" in html
+    assert "baseline-norm" in html and "encodermi-threshold" in html
+    assert (combined / "r1_roc.png").is_file() and (combined / "r2_roc.png").is_file()
+    assert str(combined / "report.html") in out
+
+
+def test_report_of_a_folder_without_report_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("report", str(tmp_path / "empty"), "--out", str(tmp_path / "x"))
+    assert code == 2, err
+    assert err.startswith("error: ")
+    assert not (tmp_path / "x" / "report.html").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# option errors
+
+
+def test_unknown_attack_lists_the_known_ones(model, tmp_path):
+    code, _, err = audit(model, tmp_path / "a", attacks="baseline-norm,nosuchattack")
+    assert code == 2, err
+    assert "nosuchattack" in err
+    known = err.split("known:", 1)[1]
+    for name in ("partcrop", "encodermi-threshold", "encodermi-vector", "lpla-p2",
+                 "baseline-norm", "baseline-consistency"):
+        assert name in known, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "a" / "report.json").exists()
+
+
+def test_shadow_knowledge_needs_shadow_data(model, tmp_path):
+    code, _, err = audit(model, tmp_path / "a", "--knowledge", "shadow")
+    assert code == 2, err
+    assert "--shadow-data" in err
+    assert not (tmp_path / "a" / "report.json").exists()
+
+
+def test_shadow_knowledge_audit(model, tmp_path):
+    out = tmp_path / "shadow"
+    code, _, err = audit(model, out, "--knowledge", "shadow", "--shadow-data",
+                         "synthetic:60:9", "--shadow-epochs", "1", "--n-views", "4",
+                         attacks="encodermi-threshold")
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["knowledge"] == "shadow"
+    assert [r["attack"] for r in report["results"]] == ["encodermi-threshold", "blind"]
+    for r in report["results"]:
+        assert r["n_members"] == 30 and r["n_nonmembers"] == 30
+        assert 0.0 <= r["metrics"]["auc"] <= 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# IDX data specs
+
+
+def write_idx(folder: Path, n: int, seed: int, prefix: str = "train", gz: bool = False) -> None:
+    """MNIST-format files: big-endian magic and sizes, then uint8 pixels / labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:28, :28]
+    images = np.empty((n, 28, 28), np.uint8)
+    for i in range(n):  # a bright disc on noise, somewhere different in each image
+        cy, cx, r = rng.integers(6, 22), rng.integers(6, 22), rng.integers(3, 7)
+        img = rng.integers(0, 80, size=(28, 28))
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 255
+        images[i] = img
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    files = {
+        f"{prefix}-images-idx3-ubyte": struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes(),
+        f"{prefix}-labels-idx1-ubyte": struct.pack(">II", 0x801, n) + labels.tobytes(),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, raw in files.items():
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (folder / name).write_bytes(raw)
+
+
+def test_idx_folders_as_members_and_nonmembers(model, tmp_path):
+    write_idx(tmp_path / "idx_a", 24, seed=1)
+    write_idx(tmp_path / "idx_b", 26, seed=2, gz=True)
+    members, nonmembers = f"idx:{tmp_path / 'idx_a'}", f"idx:{tmp_path / 'idx_b'}"
+    out = tmp_path / "a"
+    code, _, err = audit(model, out, members=members, nonmembers=nonmembers)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    for r in report["results"]:
+        assert r["n_members"] == 24 and r["n_nonmembers"] == 26
+    assert report["context"]["members"] == members
+    assert report["context"]["nonmembers"] == nonmembers
+
+
+def test_idx_train_and_test_splits_of_one_folder(model, tmp_path):
+    folder = tmp_path / "idx"
+    write_idx(folder, 22, seed=3, prefix="train")
+    write_idx(folder, 21, seed=4, prefix="t10k")
+    out = tmp_path / "a"
+    code, _, err = audit(model, out, members=f"idx:{folder}:train",
+                         nonmembers=f"idx:{folder}:test")
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"][0]["n_members"] == 22
+    assert report["results"][0]["n_nonmembers"] == 21
+
+
+def test_same_idx_folder_on_both_sides_is_an_overlap_error(model, tmp_path):
+    write_idx(tmp_path / "idx_a", 24, seed=1)
+    spec = f"idx:{tmp_path / 'idx_a'}"
+    code, _, err = audit(model, tmp_path / "a", members=spec, nonmembers=spec)
+    assert code == 2, err
+    assert "overlap" in err
+
+
+@pytest.mark.parametrize(("option", "value"), [("--batch-size", "0"), ("--image-size", "0")])
+def test_nonpositive_sizes_give_one_line_and_exit_2(model, tmp_path, option, value):
+    out = tmp_path / "a"
+    code, _, err = audit(model, out, option, value)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.startswith("error: ") and option.strip("-").split("-")[0] in err
+    assert not (out / "report.json").exists()
