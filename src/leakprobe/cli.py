@@ -18,8 +18,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Audit vision models for training-data leakage and theft.")
 train_app = typer.Typer(no_args_is_help=True, help="Train target models on a member split.")
 audit_app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
+serve_app = typer.Typer(no_args_is_help=True, help="Serve a model over HTTP.")
 app.add_typer(train_app, name="train")
 app.add_typer(audit_app, name="audit")
+app.add_typer(serve_app, name="serve")
 
 _state = {"debug": False}
 
@@ -180,6 +182,36 @@ def audit_encoder_cmd(
                            context={"model": model}, utility=utility, repeats=repeats,
                            num_parts=num_parts, n_views=n_views)
     _print_summary(report, out)
+
+
+@serve_app.command("encoder")
+def serve_encoder_cmd(
+    model: str = typer.Option(..., help="Model file, .safetensors (+ --arch), entry point."),
+    arch: str = typer.Option(None),
+    image_size: int = typer.Option(None),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8080),
+    max_queries: int = typer.Option(None, help="Total images the service will embed."),
+    rate: float = typer.Option(None, help="Requests per second per client."),
+    max_batch: int = typer.Option(256, help="Images per request."),
+    noise: float = typer.Option(0.0, help="Gaussian noise std added to embeddings."),
+    top_k: int = typer.Option(None, help="Return only the k largest coordinates."),
+    round_decimals: int = typer.Option(None, help="Round embeddings to N decimals."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+):
+    """Serve an encoder at http://HOST:PORT (/v1/info, /v1/embed) until interrupted."""
+    from leakprobe.serve import EncoderService, ServeConfig, run_server
+    from leakprobe.targets.loading import load_encoder
+
+    if model.startswith(("http://", "https://")):
+        raise LeakprobeError("serve needs a local model, not a URL")
+    encoder = load_encoder(model, arch, image_size, device)
+    config = ServeConfig(max_batch=max_batch, max_queries=max_queries, rate=rate, noise=noise,
+                         top_k=top_k, round_decimals=round_decimals, seed=seed)
+    typer.echo(f"serving {model} at http://{host}:{port} (input {encoder.input_size}, "
+               f"embedding {encoder.embed_dim})", err=True)
+    run_server(EncoderService(encoder, config), host, port)
 
 
 @app.command("report")

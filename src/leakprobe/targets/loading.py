@@ -6,6 +6,7 @@ Accepted, in this order of detection:
   recorded in the file's metadata by leakprobe);
 - ``package.module:factory`` or ``path/to/file.py:factory``: the factory returns an
   ``nn.Module`` (forward -> (B, D), optional ``tokens``) or an object with ``embed``;
+- ``http(s)://host:port``: a service speaking leakprobe's HTTP protocol (black box);
 - any other file: a TorchScript archive (``torch.jit.save``). Pickled checkpoints are
   refused: leakprobe never unpickles a model file.
 """
@@ -90,12 +91,17 @@ def load_entry_point(spec: str):
             loader.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
-    except ImportError as e:
-        raise LeakprobeError(f"{spec}: cannot import {target} ({e})") from e
+    except LeakprobeError:
+        raise
+    except Exception as e:  # user code: syntax errors, failing imports, anything
+        raise LeakprobeError(f"{spec}: cannot import {target} ({type(e).__name__}: {e})") from e
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise LeakprobeError(f"{spec}: {target} has no callable '{attr}'")
-    return factory()
+    try:
+        return factory()
+    except Exception as e:
+        raise LeakprobeError(f"{spec}: the factory failed ({type(e).__name__}: {e})") from e
 
 
 def load_model_module(
@@ -141,6 +147,11 @@ def load_encoder(
     """
     from leakprobe.device import resolve_device
 
+    if spec.startswith(("http://", "https://")):
+        from leakprobe.targets.http import HTTPEncoder
+
+        return HTTPEncoder(spec, batch_size=min(batch_size, 256), budget=budget,
+                           image_size=image_size)
     dev = resolve_device(device)
     model = load_model_module(spec, arch, dev)
     if isinstance(model, torch.nn.Module):

@@ -1,0 +1,225 @@
+"""Serve an encoder over HTTP (encoder-as-a-service), with limits and stealing defences.
+
+Protocol (DESIGN.md section 3), spoken by :class:`leakprobe.targets.http.HTTPEncoder`:
+
+- ``GET /v1/info`` -> ``{"kind": "encoder", "input_size", "embed_dim", "tokens",
+  "max_batch", "max_queries", "queries_used", "defence"}``
+- ``POST /v1/embed`` with ``{"images": [base64 PNG, ...]}`` or ``{"array": base64 float32
+  .npy of shape (B, 3, H, W)}`` and optionally ``"tokens": true`` ->
+  ``{"embeddings": [[...]], "tokens": [[[...]]] | null, "queries_used": n}``
+
+Errors are JSON ``{"error": message}`` with a status: 400 malformed request, 403 query budget
+exhausted, 413 payload too large, 429 rate limited (with ``Retry-After``), 500 model failure.
+The server keeps serving after every error. Embeddings go out as JSON numbers: a float32
+value printed as a double survives the round trip exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from leakprobe.errors import LeakprobeError
+from leakprobe.targets.wire import decode_npy, decode_png
+
+
+@dataclass
+class ServeConfig:
+    """Limits and output perturbation of the service.
+
+    Attributes:
+        max_batch: images per request.
+        max_body_bytes: request body size limit.
+        max_image_side: largest accepted image side.
+        max_queries: total images the service will embed (None: unlimited).
+        rate: requests per second per client (token bucket with a burst of 2x; None: off).
+        noise: std of Gaussian noise added to every embedding coordinate (stealing defence).
+        top_k: keep only the k largest-magnitude coordinates (stealing defence).
+        round_decimals: round embeddings to this many decimals (stealing defence).
+        seed: seeds the noise.
+    """
+
+    max_batch: int = 256
+    max_body_bytes: int = 64 * 2**20
+    max_image_side: int = 512
+    max_queries: int | None = None
+    rate: float | None = None
+    noise: float = 0.0
+    top_k: int | None = None
+    round_decimals: int | None = None
+    seed: int = 0
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+class RateLimiter:
+    """Token bucket per client: ``rate`` requests per second, bursts of ``2 * rate``."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.lock = threading.Lock()
+
+    def check(self, client: str) -> None:
+        if not self.rate:
+            return
+        now = time.monotonic()
+        burst = max(2 * self.rate, 1.0)
+        with self.lock:
+            tokens, last = self.buckets.get(client, (burst, now))
+            tokens = min(burst, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                wait = (1 - tokens) / self.rate
+                self.buckets[client] = (tokens, now)
+                raise ServiceError(429, "rate limit exceeded",
+                                   {"Retry-After": f"{max(wait, 0.01):.2f}"})
+            self.buckets[client] = (tokens - 1, now)
+
+
+class EncoderService:
+    """Wraps an :class:`~leakprobe.targets.encoder.Encoder`; counts and limits queries."""
+
+    def __init__(self, encoder, config: ServeConfig | None = None) -> None:
+        self.encoder = encoder
+        self.config = config or ServeConfig()
+        self.queries_used = 0
+        self.lock = threading.Lock()
+        self.limiter = RateLimiter(self.config.rate)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+
+    def info(self) -> dict:
+        c = self.config
+        defence = {k: v for k, v in {"noise": c.noise, "top_k": c.top_k,
+                                     "round_decimals": c.round_decimals}.items() if v}
+        return {"kind": "encoder", "input_size": int(self.encoder.input_size),
+                "embed_dim": int(getattr(self.encoder, "embed_dim", 0)),
+                "tokens": bool(getattr(self.encoder, "has_tokens", False)),
+                "max_batch": c.max_batch, "max_queries": c.max_queries,
+                "queries_used": self.queries_used, "defence": defence}
+
+    def parse_images(self, payload: object) -> torch.Tensor:
+        c = self.config
+        if not isinstance(payload, dict):
+            raise ServiceError(400, "request body must be a JSON object")
+        try:
+            if "array" in payload:
+                arr = decode_npy(payload["array"], c.max_body_bytes)
+                images = torch.from_numpy(arr)
+            elif isinstance(payload.get("images"), list):
+                items = payload["images"]
+                if len(items) > c.max_batch:
+                    raise ServiceError(413, f"{len(items)} images exceed max_batch {c.max_batch}")
+                decoded = [decode_png(t, c.max_image_side**2) for t in items]
+                if len({tuple(x.shape) for x in decoded}) > 1:
+                    raise ServiceError(400, "all images of a request must have the same size")
+                images = torch.stack(decoded) if decoded else torch.empty(0, 3, 1, 1)
+            else:
+                raise ServiceError(400, "request needs 'images' (base64 PNGs) or 'array'")
+        except LeakprobeError as e:
+            raise ServiceError(400, str(e)) from e
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+            raise ServiceError(400, f"images must be (B,3,H,W) with B >= 1, got "
+                                    f"{tuple(images.shape)}")
+        if images.shape[0] > c.max_batch:
+            raise ServiceError(413, f"{images.shape[0]} images exceed max_batch {c.max_batch}")
+        if max(images.shape[-2:]) > c.max_image_side:
+            raise ServiceError(413, f"image side {max(images.shape[-2:])} exceeds "
+                                    f"{c.max_image_side}")
+        if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise ServiceError(400, "image values must be finite and in [0, 1]")
+        return images
+
+    def _charge(self, n: int) -> None:
+        limit = self.config.max_queries
+        if limit is not None and self.queries_used + n > limit:
+            raise ServiceError(403, f"query budget exhausted: {self.queries_used} of {limit} "
+                                    f"used, {n} more requested")
+        self.queries_used += n
+
+    def _perturb(self, emb: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.noise:
+            emb = emb + c.noise * torch.randn(emb.shape, generator=self.generator)
+        if c.top_k:
+            keep = emb.abs().topk(min(c.top_k, emb.shape[1]), dim=1).indices
+            emb = torch.zeros_like(emb).scatter(1, keep, emb.gather(1, keep))
+        if c.round_decimals is not None:
+            emb = torch.round(emb, decimals=c.round_decimals)
+        return emb
+
+    def embed(self, payload: object) -> dict:
+        images = self.parse_images(payload)
+        want_tokens = bool(payload.get("tokens", False))  # type: ignore[union-attr]
+        with self.lock:
+            self._charge(images.shape[0])
+            try:
+                emb = self._perturb(self.encoder.embed(images))
+                tok = self.encoder.tokens(images) if want_tokens else None
+            except LeakprobeError as e:
+                raise ServiceError(400, str(e)) from e
+            except Exception as e:  # a model failure must not take the service down
+                raise ServiceError(500, f"model failed: {type(e).__name__}") from e
+            used = self.queries_used
+        return {"embeddings": emb.tolist(), "tokens": None if tok is None else tok.tolist(),
+                "queries_used": used}
+
+
+def create_app(service: EncoderService) -> Starlette:
+    """The Starlette application serving ``service``."""
+    max_body = service.config.max_body_bytes
+
+    def error(e: ServiceError) -> JSONResponse:
+        return JSONResponse({"error": str(e)}, status_code=e.status, headers=e.headers)
+
+    async def info(request: Request) -> JSONResponse:
+        return JSONResponse(service.info())
+
+    async def embed(request: Request) -> JSONResponse:
+        try:
+            service.limiter.check(request.client.host if request.client else "?")
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > max_body:
+                raise ServiceError(413, f"body of {length} bytes exceeds {max_body}")
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_body:
+                    raise ServiceError(413, f"body exceeds {max_body} bytes")
+            try:
+                payload = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ServiceError(400, f"malformed JSON: {e}") from e
+            from starlette.concurrency import run_in_threadpool
+
+            return JSONResponse(await run_in_threadpool(service.embed, payload))
+        except ServiceError as e:
+            return error(e)
+
+    return Starlette(routes=[Route("/v1/info", info, methods=["GET"]),
+                             Route("/v1/embed", embed, methods=["POST"])])
+
+
+def run_server(service: EncoderService, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve until interrupted (uvicorn, one process, concurrent requests)."""
+    import uvicorn
+
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+def config_dict(config: ServeConfig) -> dict:
+    return {k: (None if isinstance(v, float) and math.isinf(v) else v)
+            for k, v in asdict(config).items()}
