@@ -49,3 +49,30 @@ def memorising_target(cache_dir):
         "unseen_a": rest.subset(range(half, 2 * half)),
         "unseen_b": rest.subset(range(2 * half, 3 * half)),
     }
+
+
+@pytest.fixture(scope="session")
+def digits_target():
+    """A SimCLR resnet-tiny trained briefly on scikit-learn digits (useful features).
+
+    Returns the target and disjoint parts of digits: ``query`` (1000 images the attacker
+    owns), ``probe_train`` (100 labelled) and ``probe_test`` (the remaining 697).
+    """
+    from leakprobe.data.loaders import load_digits_set
+    from leakprobe.targets.encoder import ModuleEncoder
+    from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
+    from leakprobe.training.trainer import TrainConfig
+
+    digits = load_digits_set(32)
+    backbone, _ = train_ssl_encoder(
+        digits.images, EncoderRecipe("simclr", "resnet-tiny"),
+        TrainConfig(epochs=15, batch_size=256, lr=3e-3, amp=True, seed=0, device="cpu"),
+    )
+    order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
+    return {
+        "model": backbone,
+        "target": ModuleEncoder(backbone, device="cpu"),
+        "probe_train": digits.subset(order[:100]),
+        "query": digits.subset(order[100:1100]),
+        "probe_test": digits.subset(order[1100:]),
+    }

@@ -19,9 +19,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 train_app = typer.Typer(no_args_is_help=True, help="Train target models on a member split.")
 audit_app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
 serve_app = typer.Typer(no_args_is_help=True, help="Serve a model over HTTP.")
+steal_app = typer.Typer(no_args_is_help=True, help="Steal a model through its queries.")
 app.add_typer(train_app, name="train")
 app.add_typer(audit_app, name="audit")
 app.add_typer(serve_app, name="serve")
+app.add_typer(steal_app, name="steal")
 
 _state = {"debug": False}
 
@@ -212,6 +214,53 @@ def serve_encoder_cmd(
     typer.echo(f"serving {model} at http://{host}:{port} (input {encoder.input_size}, "
                f"embedding {encoder.embed_dim})", err=True)
     run_server(EncoderService(encoder, config), host, port)
+
+
+@steal_app.command("encoder")
+def steal_encoder_cmd(
+    model: str = typer.Option(..., help="Target: model file, .safetensors, entry point or URL."),
+    query_data: str = typer.Option(..., help="Attacker's images: folder or data spec."),
+    out: Path = typer.Option(..., help="Output folder (surrogates, query cache, report)."),
+    budget: str = typer.Option("5000", help="Queries allowed; a comma list sweeps budgets."),
+    method: str = typer.Option("contsteal", help="contsteal, mse, cosine (comma list)."),
+    surrogate_arch: str = typer.Option("resnet-tiny"),
+    surrogate_kwargs: str = typer.Option(None, help="Surrogate backbone overrides (JSON)."),
+    epochs: int = typer.Option(50),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(1e-3),
+    views: int = typer.Option(None, help="Views per image (default: 2 contsteal, 1 mse)."),
+    probe_train: str = typer.Option(None, help="Labelled images to fit the linear probes."),
+    probe_test: str = typer.Option(None, help="Labelled images to judge the probes."),
+    arch: str = typer.Option(None),
+    image_size: int = typer.Option(None),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+):
+    """Train surrogate encoders from the target's embeddings within a query budget."""
+    from leakprobe.data.splits import load_images
+    from leakprobe.stealing import steal_encoder
+    from leakprobe.targets.loading import load_encoder
+
+    target = load_encoder(model, arch, image_size, device)
+    size = target.input_size
+    queries = load_images(query_data, size)
+    p_train = load_images(probe_train, size) if probe_train else None
+    p_test = load_images(probe_test, size) if probe_test else None
+    report = steal_encoder(target, queries, budget, method, surrogate_arch,
+                           _parse_json(surrogate_kwargs, "--surrogate-kwargs"), epochs,
+                           batch_size, lr, seed, device, out, p_train, p_test, views)
+    if report["target_probe_accuracy"] is not None:
+        typer.echo(f"target linear-probe accuracy {report['target_probe_accuracy']:.3f}, "
+                   f"random-init surrogate {report['random_init_probe_accuracy']:.3f}")
+    typer.echo(f"{'method':10s} {'budget':>7s} {'queries':>8s} {'probe acc':>9s} "
+               f"{'agreement':>9s} {'procrustes':>10s}")
+    for r in report["results"]:
+        m = r["metrics"]
+        typer.echo(f"{r['method']:10s} {r['budget']:7d} {r['queries_used']:8d} "
+                   f"{m.get('surrogate_probe_accuracy', float('nan')):9.3f} "
+                   f"{m.get('agreement', float('nan')):9.3f} "
+                   f"{m.get('procrustes_cosine', float('nan')):10.3f}")
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 @app.command("report")

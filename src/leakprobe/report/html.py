@@ -14,7 +14,7 @@ from typing import Any
 
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json, write_text
-from leakprobe.report.plots import plot_histograms, plot_roc
+from leakprobe.report.plots import plot_curves, plot_histograms, plot_roc
 from leakprobe.report.schema import is_blind, load_report
 
 __all__ = ["render_reports", "write_report"]
@@ -286,8 +286,35 @@ def _stealing_html(report: dict[str, Any]) -> str:
     )
 
 
+def _stealing_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[str, Path]:
+    """Stolen accuracy and agreement against queries spent, one curve per method."""
+    images: dict[str, Path] = {}
+    for key, label in (("surrogate_probe_accuracy", "linear-probe accuracy"),
+                       ("agreement", "agreement with the target")):
+        series: dict[str, tuple[list, list]] = {}
+        for r in report.get("results") or []:
+            value = (r.get("metrics") or {}).get(key)
+            if value is not None:
+                xs, ys = series.setdefault(str(r.get("method")), ([], []))
+                xs.append(r.get("queries_used") or r.get("budget"))
+                ys.append(value)
+        if not series:
+            continue
+        if key == "surrogate_probe_accuracy" and report.get("target_probe_accuracy") is not None:
+            budgets = sorted({x for xs, _ in series.values() for x in xs})
+            series["target"] = (budgets, [report["target_probe_accuracy"]] * len(budgets))
+        series = {k: tuple(zip(*sorted(zip(*v, strict=True)), strict=True))
+                  for k, v in series.items()}
+        images[key] = plot_curves(series, "queries spent", label,
+                                  out_dir / f"{prefix}steal_{key}.png",
+                                  title=f"stolen {label} vs queries", logx=True)
+    return images
+
+
 def _write_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[str, Path]:
-    if str(report.get("kind", "")).endswith("-stealing") or not report.get("results"):
+    if str(report.get("kind", "")).endswith("-stealing"):
+        return _stealing_plots(report, out_dir, prefix)
+    if not report.get("results"):
         return {}
     return {
         "roc": plot_roc(report, out_dir / f"{prefix}{_PLOT_FILES['roc']}", loglog=False),
@@ -307,7 +334,7 @@ def _section_html(
         parts.append(f'<p class="muted">source: {_esc(source)}</p>')
     parts.append(_warnings_html(report))
     if kind.endswith("-stealing"):
-        parts.append(_stealing_html(report))
+        parts += [_stealing_html(report), _plots_html(images)]
     else:
         parts += [_card_html(report), _metrics_html(report), _utility_html(report)]
         parts.append(_plots_html(images))

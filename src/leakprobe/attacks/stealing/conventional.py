@@ -1,0 +1,45 @@
+"""Conventional encoder stealing: regress the surrogate onto the target's embeddings.
+
+The attacker queries each image once (the clean image) and trains the surrogate so that its
+embedding of the same image matches the target's, by mean squared error (``mse``) or by
+cosine similarity (``cosine``), the baselines of Cont-Steal (Sha et al., CVPR 2023).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leakprobe.attacks.stealing.base import StealingMethod
+from leakprobe.attacks.stealing.queries import QueryCache
+
+
+class MSESteal(StealingMethod):
+    """Mean squared error between surrogate and target embeddings of the queried view."""
+
+    name = "mse"
+
+    def __init__(self, views_per_image: int = 1) -> None:
+        self.views_per_image = views_per_image
+
+    def _pairs(self, surrogate: nn.Module, cache: QueryCache, idx: torch.Tensor,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(0, cache.views_per_image, (idx.shape[0],), generator=generator)
+        views = cache.views[idx, pick]
+        device = next(surrogate.parameters()).device
+        return surrogate(views.to(device)), cache.embeddings[idx, pick].to(device)
+
+    def loss(self, surrogate, cache, idx, generator) -> torch.Tensor:
+        s, t = self._pairs(surrogate, cache, idx, generator)
+        return F.mse_loss(s.float(), t)
+
+
+class CosineSteal(MSESteal):
+    """One minus the cosine similarity of surrogate and target embeddings."""
+
+    name = "cosine"
+
+    def loss(self, surrogate, cache, idx, generator) -> torch.Tensor:
+        s, t = self._pairs(surrogate, cache, idx, generator)
+        return (1 - F.cosine_similarity(s.float(), t, dim=1)).mean()

@@ -1,0 +1,204 @@
+"""One-call encoder stealing for the Python API and ``leakprobe steal encoder``.
+
+For every method the attacker pays for one query stream (views of its images embedded by the
+target, cached on disk) up to the largest budget; each budget trains a fresh surrogate on the
+prefix it can afford, so a sweep costs the largest budget once per distinct view count.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from leakprobe.attacks.stealing import QueryCache, create_stealing_method
+from leakprobe.data.images import ImageSet
+from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.theft import theft_metrics
+from leakprobe.evaluation.utility import linear_probe
+from leakprobe.io import write_json
+from leakprobe.models import create_model
+from leakprobe.models.serialization import export_torchscript, save_weights
+from leakprobe.progress import log
+from leakprobe.report.html import write_report
+from leakprobe.report.schema import leakprobe_version
+from leakprobe.targets.encoder import ModuleEncoder
+from leakprobe.training.trainer import TrainConfig, Trainer
+
+
+def train_surrogate(
+    method, cache: QueryCache, n_images: int, arch: str, arch_kwargs: dict, out_dim: int,
+    config: TrainConfig, checkpoint_dir: Path | None = None,
+) -> torch.nn.Module:
+    """Train a fresh surrogate on the first ``n_images`` cached images."""
+    torch.manual_seed(config.seed)
+    surrogate = create_model("surrogate", backbone=arch, out_dim=out_dim,
+                             backbone_kwargs=arch_kwargs, input_size=cache.size)
+    trainer = Trainer(surrogate, config, checkpoint_dir)
+    index = torch.arange(n_images)
+    trainer.fit(index, lambda idx, g: method.loss(surrogate, cache, idx.cpu(), g), resume=True)
+    return surrogate.cpu().eval()
+
+
+def _embed_local(model: torch.nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([model(x).float() for x in images.split(batch)])
+
+
+def parse_budgets(text: str | int | list[int]) -> list[int]:
+    """``"500,1000"`` -> [500, 1000] (sorted, each >= 1)."""
+    if isinstance(text, int):
+        values = [text]
+    elif isinstance(text, str):
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError as e:
+            raise LeakprobeError(f"--budget must be integers like 500,1000, got {text!r}") from e
+    else:
+        values = list(text)
+    if not values or min(values) < 1:
+        raise LeakprobeError(f"--budget must be positive integers, got {text!r}")
+    return sorted(set(values))
+
+
+def steal_encoder(
+    target,
+    query_data: ImageSet,
+    budgets: str | list[int] = "5000",
+    methods: str | list[str] = "contsteal",
+    surrogate_arch: str = "resnet-tiny",
+    surrogate_kwargs: dict | None = None,
+    epochs: int = 50,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str = "auto",
+    out_dir: str | Path | None = None,
+    probe_train: ImageSet | None = None,
+    probe_test: ImageSet | None = None,
+    views: int | None = None,
+) -> dict:
+    """Steal ``target`` with each method at each budget; judge the surrogates; report.
+
+    Args:
+        target: the queried encoder (local or HTTP).
+        query_data: the attacker's images (unlabelled is fine).
+        budgets: queries allowed (a query is one image embedded; views count).
+        methods: ``contsteal``, ``mse``, ``cosine`` (comma list).
+        surrogate_arch: registered backbone of the surrogate.
+        epochs, batch_size, lr: surrogate training.
+        out_dir: where surrogates, the query caches and the report go (resumable).
+        probe_train, probe_test: labelled sets for linear-probe judgement.
+        views: override the views per image of every method.
+    Returns:
+        The stealing report (``kind: encoder-stealing``).
+    """
+    t0 = time.time()
+    budgets = parse_budgets(budgets)
+    names = methods.split(",") if isinstance(methods, str) else list(methods)
+    out = Path(out_dir) if out_dir else None
+    perm = torch.randperm(len(query_data), generator=torch.Generator().manual_seed(seed))
+    query_images = query_data.images[perm]
+    caches: dict[int, QueryCache] = {}
+    probes = _probe_embeddings(target, probe_train, probe_test)
+    results = []
+    for name in [n.strip() for n in names if n.strip()]:
+        method = create_stealing_method(name, **({"views_per_image": views} if views else {}))
+        v = method.views_per_image
+        if v not in caches:
+            path = out / f"queries_v{v}.safetensors" if out else None
+            caches[v] = QueryCache(query_images, v, target.input_size, seed, path)
+        cache = caches[v]
+        cache.fill(target, max(budgets) // v)
+        out_dim = cache.embeddings.shape[-1]
+        for budget in budgets:
+            n_images = budget // v
+            if n_images < 2:
+                raise LeakprobeError(f"budget {budget} buys fewer than 2 images at {v} views")
+            t1 = time.time()
+            log(f"steal: {name}, budget {budget} ({n_images} images x {v} views)")
+            run_dir = out / f"{name}_b{budget}" if out else None
+            config = TrainConfig(epochs=epochs, batch_size=min(batch_size, n_images), lr=lr,
+                                 seed=seed, device=device, amp=True)
+            surrogate = train_surrogate(method, cache, n_images, surrogate_arch,
+                                        surrogate_kwargs or {}, out_dim, config,
+                                        run_dir / "checkpoints" if run_dir else None)
+            entry = {"method": name, "budget": budget, "queries_used": n_images * v,
+                     "views_per_image": v, "images_queried": n_images,
+                     "params": method.get_params(), "epochs": epochs}
+            if probes is not None:
+                entry["metrics"] = theft_metrics(
+                    probes["target_train"], probes["target_test"],
+                    _embed_local(surrogate, probes["train"].images),
+                    _embed_local(surrogate, probes["test"].images),
+                    probes["train"].labels, probes["test"].labels, seed)
+            else:
+                entry["metrics"] = {}
+            if run_dir is not None:
+                entry["model"] = str(_save_surrogate(surrogate, run_dir, surrogate_arch,
+                                                     surrogate_kwargs or {}, out_dim, entry))
+            entry["seconds"] = round(time.time() - t1, 2)
+            results.append(entry)
+    report = {
+        "leakprobe_version": leakprobe_version(), "kind": "encoder-stealing", "seed": seed,
+        "target_probe_accuracy": probes["target_accuracy"] if probes else None,
+        "random_init_probe_accuracy": _random_init_accuracy(
+            surrogate_arch, surrogate_kwargs or {}, target, probes, seed) if probes else None,
+        "context": {"target": getattr(target, "name", type(target).__name__),
+                    "query_data": query_data.source, "query_images_available": len(query_data),
+                    "surrogate_arch": surrogate_arch, "budgets": budgets,
+                    "attack_queries_total": sum(c.queries for c in caches.values()),
+                    "evaluation_queries": probes["queries"] if probes else 0,
+                    "probe_train": probe_train.source if probe_train else None,
+                    "probe_test": probe_test.source if probe_test else None,
+                    "wall_seconds": round(time.time() - t0, 2),
+                    "platform": platform.platform(), "threads": torch.get_num_threads()},
+        "warnings": [],
+        "results": results,
+    }
+    if out is not None:
+        write_report(report, out)
+    return report
+
+
+def _probe_embeddings(target, train: ImageSet | None, test: ImageSet | None) -> dict | None:
+    """Target embeddings of the probe sets (evaluation queries, outside the attack budget)."""
+    if train is None and test is None:
+        return None
+    if train is None or test is None or train.labels is None or test.labels is None:
+        raise LeakprobeError("--probe-train and --probe-test must both be labelled sets "
+                             "(class-per-folder images or a labelled data spec)")
+    q0 = target.queries
+    t_train, t_test = target.embed(train.images), target.embed(test.images)
+    acc, _ = linear_probe(t_train, train.labels, t_test, test.labels)
+    return {"train": train, "test": test, "target_train": t_train, "target_test": t_test,
+            "target_accuracy": acc, "queries": target.queries - q0}
+
+
+def _random_init_accuracy(arch: str, kwargs: dict, target, probes: dict, seed: int) -> float:
+    torch.manual_seed(seed)
+    model = create_model("surrogate", backbone=arch, out_dim=int(target.embed_dim or 128),
+                         backbone_kwargs=kwargs, input_size=target.input_size).eval()
+    acc, _ = linear_probe(_embed_local(model, probes["train"].images), probes["train"].labels,
+                          _embed_local(model, probes["test"].images), probes["test"].labels,
+                          seed)
+    return acc
+
+
+def _save_surrogate(model, run_dir: Path, arch: str, kwargs: dict, out_dim: int,
+                    entry: dict) -> Path:
+    """Save a surrogate like any trained encoder (safetensors, TorchScript, model.json)."""
+    arch_kwargs = {"backbone": arch, "out_dim": out_dim, "backbone_kwargs": kwargs,
+                   "input_size": int(model.input_size)}
+    weights = save_weights(model, run_dir / "encoder.safetensors", "surrogate", arch_kwargs)
+    export_torchscript(model, run_dir / "encoder.torchscript.pt")
+    write_json(run_dir / "model.json", {"kind": "encoder", "arch": "surrogate",
+                                        "arch_kwargs": arch_kwargs, "stolen": entry})
+    return weights
+
+
+def wrap_local(model: torch.nn.Module, device: str = "auto") -> ModuleEncoder:
+    """A local surrogate as a query-counted target (e.g. to audit or steal it in turn)."""
+    return ModuleEncoder(model, device=device)
