@@ -114,3 +114,21 @@ def test_audit_through_the_server_equals_the_local_audit():
         assert a["metrics"] == b["metrics"]
         assert a["queries"] == b["queries"]
     assert service.queries_used == remote_target.queries
+
+
+def test_steal_through_the_server_equals_the_local_steal(digits_target):
+    from leakprobe.stealing import steal_encoder
+
+    t = digits_target
+    kwargs = {"budgets": [120], "methods": "contsteal,mse", "epochs": 2, "seed": 0,
+              "device": "cpu", "probe_train": t["probe_train"],
+              "probe_test": t["probe_test"].subset(range(100))}
+    query = t["query"].subset(range(150))
+    local = steal_encoder(ModuleEncoder(t["model"], device="cpu"), query, **kwargs)
+    service = EncoderService(ModuleEncoder(t["model"], device="cpu"))
+    with running(create_app(service)) as url:
+        remote = steal_encoder(HTTPEncoder(url), query, **kwargs)
+    assert local["target_probe_accuracy"] == remote["target_probe_accuracy"]
+    for a, b in zip(local["results"], remote["results"], strict=True):
+        assert (a["method"], a["queries_used"]) == (b["method"], b["queries_used"])
+        assert a["metrics"] == b["metrics"]
