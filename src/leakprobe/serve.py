@@ -6,7 +6,9 @@ Protocol (DESIGN.md section 3), spoken by :class:`leakprobe.targets.http.HTTPEnc
   "max_batch", "max_queries", "queries_used", "defence"}``
 - ``POST /v1/embed`` with ``{"images": [base64 PNG, ...]}`` or ``{"array": base64 float32
   .npy of shape (B, 3, H, W)}`` and optionally ``"tokens": true`` ->
-  ``{"embeddings": [[...]], "tokens": [[[...]]] | null, "queries_used": n}``
+  ``{"embeddings": [[...]], "tokens": [[[...]]] | null, "queries_used": n}``; with
+  ``"response_encoding": "npy"`` the answer carries ``embeddings_npy`` / ``tokens_npy``
+  (base64 float32 .npy) instead, which is faster for large answers.
 
 Errors are JSON ``{"error": message}`` with a status: 400 malformed request, 403 query budget
 exhausted, 413 payload too large, 429 rate limited (with ``Retry-After``), 500 model failure.
@@ -29,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from leakprobe.errors import LeakprobeError
-from leakprobe.targets.wire import decode_npy, decode_png
+from leakprobe.targets.wire import decode_npy, decode_png, encode_npy
 
 
 @dataclass
@@ -174,6 +176,9 @@ class EncoderService:
             except Exception as e:  # a model failure must not take the service down
                 raise ServiceError(500, f"model failed: {type(e).__name__}") from e
             used = self.queries_used
+        if payload.get("response_encoding") == "npy":  # type: ignore[union-attr]
+            return {"embeddings_npy": encode_npy(emb),
+                    "tokens_npy": None if tok is None else encode_npy(tok), "queries_used": used}
         return {"embeddings": emb.tolist(), "tokens": None if tok is None else tok.tolist(),
                 "queries_used": used}
 

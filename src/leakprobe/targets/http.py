@@ -17,7 +17,7 @@ import torch
 
 from leakprobe.errors import BudgetExceededError, LeakprobeError
 from leakprobe.targets.encoder import QueryCounter, check_images
-from leakprobe.targets.wire import encode_npy, encode_png
+from leakprobe.targets.wire import decode_npy, encode_npy, encode_png
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
@@ -101,7 +101,7 @@ class HTTPEncoder:
 
     def _payload(self, chunk: torch.Tensor, tokens: bool) -> dict:
         if self.encoding == "npy":
-            return {"array": encode_npy(chunk), "tokens": tokens}
+            return {"array": encode_npy(chunk), "tokens": tokens, "response_encoding": "npy"}
         return {"images": [encode_png(x) for x in chunk], "tokens": tokens}
 
     def _query(self, images: torch.Tensor, tokens: bool) -> list[dict]:
@@ -115,14 +115,15 @@ class HTTPEncoder:
         return answers
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        out = [self._check(a.get("embeddings"), n, 2, "embeddings")
+        out = [self._check(_field(a, "embeddings"), n, 2, "embeddings")
                for n, a in self._query(images, False)]
         return torch.cat(out)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor | None:
         if not self.has_tokens:
             return None
-        out = [self._check(a.get("tokens"), n, 3, "tokens") for n, a in self._query(images, True)]
+        out = [self._check(_field(a, "tokens"), n, 3, "tokens")
+               for n, a in self._query(images, True)]
         return torch.cat(out)
 
     def _check(self, value: object, n: int, ndim: int, what: str) -> torch.Tensor:
@@ -139,6 +140,13 @@ class HTTPEncoder:
         if not np.isfinite(arr).all():
             raise LeakprobeError(f"{self.url}: the answer contains NaN/inf {what}")
         return torch.from_numpy(arr)
+
+
+def _field(answer: dict, name: str) -> object:
+    """``name`` from an answer, decoding the ``name_npy`` form when the server sent it."""
+    if answer.get(f"{name}_npy") is not None:
+        return decode_npy(answer[f"{name}_npy"])
+    return answer.get(name)
 
 
 def _error_message(resp: httpx.Response) -> str:
