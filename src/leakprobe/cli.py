@@ -196,6 +196,8 @@ def serve_encoder_cmd(
     max_queries: int = typer.Option(None, help="Total images the service will embed."),
     rate: float = typer.Option(None, help="Requests per second per client."),
     max_batch: int = typer.Option(256, help="Images per request."),
+    max_body_mb: float = typer.Option(64.0, help="Request body limit in MiB."),
+    max_image_side: int = typer.Option(512, help="Largest accepted image side."),
     noise: float = typer.Option(0.0, help="Gaussian noise std added to embeddings."),
     top_k: int = typer.Option(None, help="Return only the k largest coordinates."),
     round_decimals: int = typer.Option(None, help="Round embeddings to N decimals."),
@@ -209,8 +211,9 @@ def serve_encoder_cmd(
     if model.startswith(("http://", "https://")):
         raise LeakprobeError("serve needs a local model, not a URL")
     encoder = load_encoder(model, arch, image_size, device)
-    config = ServeConfig(max_batch=max_batch, max_queries=max_queries, rate=rate, noise=noise,
-                         top_k=top_k, round_decimals=round_decimals, seed=seed)
+    config = ServeConfig(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
+                         max_image_side=max_image_side, max_queries=max_queries, rate=rate,
+                         noise=noise, top_k=top_k, round_decimals=round_decimals, seed=seed)
     typer.echo(f"serving {model} at http://{host}:{port} (input {encoder.input_size}, "
                f"embedding {encoder.embed_dim})", err=True)
     run_server(EncoderService(encoder, config), host, port)
