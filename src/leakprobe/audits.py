@@ -100,17 +100,37 @@ def audit_encoder(
     Returns:
         The report dictionary (the JSON schema of the README).
     """
-    t0 = time.time()
     if isinstance(attacks, (str, list)) and all(isinstance(a, str) for a in attacks):
         attack_objs = build_attacks(attacks, seed, **attack_options)
     else:
         attack_objs = list(attacks)
+    ctx = {"tokens_exposed": bool(getattr(target, "has_tokens", False)), **(context or {})}
+    return run_and_report("encoder-membership", target, attack_objs, members, nonmembers,
+                          knowledge, folds, seed, out_dir, shadow, ctx, utility, repeats)
+
+
+def run_and_report(
+    kind: str,
+    target,
+    attack_objs: list,
+    members: ImageSet,
+    nonmembers: ImageSet,
+    knowledge: str = "known-subset",
+    folds: int = 2,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    shadow: tuple | None = None,
+    context: dict | None = None,
+    utility: dict | None = None,
+    repeats: int = 3,
+) -> dict:
+    """Run attacks under the audit protocol, build the report and (optionally) write it."""
+    t0 = time.time()
     results = run_audit(attack_objs, target, members, nonmembers, knowledge, folds, seed, shadow,
                         repeats)
     ctx = {
         "target": getattr(target, "name", type(target).__name__),
         "input_size": int(getattr(target, "input_size", 0)),
-        "tokens_exposed": bool(getattr(target, "has_tokens", False)),
         "members": members.source, "nonmembers": nonmembers.source,
         "knowledge": knowledge, "folds": folds if knowledge == "known-subset" else None,
         "crossfit_repeats": repeats if knowledge == "known-subset" else None,
@@ -124,7 +144,7 @@ def audit_encoder(
     }
     if utility:
         ctx["utility"] = utility
-    report = build_report("encoder-membership", knowledge, seed, results, ctx)
+    report = build_report(kind, knowledge, seed, results, ctx)
     if out_dir is not None:
         write_report(report, out_dir)
     return report
@@ -138,3 +158,53 @@ def summary_rows(report: dict) -> list[tuple[str, float, list, float, float]]:
         rows.append((r["attack"], m["auc"], m["auc_ci"], m["tpr_at_fpr"]["0.01"],
                      m["balanced_accuracy"]))
     return rows
+
+
+def build_image2image_attacks(names: str | list[str], seed: int = 0, **options) -> list:
+    """Image-to-image attack objects for ``names`` (``all`` = the three of the paper)."""
+    from leakprobe.attacks.membership.reconstruction import SCORES, ReconstructionMIA
+
+    raw = names.split(",") if isinstance(names, str) else list(names)
+    wanted: list[str] = []
+    for name in (n.strip().lower() for n in raw if n.strip()):
+        expanded = list(SCORES[:3]) if name == "all" else [name]
+        for n in expanded:
+            if n not in SCORES:
+                raise LeakprobeError(f"unknown image-to-image attack '{n}'; known: "
+                                     f"{', '.join(SCORES)}, all")
+            if n not in wanted:
+                wanted.append(n)
+    return [ReconstructionMIA(statistic=n, seed=seed, **options) for n in wanted]
+
+
+def audit_image2image(
+    target,
+    members: ImageSet,
+    nonmembers: ImageSet,
+    attacks: str | list = "reconstruction,predictability,membership-error",
+    knowledge: str = "known-subset",
+    folds: int = 2,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    context: dict | None = None,
+    repeats: int = 3,
+    **attack_options,
+) -> dict:
+    """Audit an image-to-image model (members/non-members carry ground-truth outputs).
+
+    ``attack_options`` go to every attack: ``pixel_features``, ``features_weights``,
+    ``num_classes``, ``seg_error``, ``ridge``. The report states the feature extractor.
+    """
+    from leakprobe.attacks.membership.pixel_features import create_pixel_features
+
+    attack_objs = build_image2image_attacks(attacks, seed, **attack_options) \
+        if isinstance(attacks, (str, list)) and all(isinstance(a, str) for a in attacks) \
+        else list(attacks)
+    extractor = create_pixel_features(attack_options.get("pixel_features", "builtin"),
+                                      attack_options.get("features_weights"),
+                                      attack_options.get("feature_size"))
+    ctx = {"pixel_features": extractor.describe(),
+           "task_output": "label map" if "masks" in members.extras else "image",
+           **(context or {})}
+    return run_and_report("image2image-membership", target, attack_objs, members, nonmembers,
+                          knowledge, folds, seed, out_dir, None, ctx, None, repeats)

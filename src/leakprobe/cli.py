@@ -186,6 +186,76 @@ def audit_encoder_cmd(
     _print_summary(report, out)
 
 
+@train_app.command("image2image")
+def train_image2image_cmd(
+    task: str = typer.Option(..., help="colorize, denoise, edges2image or segment."),
+    data: str = typer.Option("synthetic:400", help="synthetic:N (has masks) or a folder."),
+    members: int = typer.Option(100, help="Images in the member (training) split."),
+    nonmembers: int = typer.Option(None, help="Non-member images kept (default: the rest)."),
+    arch: str = typer.Option("unet-small"),
+    epochs: int = typer.Option(50),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(1e-3),
+    image_size: int = typer.Option(32),
+    num_classes: int = typer.Option(None, help="Segmentation classes (default: from masks)."),
+    amp: bool = typer.Option(True),
+    resume: bool = typer.Option(False),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+    out: Path = typer.Option(..., help="Output folder."),
+):
+    """Train an image-to-image U-Net on a member split; export it with its paired folders."""
+    from leakprobe.data.loaders import load_dataset
+    from leakprobe.data.splits import make_split
+    from leakprobe.training.image2image import train_target_image2image
+    from leakprobe.training.trainer import TrainConfig
+
+    dataset = load_dataset(data, image_size, seed)
+    split = make_split(dataset, members, nonmembers, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, amp=amp, seed=seed,
+                         device=device)
+    paths = train_target_image2image(split, task, arch, config, out, num_classes, resume)
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@audit_app.command("image2image")
+def audit_image2image_cmd(
+    model: str = typer.Option(..., help="TorchScript file, .safetensors (+ --arch), "
+                              "module:factory, or a train folder."),
+    members: Path = typer.Option(..., help="Folder with inputs/ and targets/."),
+    nonmembers: Path = typer.Option(..., help="Folder with inputs/ and targets/."),
+    out: Path = typer.Option(..., help="Report folder."),
+    attacks: str = typer.Option("reconstruction,predictability,membership-error",
+                                help="Also membership-error-weighted; all = the first three."),
+    num_classes: int = typer.Option(None, help="Targets are label maps with N classes."),
+    features: str = typer.Option("builtin", help="Pixel features: builtin or a backbone "
+                                 "name such as wide-resnet50-2 (needs --features-weights)."),
+    features_weights: str = typer.Option(None, help="safetensors weights of --features."),
+    seg_error: str = typer.Option("l1", help="Segmentation reconstruction error: l1, ce, iou."),
+    arch: str = typer.Option(None),
+    image_size: int = typer.Option(None),
+    folds: int = typer.Option(2),
+    repeats: int = typer.Option(3),
+    batch_size: int = typer.Option(32),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+):
+    """Audit an image-to-image model: reconstruction, predictability and membership error."""
+    from leakprobe.audits import audit_image2image
+    from leakprobe.data.paired import load_paired_folder
+    from leakprobe.targets.loading import load_translator
+
+    target = load_translator(model, arch, image_size, device, batch_size)
+    mem = load_paired_folder(members, target.input_size, num_classes)
+    non = load_paired_folder(nonmembers, target.input_size, num_classes)
+    report = audit_image2image(target, mem, non, attacks, "known-subset", folds, seed, out,
+                               {"model": model}, repeats, pixel_features=features,
+                               features_weights=features_weights, num_classes=num_classes,
+                               seg_error=seg_error)
+    _print_summary(report, out)
+
+
 @serve_app.command("encoder")
 def serve_encoder_cmd(
     model: str = typer.Option(..., help="Model file, .safetensors (+ --arch), entry point."),

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from leakprobe.data.images import ImageSet
+from leakprobe.data.images import ImageSet, concat
 from leakprobe.data.splits import check_disjoint
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.results import AttackResult
@@ -60,20 +60,24 @@ def stratified_folds(is_member: np.ndarray, k: int, seed: int) -> np.ndarray:
     return folds
 
 
-def _stack(members: ImageSet, nonmembers: ImageSet) -> tuple[torch.Tensor, np.ndarray, list]:
-    images = torch.cat([members.images, nonmembers.images])
+def _stack(members: ImageSet, nonmembers: ImageSet) -> tuple[ImageSet, np.ndarray, list]:
+    samples = concat([members, nonmembers])
     is_member = np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
-    return images, is_member, members.ids + nonmembers.ids
+    return samples, is_member, members.ids + nonmembers.ids
 
 
-def shuffled_features(attack, target, images: torch.Tensor, seed: int) -> np.ndarray:
-    """Features of ``images`` computed in a seeded random order, returned in input order.
+def shuffled_features(attack, target, samples: ImageSet, seed: int) -> np.ndarray:
+    """Features of ``samples`` computed in a seeded random order, returned in input order.
 
     Members and non-members are interleaved before querying, so nothing that depends on the
     position of an image in the query stream (batches, random draws) can separate them.
+    Attacks with ``sample_kind == "pairs"`` get the ImageSet (inputs and ground-truth
+    outputs), the others the image tensor.
     """
-    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
-    feats = attack.features(target, images[perm])
+    perm = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
+    batch = samples.subset(perm) if getattr(attack, "sample_kind", "images") == "pairs" \
+        else samples.images[perm]
+    feats = attack.features(target, batch)
     out = np.empty_like(feats)
     out[perm.numpy()] = feats
     return out
@@ -94,9 +98,9 @@ def crossfit(
     assignments and each sample's out-of-fold scores are averaged: one split's fitting noise
     (large for small audits) then moves the AUC less. The features are queried once.
     """
-    images, is_member, ids = _stack(members, nonmembers)
+    samples, is_member, ids = _stack(members, nonmembers)
     q0, t0 = _queries(target), time.time()
-    feats = shuffled_features(attack, target, images, seed)
+    feats = shuffled_features(attack, target, samples, seed)
     first_folds = stratified_folds(is_member, folds, seed)
     if not attack.needs_fit:
         scores = attack.score_features(feats)
@@ -128,12 +132,12 @@ def shadow_fit_score(
     t0 = time.time()
     fitted = attack.clone()
     if fitted.needs_fit:
-        s_images, s_member, _ = _stack(shadow_members, shadow_nonmembers)
-        s_feats = shuffled_features(fitted, shadow_target, s_images, 0)
+        s_samples, s_member, _ = _stack(shadow_members, shadow_nonmembers)
+        s_feats = shuffled_features(fitted, shadow_target, s_samples, 0)
         fitted.fit_features(s_feats, s_member)
-    images, is_member, ids = _stack(members, nonmembers)
+    samples, is_member, ids = _stack(members, nonmembers)
     q0 = _queries(target)
-    scores = fitted.score_features(shuffled_features(fitted, target, images, 0))
+    scores = fitted.score_features(shuffled_features(fitted, target, samples, 0))
     return AttackResult(
         attack.name, _params(attack), scores, is_member, ids, None,
         _queries(target) - q0, time.time() - t0,

@@ -112,10 +112,11 @@ def load_model_module(
     if spec.startswith(("http://", "https://")):
         raise LeakprobeError(f"{spec}: HTTP targets are not supported yet by this command")
     if path.is_dir():
-        weights = path / "encoder.safetensors"
-        if not weights.exists():
-            raise LeakprobeError(f"{path}: folder has no encoder.safetensors")
-        return load_safetensors_module(weights, arch)
+        for name in ("encoder.safetensors", "translator.safetensors"):
+            if (path / name).exists():
+                return load_safetensors_module(path / name, arch)
+        raise LeakprobeError(f"{path}: folder has no encoder.safetensors or "
+                             "translator.safetensors")
     if path.suffix == ".safetensors":
         if not path.exists():
             raise LeakprobeError(f"{path}: file not found")
@@ -162,3 +163,26 @@ def load_encoder(
         f"{spec}: the factory returned {type(model).__name__}, which is neither an nn.Module "
         "nor an object with embed(images)"
     )
+
+
+def load_translator(
+    spec: str,
+    arch: str | None = None,
+    image_size: int | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 64,
+    budget: int | None = None,
+):
+    """An :class:`~leakprobe.targets.image2image.ImageToImage` target for ``--model SPEC``."""
+    from leakprobe.device import resolve_device
+    from leakprobe.targets.image2image import ModuleTranslator
+
+    dev = resolve_device(device)
+    model = load_model_module(spec, arch, dev)
+    if isinstance(model, torch.nn.Module):
+        return ModuleTranslator(model, image_size, dev, batch_size, budget, name=str(spec))
+    if callable(getattr(model, "translate", None)):
+        return ModuleTranslator(model.translate, image_size or getattr(model, "input_size", None),
+                                "cpu", batch_size, budget, name=str(spec))
+    raise LeakprobeError(f"{spec}: the factory returned {type(model).__name__}, which is "
+                         "neither an nn.Module nor an object with translate(images)")
