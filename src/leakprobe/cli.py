@@ -336,6 +336,28 @@ def steal_encoder_cmd(
     typer.echo(f"report: {out / 'report.html'}")
 
 
+@serve_app.command("image2image")
+def serve_image2image_cmd(
+    model: str = typer.Option(..., help="Model file, .safetensors (+ --arch), entry point."),
+    arch: str = typer.Option(None),
+    image_size: int = typer.Option(None),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8080),
+    max_queries: int = typer.Option(None),
+    rate: float = typer.Option(None),
+    max_batch: int = typer.Option(64),
+    device: str = typer.Option("auto"),
+):
+    """Serve an image-to-image model at http://HOST:PORT (/v1/info, /v1/translate)."""
+    from leakprobe.serve import ServeConfig, TranslatorService, run_server
+    from leakprobe.targets.loading import load_translator
+
+    target = load_translator(model, arch, image_size, device)
+    config = ServeConfig(max_batch=max_batch, max_queries=max_queries, rate=rate)
+    typer.echo(f"serving {model} at http://{host}:{port}", err=True)
+    run_server(TranslatorService(target, config), host, port)
+
+
 @app.command("report")
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="report.json files or folders holding one."),

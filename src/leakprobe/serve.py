@@ -4,6 +4,8 @@ Protocol (DESIGN.md section 3), spoken by :class:`leakprobe.targets.http.HTTPEnc
 
 - ``GET /v1/info`` -> ``{"kind": "encoder", "input_size", "embed_dim", "tokens",
   "max_batch", "max_queries", "queries_used", "defence"}``
+- ``POST /v1/translate`` (image-to-image services) takes the same requests and answers
+  ``{"outputs_npy": base64 float32 .npy (B, C, H, W), "queries_used": n}``
 - ``POST /v1/embed`` with ``{"images": [base64 PNG, ...]}`` or ``{"array": base64 float32
   .npy of shape (B, 3, H, W)}`` and optionally ``"tokens": true`` ->
   ``{"embeddings": [[...]], "tokens": [[[...]]] | null, "queries_used": n}``; with
@@ -95,6 +97,9 @@ class RateLimiter:
 class EncoderService:
     """Wraps an :class:`~leakprobe.targets.encoder.Encoder`; counts and limits queries."""
 
+    kind = "encoder"
+    route = "/v1/embed"
+
     def __init__(self, encoder, config: ServeConfig | None = None) -> None:
         self.encoder = encoder
         self.config = config or ServeConfig()
@@ -183,6 +188,33 @@ class EncoderService:
                 "queries_used": used}
 
 
+class TranslatorService(EncoderService):
+    """Serves an image-to-image target at ``/v1/translate`` (same limits and errors)."""
+
+    kind = "image2image"
+    route = "/v1/translate"
+
+    def info(self) -> dict:
+        c = self.config
+        return {"kind": self.kind, "input_size": int(self.encoder.input_size),
+                "out_channels": int(getattr(self.encoder, "out_channels", 0)),
+                "max_batch": c.max_batch, "max_queries": c.max_queries,
+                "queries_used": self.queries_used}
+
+    def embed(self, payload: object) -> dict:  # the one handler of this service
+        images = self.parse_images(payload)
+        with self.lock:
+            self._charge(images.shape[0])
+            try:
+                out = self.encoder.translate(images)
+            except LeakprobeError as e:
+                raise ServiceError(400, str(e)) from e
+            except Exception as e:
+                raise ServiceError(500, f"model failed: {type(e).__name__}") from e
+            used = self.queries_used
+        return {"outputs_npy": encode_npy(out), "queries_used": used}
+
+
 def create_app(service: EncoderService) -> Starlette:
     """The Starlette application serving ``service``."""
     max_body = service.config.max_body_bytes
@@ -214,8 +246,9 @@ def create_app(service: EncoderService) -> Starlette:
         except ServiceError as e:
             return error(e)
 
+    route = getattr(service, "route", "/v1/embed")
     return Starlette(routes=[Route("/v1/info", info, methods=["GET"]),
-                             Route("/v1/embed", embed, methods=["POST"])])
+                             Route(route, embed, methods=["POST"])])
 
 
 def run_server(service: EncoderService, host: str = "127.0.0.1", port: int = 8080) -> None:

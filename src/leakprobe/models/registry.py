@@ -43,4 +43,4 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 
 def _load_builtin() -> None:
-    from leakprobe.models import heads, resnet, vit  # noqa: F401  (registration side effect)
+    from leakprobe.models import heads, resnet, unet, vit, wide_resnet  # noqa: F401 (registers)

@@ -36,6 +36,8 @@ class HTTPEncoder:
         image_size: override the server's declared input size.
     """
 
+    kind = "encoder"
+
     def __init__(
         self,
         url: str,
@@ -59,8 +61,8 @@ class HTTPEncoder:
         self.device = torch.device("cpu")
         self.client = httpx.Client(timeout=timeout)
         info = self._request("GET", "/v1/info")
-        if info.get("kind") != "encoder":
-            raise LeakprobeError(f"{self.url} serves a {info.get('kind')!r}, not an encoder")
+        if info.get("kind") != self.kind:
+            raise LeakprobeError(f"{self.url} serves a {info.get('kind')!r}, not a {self.kind}")
         self.info = info
         self.input_size = int(image_size or info.get("input_size") or 32)
         self.embed_dim = int(info.get("embed_dim") or 0)
@@ -162,3 +164,22 @@ def _retry_after(resp: httpx.Response) -> float:
         return float(resp.headers.get("retry-after", 0))
     except ValueError:
         return 0.0
+
+
+class HTTPTranslator(HTTPEncoder):
+    """:class:`~leakprobe.targets.image2image.ImageToImage` behind ``/v1/translate``."""
+
+    kind = "image2image"
+
+    def translate(self, images: torch.Tensor) -> torch.Tensor:
+        check_images(images)
+        self.counter.charge(images.shape[0])
+        outs = []
+        for chunk in images.float().split(self.batch_size):
+            answer = self._request("POST", "/v1/translate", {"array": encode_npy(chunk)})
+            self.server_queries_used = int(answer.get("queries_used", 0))
+            out = self._check(_field(answer, "outputs"), chunk.shape[0], 4, "outputs")
+            if out.min() < 0 or out.max() > 1:
+                raise LeakprobeError(f"{self.url}: outputs outside [0, 1]")
+            outs.append(out)
+        return torch.cat(outs)

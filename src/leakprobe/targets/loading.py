@@ -177,6 +177,10 @@ def load_translator(
     from leakprobe.device import resolve_device
     from leakprobe.targets.image2image import ModuleTranslator
 
+    if spec.startswith(("http://", "https://")):
+        from leakprobe.targets.http import HTTPTranslator
+
+        return HTTPTranslator(spec, batch_size=batch_size, budget=budget, image_size=image_size)
     dev = resolve_device(device)
     model = load_model_module(spec, arch, dev)
     if isinstance(model, torch.nn.Module):
