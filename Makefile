@@ -28,6 +28,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/attack_throughput.py --json runs/bench/attack_throughput.json
 	$(BIN)/python benchmarks/stealing.py --json runs/bench/stealing.json
+	$(BIN)/python benchmarks/predictability.py --json runs/bench/predictability.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
