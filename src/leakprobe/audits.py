@@ -208,3 +208,80 @@ def audit_image2image(
            **(context or {})}
     return run_and_report("image2image-membership", target, attack_objs, members, nonmembers,
                           knowledge, folds, seed, out_dir, None, ctx, None, repeats)
+
+
+def build_caption_attacks(names: str | list[str], seed: int = 0, **options) -> list:
+    """Captioning attack objects (``all`` = m4i-metric,m4i-feature) plus the blind floor."""
+    from leakprobe.attacks.membership.blind import Blind
+    from leakprobe.attacks.membership.m4i import CAPTION_ATTACKS
+
+    raw = names.split(",") if isinstance(names, str) else list(names)
+    wanted: list[str] = []
+    for name in (n.strip().lower() for n in raw if n.strip()):
+        for n in (list(CAPTION_ATTACKS) if name == "all" else [name]):
+            if n not in CAPTION_ATTACKS:
+                raise LeakprobeError(f"unknown captioning attack '{n}'; known: "
+                                     f"{', '.join(CAPTION_ATTACKS)}, all")
+            if n not in wanted:
+                wanted.append(n)
+    attacks = []
+    for n in wanted:
+        kwargs = {"seed": seed}
+        if n == "m4i-metric" and options.get("classifier"):
+            kwargs["classifier"] = options["classifier"]
+        attacks.append(CAPTION_ATTACKS[n](**kwargs))
+    return [*attacks, Blind(seed=seed)]
+
+
+def audit_captioner(
+    target,
+    members: ImageSet,
+    nonmembers: ImageSet,
+    shadow_data: ImageSet,
+    attacks: str | list = "m4i-metric,m4i-feature",
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    shadow_epochs: int = 60,
+    shadow_target=None,
+    context: dict | None = None,
+    **attack_options,
+) -> dict:
+    """Audit a captioner with M4I under the shadow setting.
+
+    The attacker's ``shadow_data`` (captioned images, disjoint from the target's members and
+    non-members) is split in half; a shadow CNN-LSTM captioner is trained on one half (or
+    ``shadow_target`` is used), the attacks are fitted on its members vs non-members and
+    score the target's captions of every given sample. The multimodal extractor of
+    ``m4i-feature`` is trained on all of ``shadow_data``.
+    """
+    from leakprobe.data.splits import check_disjoint
+
+    for side, s in (("members", members), ("non-members", nonmembers)):
+        try:
+            check_disjoint(shadow_data, s)
+        except LeakprobeError as e:
+            raise LeakprobeError(f"the shadow data overlaps the target's {side}: {e}") from e
+    split = make_split(shadow_data, len(shadow_data) // 2, seed=seed)
+    if shadow_target is None:
+        from leakprobe.data.captions import Tokenizer
+        from leakprobe.targets.captioner import ModuleCaptioner
+        from leakprobe.training.captioning import train_captioner
+
+        refs = split.members.extras["captions"]
+        tokenizer = Tokenizer().fit([c for cs in refs for c in cs])
+        log(f"training shadow captioner on {len(split.members)} images")
+        config = TrainConfig(epochs=shadow_epochs, batch_size=32, lr=2e-3, amp=True,
+                             seed=seed, device=str(getattr(target, "device", "auto")))
+        model, _ = train_captioner(split.members, tokenizer, config)
+        shadow_target = ModuleCaptioner(model, tokenizer, device=config.device, name="shadow")
+    attack_objs = build_caption_attacks(attacks, seed, **attack_options) \
+        if isinstance(attacks, (str, list)) and all(isinstance(a, str) for a in attacks) \
+        else list(attacks)
+    for attack in attack_objs:
+        if hasattr(attack, "prepare"):
+            attack.prepare(shadow_data)
+    ctx = {"shadow_data": shadow_data.source, "shadow_members": len(split.members),
+           "shadow_nonmembers": len(split.nonmembers), **(context or {})}
+    return run_and_report("captioner-membership", target, attack_objs, members, nonmembers,
+                          "shadow", 2, seed, out_dir,
+                          (shadow_target, split.members, split.nonmembers), ctx, None)

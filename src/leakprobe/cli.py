@@ -256,6 +256,88 @@ def audit_image2image_cmd(
     _print_summary(report, out)
 
 
+def _captioned_data(spec: str, image_size: int, seed: int, images: str | None = None):
+    """``synthetic:N[:SEED]`` or a COCO caption JSON (``FILE.json`` or ``FILE.json:IMAGES``)."""
+    from leakprobe.data.captions import load_coco_captions, make_synthetic_captioned
+
+    if spec.startswith("synthetic:"):
+        parts = spec.split(":")
+        try:
+            n = int(parts[1])
+            data_seed = int(parts[2]) if len(parts) > 2 else seed
+        except (IndexError, ValueError) as e:
+            raise LeakprobeError(f"captioned data spec must be synthetic:N[:SEED], got "
+                                 f"{spec!r}") from e
+        return make_synthetic_captioned(n, image_size, data_seed)
+    path, _, folder = spec.partition(".json:")
+    json_path = path + ".json" if folder else spec
+    return load_coco_captions(json_path, folder or images, image_size)
+
+
+@train_app.command("captioner")
+def train_captioner_cmd(
+    data: str = typer.Option("synthetic:400", help="synthetic:N[:SEED] or COCO.json[:IMAGES]"),
+    members: int = typer.Option(100, help="Images in the member (training) split."),
+    nonmembers: int = typer.Option(None, help="Non-member images kept (default: the rest)."),
+    arch: str = typer.Option("cnn-lstm"),
+    epochs: int = typer.Option(100),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(2e-3),
+    image_size: int = typer.Option(32),
+    amp: bool = typer.Option(True),
+    resume: bool = typer.Option(False),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+    out: Path = typer.Option(..., help="Output folder."),
+):
+    """Train a CNN-LSTM captioner on a member split; export it with its tokenizer and split."""
+    from leakprobe.data.splits import make_split
+    from leakprobe.training.captioning import train_target_captioner
+    from leakprobe.training.trainer import TrainConfig
+
+    if arch != "cnn-lstm":
+        raise LeakprobeError(f"--arch: only cnn-lstm captioners can be trained, got {arch!r}")
+    dataset = _captioned_data(data, image_size, seed)
+    split = make_split(dataset, members, nonmembers, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, amp=amp, seed=seed,
+                         device=device)
+    paths = train_target_captioner(split, config, out, resume=resume)
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@audit_app.command("captioner")
+def audit_captioner_cmd(
+    model: str = typer.Option(..., help="Captioner folder, TorchScript file (tokenizer.json "
+                              "beside it), FILE.py:factory, module:factory or URL."),
+    members: str = typer.Option(..., help="COCO caption JSON of known members."),
+    nonmembers: str = typer.Option(..., help="COCO caption JSON of known non-members."),
+    shadow_data: str = typer.Option(..., help="Attacker's own captioned data (COCO JSON or "
+                                    "synthetic:N:SEED)."),
+    out: Path = typer.Option(..., help="Report folder."),
+    images: str = typer.Option(None, help="Folder the JSON file_names resolve against "
+                               "(default: each JSON file's folder)."),
+    attacks: str = typer.Option("m4i-metric,m4i-feature"),
+    classifier: str = typer.Option("svm", help="m4i-metric classifier: svm, logreg, mlp."),
+    shadow_epochs: int = typer.Option(60),
+    image_size: int = typer.Option(None),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+):
+    """Audit a captioner with M4I (metric- and feature-based) under the shadow setting."""
+    from leakprobe.audits import audit_captioner
+    from leakprobe.targets.captioner import load_captioner
+
+    target = load_captioner(model, device=device)
+    size = image_size or target.input_size
+    mem = _captioned_data(members, size, seed, images)
+    non = _captioned_data(nonmembers, size, seed, images)
+    shadow = _captioned_data(shadow_data, size, seed, images)
+    report = audit_captioner(target, mem, non, shadow, attacks, seed, out, shadow_epochs,
+                             context={"model": model}, classifier=classifier)
+    _print_summary(report, out)
+
+
 @serve_app.command("encoder")
 def serve_encoder_cmd(
     model: str = typer.Option(..., help="Model file, .safetensors (+ --arch), entry point."),
