@@ -43,4 +43,11 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 
 def _load_builtin() -> None:
-    from leakprobe.models import heads, resnet, unet, vit, wide_resnet  # noqa: F401 (registers)
+    from leakprobe.models import (  # noqa: F401  (registration side effects)
+        captioner,
+        heads,
+        resnet,
+        unet,
+        vit,
+        wide_resnet,
+    )

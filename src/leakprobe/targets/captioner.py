@@ -1,0 +1,311 @@
+"""The query interface of an image captioner, its adapters, and ``--model`` loading for it.
+
+:func:`load_captioner` accepts, in this order of detection:
+
+- a folder written by :func:`leakprobe.training.captioning.train_target_captioner`
+  (``captioner.safetensors`` + ``tokenizer.json``, ``model.json`` checked when present);
+- a TorchScript captioner ``*.pt`` (an exported ``generate(images) -> (B, L)`` ids) with a
+  ``tokenizer.json`` next to it;
+- ``package.module:factory`` or ``path/file.py:factory``: the factory returns an object with
+  ``caption(images) -> list[str]`` (and optionally ``input_size``).
+
+Model files are read with safetensors or ``torch.jit.load`` only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from leakprobe.device import resolve_device
+from leakprobe.errors import LeakprobeError
+from leakprobe.targets.encoder import QueryCounter, check_images, resize
+
+WEIGHTS_FILE = "captioner.safetensors"
+TORCHSCRIPT_FILE = "captioner.torchscript.pt"
+TOKENIZER_FILE = "tokenizer.json"
+MODEL_FILE = "model.json"
+_DROPPED_IDS = (0, 1)  # <pad>, <bos>: never part of a decoded caption
+_EOS_ID = 2
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    """What an attacker can ask of a captioning model.
+
+    Images are float tensors (B, 3, H, W) in [0, 1]; each gets one caption.
+    """
+
+    input_size: int
+    queries: int
+
+    def caption(self, images: torch.Tensor) -> list[str]:
+        """(B, 3, H, W) -> B captions."""
+        ...
+
+
+def _positive(value: int, what: str) -> int:
+    if value < 1:
+        raise LeakprobeError(f"{what} must be >= 1, got {value}")
+    return int(value)
+
+
+def _input_size(given: int | None, model: object) -> int:
+    """The input side: the one given, else the model's declared ``input_size``, else 32."""
+    if given is not None:
+        return _positive(given, "--image-size")
+    declared = getattr(model, "input_size", None)
+    return int(declared) if isinstance(declared, int) and declared > 0 else 32
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def ids_to_tokens(row: list[int]) -> list[int]:
+    """Cut a generated id row at its first ``<eos>`` and drop ``<pad>`` / ``<bos>``."""
+    if _EOS_ID in row:
+        row = row[: row.index(_EOS_ID)]
+    return [i for i in row if i not in _DROPPED_IDS]
+
+
+class ModuleCaptioner:
+    """Wrap a torch / TorchScript captioning module as a :class:`Captioner`.
+
+    The module's ``generate(images)`` must return (B, L) integer token ids (greedy decoding,
+    ``<eos>`` then ``<pad>``); each row is cut at ``<eos>`` and decoded with ``tokenizer``.
+    Every query is resized to ``input_size`` (captions depend on scale), split into batches,
+    run under ``torch.inference_mode`` and counted; a budget can be set.
+
+    Args:
+        model: the module (with a ``generate`` method).
+        tokenizer: an object with ``decode(ids) -> str`` (and ``__len__``, checked against
+            the module's ``vocab_size`` when both are known).
+        input_size: square side the model expects (default: ``model.input_size`` or 32).
+        device: where to run it.
+        batch_size: images per ``generate`` call.
+        budget: optional maximum number of images queried.
+        name: shown in reports and errors.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        input_size: int | None = None,
+        device: str | torch.device = "auto",
+        batch_size: int = 64,
+        budget: int | None = None,
+        name: str = "",
+    ) -> None:
+        self.name = name or type(model).__name__
+        generate = getattr(model, "generate", None)
+        if not callable(generate):
+            raise LeakprobeError(f"model {self.name} has no generate(images) method")
+        if not callable(getattr(tokenizer, "decode", None)):
+            raise LeakprobeError(f"the tokenizer of {self.name} has no decode(ids) method")
+        vocab = getattr(model, "vocab_size", None)
+        if isinstance(vocab, int) and hasattr(tokenizer, "__len__") and len(tokenizer) != vocab:
+            raise LeakprobeError(f"model {self.name} has {vocab} token ids but its tokenizer "
+                                 f"has {len(tokenizer)}: they do not belong together")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.input_size = _input_size(input_size, model)
+        self.batch_size = _positive(batch_size, "batch size")
+        self.counter = QueryCounter(budget)
+        self._generate: Callable = self.model.generate
+        self._probe()
+
+    @property
+    def queries(self) -> int:
+        return self.counter.used
+
+    def _probe(self) -> None:
+        """Check ``generate`` once on a tiny batch (not counted as queries)."""
+        s = self.input_size
+        x = torch.rand(2, 3, s, s, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.inference_mode():
+                out = self._generate(x.to(self.device))
+        except Exception as e:  # any failure of the model is a bad model for this input
+            raise LeakprobeError(f"model {self.name} rejects (2,3,{s},{s}) inputs: "
+                                 f"{_first_line(e)} (set --image-size to what it expects)") from e
+        self._check(out, 2)
+
+    def _check(self, out: object, n: int) -> torch.Tensor:
+        ok = (isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == n
+              and not out.is_floating_point() and not out.is_complex())
+        if not ok:
+            got = (f"{tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor)
+                   else type(out).__name__)
+            raise LeakprobeError(f"model {self.name}: generate must return (B,L) integer token "
+                                 f"ids, got {got}")
+        return out
+
+    def caption(self, images: torch.Tensor) -> list[str]:
+        """One caption per image (decoded greedy output)."""
+        check_images(images)
+        images = resize(images, self.input_size)
+        self.counter.charge(images.shape[0])
+        captions: list[str] = []
+        with torch.inference_mode():
+            for chunk in images.split(self.batch_size):
+                ids = self._check(self._generate(chunk.to(self.device, torch.float32)),
+                                  chunk.shape[0])
+                captions += [str(self.tokenizer.decode(ids_to_tokens(row)))
+                             for row in ids.cpu().tolist()]
+        return captions
+
+
+class CallableCaptioner:
+    """Wrap any object with ``caption(images) -> list[str]`` as a :class:`Captioner`.
+
+    Queries are resized to ``input_size``, split into batches, counted (budget optional) and
+    every answer is checked to be a list of one ``str`` per image.
+
+    Args:
+        obj: the object (its ``input_size`` is used when ``input_size`` is not given).
+        input_size: square side the object expects (default: ``obj.input_size`` or 32).
+        batch_size: images per ``caption`` call.
+        budget: optional maximum number of images queried.
+        name: shown in reports and errors.
+    """
+
+    def __init__(
+        self,
+        obj: object,
+        input_size: int | None = None,
+        batch_size: int = 64,
+        budget: int | None = None,
+        name: str = "",
+    ) -> None:
+        self.name = name or type(obj).__name__
+        fn = getattr(obj, "caption", None)
+        if not callable(fn):
+            raise LeakprobeError(f"{self.name} has no caption(images) method")
+        self.obj = obj
+        self._caption: Callable = fn
+        self.input_size = _input_size(input_size, obj)
+        self.batch_size = _positive(batch_size, "batch size")
+        self.counter = QueryCounter(budget)
+
+    @property
+    def queries(self) -> int:
+        return self.counter.used
+
+    def _check(self, out: object, n: int) -> list[str]:
+        if not isinstance(out, list) or len(out) != n or not all(isinstance(c, str) for c in out):
+            if isinstance(out, list):
+                kinds = sorted({type(c).__name__ for c in out})
+                got = f"a list of {len(out)} ({', '.join(kinds) or 'empty'})"
+            else:
+                got = type(out).__name__
+            raise LeakprobeError(f"model {self.name}: caption must return a list of {n} strings, "
+                                 f"got {got}")
+        return out
+
+    def caption(self, images: torch.Tensor) -> list[str]:
+        """One caption per image, from the wrapped object in batches."""
+        check_images(images)
+        images = resize(images, self.input_size)
+        self.counter.charge(images.shape[0])
+        captions: list[str] = []
+        for chunk in images.split(self.batch_size):
+            try:
+                out = self._caption(chunk.float())
+            except LeakprobeError:
+                raise
+            except Exception as e:  # user code
+                raise LeakprobeError(f"model {self.name}: caption failed "
+                                     f"({type(e).__name__}: {_first_line(e)})") from e
+            captions += self._check(out, chunk.shape[0])
+        return captions
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """Read a ``tokenizer.json`` written by ``Tokenizer.to_dict``."""
+    from leakprobe.data.captions import Tokenizer
+
+    p = Path(path)
+    if not p.is_file():
+        raise LeakprobeError(f"{p}: tokenizer file not found (a captioner needs tokenizer.json)")
+    try:
+        return Tokenizer.from_dict(json.loads(p.read_text(encoding="utf-8")))
+    except LeakprobeError:
+        raise
+    except Exception as e:  # bad JSON, wrong keys
+        raise LeakprobeError(f"{p}: not a readable tokenizer ({_first_line(e)})") from e
+
+
+def _check_model_json(folder: Path) -> None:
+    meta_path = folder / MODEL_FILE
+    if not meta_path.exists():
+        return
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LeakprobeError(f"{meta_path}: not readable JSON ({e})") from e
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind not in (None, "captioner"):
+        raise LeakprobeError(f"{folder}: holds a {kind} model, not a captioner")
+
+
+def load_captioner(
+    spec: str,
+    device: str | torch.device = "auto",
+    batch_size: int = 64,
+    budget: int | None = None,
+    image_size: int | None = None,
+) -> Captioner:
+    """A :class:`Captioner` for ``--model SPEC`` (see the module docstring for the forms).
+
+    Args:
+        spec: trainer folder, TorchScript ``.pt`` file, or entry point.
+        device: where a local model runs.
+        batch_size: images per call.
+        budget: optional query budget.
+        image_size: input side (default: what the model declares, else 32).
+    Raises:
+        LeakprobeError: unknown form, missing files, import or factory failures, bad models.
+    """
+    from leakprobe.models import captioner as _captioner  # noqa: F401  (registers cnn-lstm)
+    from leakprobe.targets.loading import (
+        load_entry_point,
+        load_safetensors_module,
+        load_torchscript,
+    )
+
+    text = str(spec)
+    path = Path(text)
+    if text.startswith(("http://", "https://")):
+        raise LeakprobeError(f"{text}: HTTP captioners are not supported yet")
+    if path.is_dir():
+        _check_model_json(path)
+        if (path / WEIGHTS_FILE).exists():
+            module = load_safetensors_module(path / WEIGHTS_FILE)
+        elif (path / TORCHSCRIPT_FILE).exists():
+            module = load_torchscript(path / TORCHSCRIPT_FILE, "cpu")
+        else:
+            raise LeakprobeError(f"{path}: folder has no {WEIGHTS_FILE} or {TORCHSCRIPT_FILE}")
+        tokenizer = load_tokenizer(path / TOKENIZER_FILE)
+        return ModuleCaptioner(module, tokenizer, image_size, device, batch_size, budget,
+                               name=text)
+    if ":" in text and not path.exists():
+        obj = load_entry_point(text)
+        if callable(getattr(obj, "caption", None)):
+            return CallableCaptioner(obj, image_size, batch_size, budget, name=text)
+        raise LeakprobeError(f"{text}: the factory returned {type(obj).__name__}, which has no "
+                             "caption(images) method")
+    if not path.exists():
+        raise LeakprobeError(f"{text}: no such captioner file or folder")
+    if path.suffix == ".safetensors":
+        raise LeakprobeError(f"{text}: pass the folder holding {path.name} and {TOKENIZER_FILE}")
+    module = load_torchscript(path, "cpu")
+    tokenizer = load_tokenizer(path.parent / TOKENIZER_FILE)
+    return ModuleCaptioner(module, tokenizer, image_size, device, batch_size, budget, name=text)
