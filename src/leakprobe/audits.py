@@ -268,7 +268,7 @@ def audit_captioner(
         from leakprobe.training.captioning import train_captioner
 
         refs = split.members.extras["captions"]
-        tokenizer = Tokenizer().fit([c for cs in refs for c in cs])
+        tokenizer = Tokenizer.fit([c for cs in refs for c in cs])
         log(f"training shadow captioner on {len(split.members)} images")
         config = TrainConfig(epochs=shadow_epochs, batch_size=32, lr=2e-3, amp=True,
                              seed=seed, device=str(getattr(target, "device", "auto")))

@@ -72,7 +72,7 @@ def test_coco_round_trip(tmp_path):
     path = save_coco_captions(data, tmp_path / "caps.json", tmp_path / "imgs")
     doc = json.loads(path.read_text())
     assert len(doc["images"]) == 5 and len(doc["annotations"]) == 15
-    loaded = load_coco_captions(path, tmp_path / "imgs", image_size=16)
+    loaded = load_coco_captions(path, image_size=16)  # file_names are relative to the JSON
     assert loaded.ids == data.ids
     assert loaded.extras["captions"] == data.extras["captions"]
     assert torch.equal((loaded.images * 255).round(), (data.images.clamp(0, 1) * 255).round())

@@ -16,6 +16,7 @@ underscores separate words), the same split as :mod:`leakprobe.evaluation.text_m
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections import Counter
@@ -353,9 +354,9 @@ def save_coco_captions(data: ImageSet, json_path: str | Path, images_dir: str | 
     """Write an ImageSet with ``extras["captions"]`` as PNGs plus a COCO captions JSON.
 
     PNG names are the sanitised ids (as in :func:`~leakprobe.data.loaders.save_image_folder`;
-    a clash gets ``-<position>``); ``file_name`` holds the bare name, relative to
-    ``images_dir``, so load with ``load_coco_captions(json_path, images_dir)`` (or put the
-    images next to the JSON). Image ids are the set's ids (strings). The JSON is written
+    a clash gets ``-<position>``); ``file_name`` is the path relative to the JSON's folder,
+    so ``load_coco_captions(json_path)`` finds the images with no ``images_dir``. Image ids
+    are the set's ids (strings). The JSON is written
     last and atomically, so a complete JSON always names existing images.
 
     Args:
@@ -393,7 +394,7 @@ def save_coco_captions(data: ImageSet, json_path: str | Path, images_dir: str | 
         Image.fromarray(np.ascontiguousarray(pixels[i]), mode="RGB").save(
             folder / name, format="PNG"
         )
-        images.append({"id": image_id, "file_name": name})
+        images.append({"id": image_id, "file_name": _relative_name(folder / name, json_path)})
         for text in caps[i]:
             annotations.append(
                 {"id": len(annotations), "image_id": image_id, "caption": text.strip()}
@@ -499,3 +500,8 @@ class Tokenizer:
                 "not a saved word tokenizer: need {'kind': 'word', 'vocab': [...]}"
             )
         return cls(d["vocab"])
+
+
+def _relative_name(image: Path, json_path: str | Path) -> str:
+    """``image`` relative to the JSON's folder (POSIX separators, as COCO files use)."""
+    return Path(os.path.relpath(image.resolve(), Path(json_path).resolve().parent)).as_posix()

@@ -137,7 +137,7 @@ class M4IFeature(MembershipAttack):
         from leakprobe.data.captions import Tokenizer
 
         refs = _references(public)
-        self.tokenizer_ = Tokenizer().fit([c for cs in refs for c in cs])
+        self.tokenizer_ = Tokenizer.fit([c for cs in refs for c in cs])
         torch.manual_seed(self.seed)
         g = torch.Generator().manual_seed(self.seed)
         model = MultimodalExtractor(len(self.tokenizer_), self.dim)
