@@ -160,20 +160,25 @@ def summary_rows(report: dict) -> list[tuple[str, float, list, float, float]]:
     return rows
 
 
+def _expand_names(names: str | list[str], known: list[str], all_: list[str], what: str):
+    """Comma list -> known attack names in order, ``all`` expanded, duplicates dropped."""
+    raw = names.split(",") if isinstance(names, str) else list(names)
+    wanted: list[str] = []
+    for name in (n.strip().lower() for n in raw if n.strip()):
+        for n in (all_ if name == "all" else [name]):
+            if n not in known:
+                raise LeakprobeError(f"unknown {what} attack '{n}'; known: "
+                                     f"{', '.join(known)}, all")
+            if n not in wanted:
+                wanted.append(n)
+    return wanted
+
+
 def build_image2image_attacks(names: str | list[str], seed: int = 0, **options) -> list:
     """Image-to-image attack objects for ``names`` (``all`` = the three of the paper)."""
     from leakprobe.attacks.membership.reconstruction import SCORES, ReconstructionMIA
 
-    raw = names.split(",") if isinstance(names, str) else list(names)
-    wanted: list[str] = []
-    for name in (n.strip().lower() for n in raw if n.strip()):
-        expanded = list(SCORES[:3]) if name == "all" else [name]
-        for n in expanded:
-            if n not in SCORES:
-                raise LeakprobeError(f"unknown image-to-image attack '{n}'; known: "
-                                     f"{', '.join(SCORES)}, all")
-            if n not in wanted:
-                wanted.append(n)
+    wanted = _expand_names(names, list(SCORES), list(SCORES[:3]), "image-to-image")
     return [ReconstructionMIA(statistic=n, seed=seed, **options) for n in wanted]
 
 
@@ -215,15 +220,7 @@ def build_caption_attacks(names: str | list[str], seed: int = 0, **options) -> l
     from leakprobe.attacks.membership.blind import Blind
     from leakprobe.attacks.membership.m4i import CAPTION_ATTACKS
 
-    raw = names.split(",") if isinstance(names, str) else list(names)
-    wanted: list[str] = []
-    for name in (n.strip().lower() for n in raw if n.strip()):
-        for n in (list(CAPTION_ATTACKS) if name == "all" else [name]):
-            if n not in CAPTION_ATTACKS:
-                raise LeakprobeError(f"unknown captioning attack '{n}'; known: "
-                                     f"{', '.join(CAPTION_ATTACKS)}, all")
-            if n not in wanted:
-                wanted.append(n)
+    wanted = _expand_names(names, list(CAPTION_ATTACKS), list(CAPTION_ATTACKS), "captioning")
     attacks = []
     for n in wanted:
         kwargs = {"seed": seed}

@@ -23,7 +23,13 @@ import torch
 
 from leakprobe.device import resolve_device
 from leakprobe.errors import LeakprobeError
-from leakprobe.targets.encoder import QueryCounter, check_images, resize
+from leakprobe.targets.encoder import (
+    QueryCounter,
+    check_images,
+    input_size_of,
+    positive,
+    resize,
+)
 
 WEIGHTS_FILE = "captioner.safetensors"
 TORCHSCRIPT_FILE = "captioner.torchscript.pt"
@@ -46,20 +52,6 @@ class Captioner(Protocol):
     def caption(self, images: torch.Tensor) -> list[str]:
         """(B, 3, H, W) -> B captions."""
         ...
-
-
-def _positive(value: int, what: str) -> int:
-    if value < 1:
-        raise LeakprobeError(f"{what} must be >= 1, got {value}")
-    return int(value)
-
-
-def _input_size(given: int | None, model: object) -> int:
-    """The input side: the one given, else the model's declared ``input_size``, else 32."""
-    if given is not None:
-        return _positive(given, "--image-size")
-    declared = getattr(model, "input_size", None)
-    return int(declared) if isinstance(declared, int) and declared > 0 else 32
 
 
 def _first_line(e: Exception) -> str:
@@ -116,8 +108,8 @@ class ModuleCaptioner:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
-        self.input_size = _input_size(input_size, model)
-        self.batch_size = _positive(batch_size, "batch size")
+        self.input_size = input_size_of(input_size, model)
+        self.batch_size = positive(batch_size, "batch size")
         self.counter = QueryCounter(budget)
         self._generate: Callable = self.model.generate
         self._probe()
@@ -191,8 +183,8 @@ class CallableCaptioner:
             raise LeakprobeError(f"{self.name} has no caption(images) method")
         self.obj = obj
         self._caption: Callable = fn
-        self.input_size = _input_size(input_size, obj)
-        self.batch_size = _positive(batch_size, "batch size")
+        self.input_size = input_size_of(input_size, obj)
+        self.batch_size = positive(batch_size, "batch size")
         self.counter = QueryCounter(budget)
 
     @property

@@ -88,8 +88,8 @@ class ModuleEncoder:
     ) -> None:
         self.device = resolve_device(device)
         self.module = module.to(self.device).eval()
-        self.input_size = _input_size(input_size, module)
-        self.batch_size = _positive(batch_size, "batch size")
+        self.input_size = input_size_of(input_size, module)
+        self.batch_size = positive(batch_size, "batch size")
         self.counter = QueryCounter(budget)
         self.name = name or type(module).__name__
         self._tokens_fn: Callable | None = getattr(module, "tokens", None)
@@ -195,8 +195,8 @@ class ObjectEncoder(ModuleEncoder):
     ) -> None:
         self.obj = obj
         self.device = torch.device("cpu")
-        self.input_size = _input_size(input_size, obj)
-        self.batch_size = _positive(batch_size, "batch size")
+        self.input_size = input_size_of(input_size, obj)
+        self.batch_size = positive(batch_size, "batch size")
         self.counter = QueryCounter(budget)
         self.name = name or type(obj).__name__
         self.module = obj.embed  # type: ignore[attr-defined]
@@ -204,15 +204,16 @@ class ObjectEncoder(ModuleEncoder):
         self.embed_dim = self._probe()
 
 
-def _positive(value: int, what: str) -> int:
+def positive(value: int, what: str) -> int:
+    """``value`` if it is >= 1, else a clear error naming ``what``."""
     if value < 1:
         raise LeakprobeError(f"{what} must be >= 1, got {value}")
     return int(value)
 
 
-def _input_size(given: int | None, model: object) -> int:
+def input_size_of(given: int | None, model: object) -> int:
     """The input side: the one given, else the model's declared ``input_size``, else 32."""
     if given is not None:
-        return _positive(given, "--image-size")
+        return positive(given, "--image-size")
     declared = getattr(model, "input_size", None)
     return int(declared) if isinstance(declared, int) and declared > 0 else 32
