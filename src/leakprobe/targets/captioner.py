@@ -142,9 +142,7 @@ class ModuleCaptioner:
 
     def caption(self, images: torch.Tensor) -> list[str]:
         """One caption per image (decoded greedy output)."""
-        check_images(images)
-        images = resize(images, self.input_size)
-        self.counter.charge(images.shape[0])
+        images = _charged(images, self.input_size, self.counter)
         captions: list[str] = []
         with torch.inference_mode():
             for chunk in images.split(self.batch_size):
@@ -204,9 +202,7 @@ class CallableCaptioner:
 
     def caption(self, images: torch.Tensor) -> list[str]:
         """One caption per image, from the wrapped object in batches."""
-        check_images(images)
-        images = resize(images, self.input_size)
-        self.counter.charge(images.shape[0])
+        images = _charged(images, self.input_size, self.counter)
         captions: list[str] = []
         for chunk in images.split(self.batch_size):
             try:
@@ -301,3 +297,11 @@ def load_captioner(
     module = load_torchscript(path, "cpu")
     tokenizer = load_tokenizer(path.parent / TOKENIZER_FILE)
     return ModuleCaptioner(module, tokenizer, image_size, device, batch_size, budget, name=text)
+
+
+def _charged(images: torch.Tensor, size: int, counter: QueryCounter) -> torch.Tensor:
+    """Check a query batch, resize it to the model's input side and pay for it."""
+    check_images(images)
+    images = resize(images, size)
+    counter.charge(images.shape[0])
+    return images
