@@ -43,6 +43,19 @@ def _parse_scale(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _parse_epochs(text: str | None, epochs: int) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError as e:
+        raise LeakprobeError(f"--snapshot-epochs must be a comma list of integers, got "
+                             f"{text!r}") from e
+    if not values or values[0] < 1 or values[-1] > epochs:
+        raise LeakprobeError(f"--snapshot-epochs must lie in 1..{epochs}, got {text!r}")
+    return tuple(values)
+
+
 def _parse_json(text: str | None, option: str) -> dict:
     if not text:
         return {}
@@ -68,9 +81,19 @@ def train_encoder(
     batch_size: int = typer.Option(256),
     lr: float = typer.Option(1e-3),
     weight_decay: float = typer.Option(1e-5),
-    crop_scale: str = typer.Option("0.08,1.0", help="Random-resized-crop area range."),
-    temperature: float = typer.Option(0.5, help="NT-Xent temperature (SimCLR)."),
-    proj_dim: int = typer.Option(128, help="Projection head output (0: no head)."),
+    crop_scale: str = typer.Option("0.08,1.0", help="Random-resized-crop area range "
+                                   "(SCSR defence: raise the lower bound, e.g. 0.5,1.0)."),
+    temperature: float = typer.Option(None, help="Contrastive temperature (SimCLR, MoCo)."),
+    proj_dim: int = typer.Option(None, help="Projection head output (SimCLR; 0: no head)."),
+    method_kwargs: str = typer.Option(None, help='SSL method overrides as JSON, e.g. '
+                                      '\'{"queue_size": 1024}\''),
+    dp: bool = typer.Option(False, "--dp", help="Train with DP-SGD (BatchNorm -> GroupNorm)."),
+    dp_noise: float = typer.Option(None, help="DP-SGD noise multiplier (default 1.0)."),
+    dp_clip: float = typer.Option(1.0, help="DP-SGD per-image clipping bound."),
+    dp_delta: float = typer.Option(1e-5, help="Delta at which epsilon is reported."),
+    dp_epsilon: float = typer.Option(None, help="Target epsilon (sets the noise multiplier)."),
+    snapshot_epochs: str = typer.Option(None, help="Comma list of epochs whose encoder is "
+                                        "saved too (early-stopping study), e.g. 10,20,50."),
     image_size: int = typer.Option(32),
     amp: bool = typer.Option(True, help="bf16 autocast (faster on CPU and GPU)."),
     resume: bool = typer.Option(False, help="Continue from out/checkpoints."),
@@ -87,14 +110,24 @@ def train_encoder(
     from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
     from leakprobe.training.trainer import TrainConfig
 
+    from leakprobe.training.dp import DPConfig
+
     dataset = load_dataset(data, image_size, seed)
     split = make_split(dataset, members, nonmembers, seed=seed)
-    method_kwargs = {"temperature": temperature, "proj_dim": proj_dim} if method == "simclr" \
-        else {}
+    overrides = _parse_json(method_kwargs, "--method-kwargs")
+    for key, value in (("temperature", temperature), ("proj_dim", proj_dim)):
+        if value is not None:
+            overrides.setdefault(key, value)
     recipe = EncoderRecipe(method, arch, _parse_json(arch_kwargs, "--arch-kwargs"),
-                           _parse_scale(crop_scale), method_kwargs)
+                           _parse_scale(crop_scale), overrides)
+    dp_config = None
+    if dp or dp_noise is not None or dp_epsilon is not None:
+        noise = dp_noise if dp_noise is not None else (None if dp_epsilon else 1.0)
+        dp_config = DPConfig(noise_multiplier=noise, max_grad_norm=dp_clip, delta=dp_delta,
+                             target_epsilon=dp_epsilon)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, amp=amp, seed=seed, device=device)
+                         weight_decay=weight_decay, amp=amp, seed=seed, device=device,
+                         dp=dp_config, snapshot_epochs=_parse_epochs(snapshot_epochs, epochs))
     paths = train_target_encoder(split, recipe, config, out, resume=resume)
     if dataset.labels is not None:
         target = load_encoder(str(paths["weights"]), device=device)
@@ -457,12 +490,10 @@ def report_cmd(
 def models_cmd():
     """List the registered architectures and SSL methods."""
     from leakprobe.models import list_models
-    from leakprobe.training.ssl.base import METHODS, create_method  # noqa: F401
+    from leakprobe.training.ssl.base import list_methods
 
     typer.echo("architectures: " + ", ".join(list_models()))
-    from leakprobe.training.ssl import simclr  # noqa: F401
-
-    typer.echo("ssl methods: " + ", ".join(sorted(METHODS)))
+    typer.echo("ssl methods: " + ", ".join(list_methods()))
 
 
 @app.command("demo")

@@ -15,6 +15,7 @@ from leakprobe.device import resolve_device
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import atomic_write
 from leakprobe.progress import log, track
+from leakprobe.training.dp import DPConfig
 
 LossFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 # An epoch callback gets (epoch number from 1, model) and returns True to stop training.
@@ -34,6 +35,8 @@ class TrainConfig:
         amp: bf16 autocast (about twice as fast on recent CPUs, supported on CUDA).
         seed: seeds initialisation, batch order and augmentation.
         device: ``auto``, ``cpu``, ``cuda``...
+        dp: DP-SGD settings (None: ordinary training); SSL methods only.
+        snapshot_epochs: epochs after which the model is saved whole (early-stopping study).
     """
 
     epochs: int = 50
@@ -44,6 +47,8 @@ class TrainConfig:
     amp: bool = False
     seed: int = 0
     device: str = "auto"
+    dp: DPConfig | None = None
+    snapshot_epochs: tuple[int, ...] = ()
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

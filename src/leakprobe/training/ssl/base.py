@@ -1,8 +1,24 @@
-"""What every self-supervised method shares: a backbone, an augmentation, a loss."""
+"""What every self-supervised method shares: a backbone, an augmentation, a loss.
+
+Every method splits its loss into three steps, so that one training loop serves plain
+training and DP-SGD alike:
+
+1. ``prepare(images, generator) -> SSLBatch``: augment (views, masks...) and run everything
+   that takes no gradient (momentum/EMA teachers, queues), once for the whole batch.
+2. ``student(*batch.inputs)``: the trainable forward pass. Row ``i`` of every input and of
+   every output belongs to image ``i`` and depends on image ``i`` alone (no BatchNorm across
+   images in DP mode), so the DP engine can run it per image with ``torch.func.vmap``.
+3. ``objective(outputs, batch) -> scalar``: the loss of the whole batch from the student's
+   outputs; this is where images meet (negatives, centering).
+
+``loss`` chains the three. DP-SGD's clipping unit is then one training image: the gradient
+of the batch loss that flows through that image's student pass (all of its views).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -10,6 +26,22 @@ from torch import nn
 
 from leakprobe.augment import SSLAugmentation
 from leakprobe.errors import LeakprobeError
+
+StudentOutputs = tuple[torch.Tensor, ...]
+
+
+@dataclass
+class SSLBatch:
+    """One prepared batch.
+
+    Attributes:
+        inputs: per-image tensors (leading dimension B) fed to ``student``.
+        extras: anything computed without gradient that ``objective`` needs (teacher
+            outputs, queue snapshots, targets...).
+    """
+
+    inputs: tuple[torch.Tensor, ...]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class SSLMethod(nn.Module):
@@ -21,18 +53,52 @@ class SSLMethod(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    # True when DP-SGD gives per-image sensitivity exactly (each image's loss term depends on
+    # that image alone); False when images interact in ``objective`` (in-batch negatives).
+    per_image_objective: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module, augmentation: SSLAugmentation) -> None:
         super().__init__()
         self.backbone = backbone
         self.augmentation = augmentation
 
+    def prepare(self, images: torch.Tensor, generator: torch.Generator) -> SSLBatch:
+        """Augment a batch of raw images in [0, 1] and run the no-gradient parts."""
+        raise NotImplementedError
+
+    def student(self, *inputs: torch.Tensor) -> StudentOutputs:
+        """The trainable forward pass; rows of inputs and outputs are images."""
+        raise NotImplementedError
+
+    def objective(self, outputs: StudentOutputs, batch: SSLBatch) -> torch.Tensor:
+        """The batch loss (a mean over images) from the student's outputs."""
+        raise NotImplementedError
+
+    def forward(self, *inputs: torch.Tensor) -> StudentOutputs:
+        # torch.func.functional_call runs ``forward``: the DP engine calls the student here.
+        return self.student(*inputs)
+
     def loss(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The training loss of one batch of raw images in [0, 1]."""
-        raise NotImplementedError
+        batch = self.prepare(images, generator)
+        return self.objective(self.student(*batch.inputs), batch)
 
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (EMA updates)."""
+
+
+def flat_views(views: torch.Tensor) -> torch.Tensor:
+    """(B, V, C, H, W) -> (B*V, C, H, W), image-major (rows of image i stay together)."""
+    return views.reshape(views.shape[0] * views.shape[1], *views.shape[2:])
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """teacher <- momentum * teacher + (1 - momentum) * student, parameters and buffers."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)
 
 
 METHODS: dict[str, type[SSLMethod]] = {}
@@ -49,10 +115,29 @@ def register_method(name: str) -> Callable[[type[SSLMethod]], type[SSLMethod]]:
     return wrap
 
 
+def _load_builtin() -> None:
+    import importlib
+
+    for module in ("simclr", "moco", "byol", "dino", "mae"):
+        try:
+            importlib.import_module(f"leakprobe.training.ssl.{module}")
+        except ModuleNotFoundError as e:  # a method file not written yet
+            if e.name != f"leakprobe.training.ssl.{module}":
+                raise
+
+
+def list_methods() -> list[str]:
+    """Names accepted by :func:`create_method`."""
+    _load_builtin()
+    return sorted(METHODS)
+
+
 def create_method(name: str, backbone: nn.Module, augmentation: SSLAugmentation, **kw) -> SSLMethod:
     """Build the SSL method ``name`` around ``backbone``."""
-    from leakprobe.training.ssl import simclr  # noqa: F401  (registration side effect)
-
+    _load_builtin()
     if name not in METHODS:
         raise LeakprobeError(f"unknown SSL method '{name}'; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name](backbone, augmentation, **kw)
+    try:
+        return METHODS[name](backbone, augmentation, **kw)
+    except TypeError as e:
+        raise LeakprobeError(f"bad options for SSL method '{name}': {e}") from e

@@ -8,7 +8,8 @@ from torch import nn
 
 from leakprobe.augment import SSLAugmentation
 from leakprobe.models.heads import mlp_head
-from leakprobe.training.ssl.base import SSLMethod, register_method
+from leakprobe.training.ssl.base import SSLBatch, SSLMethod, StudentOutputs, flat_views, \
+    register_method
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -30,6 +31,9 @@ class SimCLR(SSLMethod):
     """SimCLR with a 2-layer projection head and NT-Xent (temperature 0.5 by default).
 
     ``proj_dim=0`` drops the head (the loss then shapes the embedding directly).
+    Under DP-SGD the clipping unit is one image (both views); its negatives are the other
+    images of the batch, so one image also moves the others' gradients: the epsilon
+    reported is per clipped contribution, not a strict per-image guarantee.
     """
 
     def __init__(
@@ -47,8 +51,13 @@ class SimCLR(SSLMethod):
             mlp_head(backbone.embed_dim, hidden_dim, proj_dim) if proj_dim > 0 else nn.Identity()
         )
 
-    def loss(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        views = self.augmentation(images, generator, n_views=2)
-        b = views.shape[0]
-        z = self.projector(self.backbone(views.transpose(0, 1).reshape(2 * b, *views.shape[2:])))
-        return nt_xent(z[:b], z[b:], self.temperature)
+    def prepare(self, images: torch.Tensor, generator: torch.Generator) -> SSLBatch:
+        return SSLBatch((self.augmentation(images, generator, n_views=2),))
+
+    def student(self, views: torch.Tensor) -> StudentOutputs:
+        z = self.projector(self.backbone(flat_views(views)))
+        return (z.reshape(views.shape[0], 2, -1),)
+
+    def objective(self, outputs: StudentOutputs, batch: SSLBatch) -> torch.Tensor:
+        z = outputs[0]
+        return nt_xent(z[:, 0], z[:, 1], self.temperature)
