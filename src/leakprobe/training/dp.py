@@ -1,13 +1,47 @@
 """DP-SGD for the SSL trainer: per-image gradient clipping, Gaussian noise, accounting.
 
-(Engine in progress: only the configuration is defined here so far.)
+The engine follows Abadi et al. (2016): each training image's gradient ``g_i`` is clipped to
+norm ``C`` (the global L2 norm over all trainable parameters), the clipped gradients are
+summed, Gaussian noise ``N(0, (sigma C)^2)`` is added to every coordinate, and the result is
+divided by the batch size before the optimiser step. Epsilon at a given delta comes from
+Opacus' accountants (``rdp`` by default, ``prv``).
+
+Per-image gradients use the split of every :class:`~leakprobe.training.ssl.base.SSLMethod`
+into ``prepare`` -> ``student`` -> ``objective``:
+
+* ``G = B * d objective / d outputs`` is computed once, on the batched, detached student
+  outputs (so ``G_i`` is the gradient of image ``i``'s share of the summed batch loss);
+* ``g_i = J_i^T G_i``, with ``J_i`` the Jacobian of the student on image ``i``'s inputs, comes
+  from ``torch.func``: ``vmap(grad(p -> <student(p, x_i), G_i>))`` over ``functional_call``.
+
+The clipping unit is therefore one training image with all of its views. For methods whose
+loss terms depend on one image each (MAE, BYOL/DINO-style losses against a stop-gradient
+teacher: ``per_image_objective``), replacing one image changes one clipped term and the
+usual DP-SGD guarantee applies. For in-batch contrastive losses (SimCLR, MoCo's in-batch
+part) ``G_i`` also depends on the other images of the batch (they are negatives), so one image
+can move every clipped term: each term is still bounded by ``C``, but the reported epsilon is
+the accounting of per-image clipped contributions, not a strict per-image guarantee.
+
+Departures from textbook DP-SGD, shared by most DP-SGD code: batches are fixed-size slices of
+a seeded shuffle (the trainer's), not Poisson samples, and the accountant is told
+``sample_rate = B / N``; epsilon is then the usual approximation. Noise is drawn from the
+trainer's generator on the CPU (reproducible, restored on resume). The per-image pass runs
+in float32 (``amp`` is ignored under DP: bf16 per-image gradients are too coarse to clip).
+BatchNorm mixes the images of a batch and has no per-image gradient: every BatchNorm must be
+GroupNorm (:func:`replace_batchnorm`, :func:`check_dp_compatible`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+
 from leakprobe.errors import LeakprobeError
+
+ACCOUNTANTS = ("rdp", "prv")
 
 
 @dataclass
@@ -22,6 +56,8 @@ class DPConfig:
         target_epsilon: when set (and ``noise_multiplier`` is None), the noise multiplier is
             chosen so that the whole run spends this epsilon.
         accountant: ``rdp`` (Opacus' RDP accountant) or ``prv``.
+        chunk_size: images whose per-image gradients are held in memory at once (memory
+            only: results do not depend on it).
     """
 
     noise_multiplier: float | None = 1.0
@@ -29,6 +65,7 @@ class DPConfig:
     delta: float = 1e-5
     target_epsilon: float | None = None
     accountant: str = "rdp"
+    chunk_size: int = 64
 
     def __post_init__(self) -> None:
         if not self.max_grad_norm > 0:
@@ -39,3 +76,247 @@ class DPConfig:
             raise LeakprobeError("DP needs a noise multiplier or a target epsilon")
         if self.noise_multiplier is not None and self.noise_multiplier < 0:
             raise LeakprobeError(f"DP noise multiplier must be >= 0, got {self.noise_multiplier}")
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise LeakprobeError(f"DP target epsilon must be > 0, got {self.target_epsilon}")
+        if self.accountant not in ACCOUNTANTS:
+            raise LeakprobeError(f"DP accountant must be one of {', '.join(ACCOUNTANTS)}, got "
+                                 f"{self.accountant!r}")
+        if self.chunk_size < 1:
+            raise LeakprobeError(f"DP chunk_size must be >= 1, got {self.chunk_size}")
+
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def batchnorm_modules(module: nn.Module) -> list[str]:
+    """Names of the BatchNorm layers inside ``module`` (``""`` for the module itself)."""
+    return [name for name, m in module.named_modules() if isinstance(m, _BATCHNORMS)]
+
+
+def check_dp_compatible(module: nn.Module) -> None:
+    """Raise when ``module`` holds a layer that mixes the images of a batch.
+
+    Raises:
+        LeakprobeError: naming every BatchNorm layer, with the fix.
+    """
+    names = batchnorm_modules(module)
+    if names:
+        shown = ", ".join(repr(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")
+        raise LeakprobeError(
+            f"DP-SGD: {len(names)} BatchNorm layer(s) ({shown}) mix the images of a batch and "
+            "are not compatible with per-image clipping; use GroupNorm (norm='group' for the "
+            "ResNets, or leakprobe.training.dp.replace_batchnorm)"
+        )
+
+
+def _groups(channels: int) -> int:
+    return math.gcd(32, channels)  # Opacus' ModuleValidator.fix rule
+
+
+def replace_batchnorm(module: nn.Module) -> nn.Module:
+    """Swap every BatchNorm for a GroupNorm (``gcd(32, C)`` groups, same affine flag), in place.
+
+    Returns:
+        ``module`` (or a new GroupNorm when ``module`` itself is a BatchNorm).
+    """
+    if isinstance(module, _BATCHNORMS):
+        return nn.GroupNorm(_groups(module.num_features), module.num_features,
+                            eps=module.eps, affine=module.affine)
+    for name, child in module.named_children():
+        new = replace_batchnorm(child)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def _require_ssl_method(model: nn.Module) -> None:
+    for attr in ("prepare", "student", "objective"):
+        if not callable(getattr(model, attr, None)):
+            raise LeakprobeError(
+                f"DP-SGD needs an SSL method with prepare/student/objective (per-image "
+                f"gradients); {type(model).__name__} has no '{attr}'"
+            )
+
+
+def _accountant_epsilon(name: str, sigma: float, q: float, steps: int, delta: float) -> float:
+    from opacus.accountants import create_accountant
+
+    if steps <= 0:
+        return 0.0
+    if sigma <= 0:
+        return math.inf
+    acc = create_accountant(name)
+    acc.history = [(sigma, q, steps)]
+    return float(acc.get_epsilon(delta))
+
+
+def noise_for_epsilon(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
+) -> float:
+    """The noise multiplier that spends ``target_epsilon`` in ``steps`` steps (Opacus search)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    try:
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=steps,
+                                          accountant=accountant, epsilon_tolerance=0.01))
+    except ValueError as e:
+        raise LeakprobeError(f"DP: no noise multiplier reaches epsilon {target_epsilon}: "
+                             f"{e}") from e
+
+
+class DPSGD:
+    """Per-image clipping, noise and accounting for one SSL method (one training run).
+
+    Args:
+        method: an SSL method (``prepare``/``student``/``objective``) without BatchNorm.
+        config: the DP settings.
+        n_train: training images N.
+        batch_size: images per step B (fixed-size batches, the last partial one dropped).
+        epochs: planned epochs (to turn ``target_epsilon`` into a noise multiplier).
+    Attributes:
+        noise_multiplier: sigma actually used.
+        sample_rate: B / N, as told to the accountant.
+        steps: optimiser steps taken (set it when resuming).
+        last_norms: per-image gradient norms before clipping, of the last step.
+    """
+
+    clipping_unit = "image"
+
+    def __init__(
+        self, method: nn.Module, config: DPConfig, n_train: int, batch_size: int, epochs: int
+    ) -> None:
+        _require_ssl_method(method)
+        check_dp_compatible(method)
+        self.method = method
+        self.config = config
+        self.batch_size = min(batch_size, n_train)
+        self.sample_rate = self.batch_size / n_train
+        self.steps_per_epoch = n_train // self.batch_size
+        self.total_steps = self.steps_per_epoch * epochs
+        if config.noise_multiplier is not None:
+            self.noise_multiplier = float(config.noise_multiplier)
+        else:
+            self.noise_multiplier = noise_for_epsilon(
+                config.target_epsilon, config.delta, self.sample_rate, self.total_steps,
+                config.accountant)
+        self.steps = 0
+        self.last_norms: torch.Tensor | None = None
+        self._names: list[str] | None = None
+
+    # -- gradients ---------------------------------------------------------------------------
+    def _trainable(self, inputs: tuple[torch.Tensor, ...]) -> list[str]:
+        """Trainable parameters the student actually uses (the others keep ``grad=None``)."""
+        if self._names is None:
+            named = [(n, p) for n, p in self.method.named_parameters() if p.requires_grad]
+            outs = self.method.student(*(x[:1] for x in inputs))
+            total = sum(o.float().sum() for o in outs)
+            grads = torch.autograd.grad(total, [p for _, p in named], allow_unused=True)
+            self._names = [n for (n, _), g in zip(named, grads, strict=True) if g is not None]
+            if not self._names:
+                raise LeakprobeError("DP-SGD: the student uses no trainable parameter")
+        return self._names
+
+    def per_image_grads(
+        self, inputs: tuple[torch.Tensor, ...], out_grads: tuple[torch.Tensor, ...]
+    ) -> dict[str, torch.Tensor]:
+        """``g_i = J_i^T G_i`` for every image of ``inputs``: ``{name: (B, *param.shape)}``.
+
+        Args:
+            inputs: the student's inputs (leading dimension B).
+            out_grads: ``G``, one tensor per student output, same shapes as the outputs.
+        """
+        from torch.func import functional_call, grad, vmap
+
+        names = self._trainable(inputs)
+        trainable = set(names)
+        params = {n: p.detach() for n, p in self.method.named_parameters() if n in trainable}
+        frozen = {n: p.detach() for n, p in self.method.named_parameters() if n not in trainable}
+        frozen.update(dict(self.method.named_buffers()))
+
+        def contribution(p, xs, gs):
+            outs = functional_call(self.method, (p, frozen), tuple(x.unsqueeze(0) for x in xs))
+            return sum((o.squeeze(0).float() * g).sum() for o, g in zip(outs, gs, strict=True))
+
+        fn = vmap(grad(contribution), in_dims=(None, 0, 0), randomness="different")
+        return fn(params, tuple(inputs), tuple(out_grads))
+
+    def clipped_sum(
+        self, inputs: tuple[torch.Tensor, ...], out_grads: tuple[torch.Tensor, ...]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Sum over images of ``g_i * min(1, C / (||g_i|| + 1e-6))`` and the norms ``||g_i||``.
+
+        Images are processed ``config.chunk_size`` at a time.
+        """
+        c = self.config.max_grad_norm
+        total: dict[str, torch.Tensor] = {}
+        norms = []
+        b = inputs[0].shape[0]
+        for s in range(0, b, self.config.chunk_size):
+            grads = self.per_image_grads(tuple(x[s:s + self.config.chunk_size] for x in inputs),
+                                         tuple(g[s:s + self.config.chunk_size] for g in out_grads))
+            flat = torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()], dim=1)
+            norm = flat.norm(dim=1)  # global norm over all parameters, per image
+            factor = (c / (norm + 1e-6)).clamp(max=1.0)
+            for n, g in grads.items():
+                part = torch.einsum("b,b...->...", factor, g)
+                total[n] = total[n] + part if n in total else part
+            norms.append(norm)
+        return total, torch.cat(norms)
+
+    def step(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Set ``p.grad`` of the trainable parameters to the noisy clipped mean; return the loss.
+
+        Args:
+            images: one batch of raw images (B, C, H, W) on the model's device.
+            generator: the trainer's generator (augmentation, then noise; CPU).
+        Returns:
+            The batch loss (detached).
+        """
+        m = self.method
+        batch = m.prepare(images, generator)
+        with torch.no_grad():
+            outputs = m.student(*batch.inputs)
+        outputs = tuple(o.detach().float().requires_grad_(True) for o in outputs)
+        loss = m.objective(outputs, batch)
+        b = images.shape[0]
+        out_grads = tuple(g * b for g in torch.autograd.grad(loss, outputs, allow_unused=False))
+        summed, norms = self.clipped_sum(batch.inputs, out_grads)
+        self.last_norms = norms.detach()
+        std = self.noise_multiplier * self.config.max_grad_norm
+        params = dict(m.named_parameters())
+        for n, s in summed.items():
+            p = params[n]
+            if std > 0:
+                noise = torch.randn(s.shape, generator=generator).to(s.device, s.dtype) * std
+                s = s + noise
+            p.grad = (s / b).to(p.dtype)
+        self.steps += 1
+        return loss.detach()
+
+    # -- accounting --------------------------------------------------------------------------
+    def epsilon(self, steps: int | None = None) -> float:
+        """Epsilon at ``config.delta`` after ``steps`` steps (default: the steps taken).
+
+        Returns ``inf`` when no noise is added.
+        """
+        n = self.steps if steps is None else steps
+        return _accountant_epsilon(self.config.accountant, self.noise_multiplier,
+                                   self.sample_rate, n, self.config.delta)
+
+    def summary(self, steps: int | None = None) -> dict:
+        """What ``model.json`` records under ``"dp"`` (epsilon None when infinite)."""
+        n = self.steps if steps is None else steps
+        eps = self.epsilon(n)
+        return {
+            "epsilon": eps if math.isfinite(eps) else None,
+            "delta": self.config.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "max_grad_norm": self.config.max_grad_norm,
+            "steps": n,
+            "sample_rate": self.sample_rate,
+            "accountant": self.config.accountant,
+            "clipping_unit": self.clipping_unit,
+            "exact_per_image": bool(getattr(self.method, "per_image_objective", False)),
+            "sampling": "shuffled fixed-size batches (accounted as Poisson with rate B/N)",
+        }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -12,11 +14,13 @@ import torch
 from leakprobe.augment import SSLAugmentation
 from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import Split, save_manifest
+from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json
 from leakprobe.models import create_model
 from leakprobe.models.serialization import export_torchscript, save_weights
 from leakprobe.progress import log
-from leakprobe.training.ssl.base import create_method
+from leakprobe.training.dp import batchnorm_modules, check_dp_compatible, replace_batchnorm
+from leakprobe.training.ssl.base import SSLMethod, create_method
 from leakprobe.training.trainer import EpochCallback, TrainConfig, Trainer
 
 
@@ -39,6 +43,62 @@ class EncoderRecipe:
     method_kwargs: dict = field(default_factory=dict)
 
 
+def dp_recipe(recipe: EncoderRecipe, input_size: int = 32) -> EncoderRecipe:
+    """The recipe to train under DP-SGD: ``norm="group"`` when the backbone has BatchNorm.
+
+    The ResNets take ``norm``; a backbone without BatchNorm (ViT) is unchanged. A recipe that
+    asks for ``norm="batch"`` explicitly is kept (and rejected when training starts).
+    """
+    if "norm" in recipe.arch_kwargs:
+        return recipe
+    probe = create_model(recipe.arch, input_size=input_size, **recipe.arch_kwargs)
+    if not batchnorm_modules(probe):
+        return recipe
+    kwargs = {**recipe.arch_kwargs, "norm": "group"}
+    try:
+        create_model(recipe.arch, input_size=input_size, **kwargs)
+    except LeakprobeError:
+        return recipe  # no norm option: check_dp_compatible names the layers
+    return replace(recipe, arch_kwargs=kwargs)
+
+
+def export_backbone(method: torch.nn.Module) -> torch.nn.Module:
+    """The encoder a method hands out: ``method.export_backbone()`` if defined (e.g. a
+    teacher), else ``method.backbone``."""
+    export = getattr(method, "export_backbone", None)
+    return export() if callable(export) else method.backbone
+
+
+def build_ssl_method(recipe: EncoderRecipe, input_size: int, dp: bool = False) -> SSLMethod:
+    """The SSL method of ``recipe`` around a fresh backbone (not seeded here).
+
+    With ``dp``, BatchNorm layers outside the backbone (projection/prediction heads) become
+    GroupNorm; the backbone itself must already be BatchNorm-free (see :func:`dp_recipe`).
+    """
+    backbone = create_model(recipe.arch, input_size=input_size, **recipe.arch_kwargs)
+    augmentation = SSLAugmentation(size=input_size, crop_scale=tuple(recipe.crop_scale))
+    if dp:
+        check_dp_compatible(backbone)
+    method = create_method(recipe.method, backbone, augmentation, **recipe.method_kwargs)
+    return replace_batchnorm(method) if dp else method
+
+
+def _ssl_trainer(
+    images: torch.Tensor,
+    recipe: EncoderRecipe,
+    config: TrainConfig,
+    checkpoint_dir: str | Path | None,
+    callbacks: list[EpochCallback] | None,
+) -> tuple[EncoderRecipe, SSLMethod, Trainer]:
+    size = images.shape[-1]
+    dp = config.dp is not None
+    if dp:
+        recipe = dp_recipe(recipe, size)
+    torch.manual_seed(config.seed)
+    method = build_ssl_method(recipe, size, dp)
+    return recipe, method, Trainer(method, config, checkpoint_dir, list(callbacks or []))
+
+
 def train_ssl_encoder(
     images: torch.Tensor,
     recipe: EncoderRecipe,
@@ -49,17 +109,15 @@ def train_ssl_encoder(
 ) -> tuple[torch.nn.Module, list[float]]:
     """Train a backbone with an SSL method on ``images`` (N, 3, H, W) in [0, 1].
 
+    With ``config.dp`` the backbone is built with GroupNorm (:func:`dp_recipe`) and trained
+    with DP-SGD.
+
     Returns:
         The trained backbone (eval mode, on the training device) and the loss per epoch.
     """
-    torch.manual_seed(config.seed)
-    size = images.shape[-1]
-    backbone = create_model(recipe.arch, input_size=size, **recipe.arch_kwargs)
-    augmentation = SSLAugmentation(size=size, crop_scale=tuple(recipe.crop_scale))
-    method = create_method(recipe.method, backbone, augmentation, **recipe.method_kwargs)
-    trainer = Trainer(method, config, checkpoint_dir, callbacks)
+    _, method, trainer = _ssl_trainer(images, recipe, config, checkpoint_dir, callbacks)
     history = trainer.fit(images, method.loss, resume=resume)
-    return method.backbone.eval(), history
+    return export_backbone(method).eval(), history
 
 
 def save_encoder(
@@ -79,6 +137,11 @@ def save_encoder(
     return paths
 
 
+def snapshot_dir(out_dir: str | Path, epoch: int) -> Path:
+    """Where :func:`train_target_encoder` saves the encoder of ``epoch``."""
+    return Path(out_dir) / "snapshots" / f"epoch_{epoch:04d}"
+
+
 def train_target_encoder(
     split: Split,
     recipe: EncoderRecipe,
@@ -86,19 +149,61 @@ def train_target_encoder(
     out_dir: str | Path,
     resume: bool = False,
     callbacks: list[EpochCallback] | None = None,
-) -> dict[str, Path]:
-    """Train on ``split.members`` and save the encoder, its export and the split manifest."""
+) -> dict:
+    """Train on ``split.members`` and save the encoder, its export and the split manifest.
+
+    Every epoch in ``config.snapshot_epochs`` is also saved whole (weights, TorchScript,
+    ``model.json`` with the recipe, the epoch and, under DP, epsilon at that epoch, and a
+    copy of ``split.json``) to ``out_dir/snapshots/epoch_EEEE/``. Under DP ``model.json``
+    records ``"dp"``: epsilon (None when no noise), delta, noise_multiplier, max_grad_norm,
+    steps, sample_rate, accountant, clipping_unit.
+
+    Returns:
+        ``{"weights", "torchscript", "model", "split"}`` -> paths, and ``"snapshots"`` ->
+        ``{epoch: folder}`` when snapshots were asked for.
+    """
     out = Path(out_dir)
     t0 = time.time()
     manifest = save_manifest(split, out / "split.json", seed=config.seed)
-    backbone, history = train_ssl_encoder(
-        split.members.images, recipe, config, out / "checkpoints", resume, callbacks
-    )
-    info = {"train": config.to_dict(), "loss_history": history, "n_members": len(split.members),
-            "n_nonmembers": len(split.nonmembers), "data": split.members.source,
-            "train_seconds": round(time.time() - t0, 2)}
-    paths = save_encoder(backbone.cpu(), recipe, out, info)
+    images = split.members.images
+    recipe, method, trainer = _ssl_trainer(images, recipe, config, out / "checkpoints",
+                                           callbacks)
+    common = {"n_members": len(split.members), "n_nonmembers": len(split.nonmembers),
+              "data": split.members.source}
+
+    def dp_info(epoch: int | None = None) -> dict:
+        engine = trainer.dp_engine
+        if engine is None:
+            return {}
+        steps = None if epoch is None else epoch * trainer.steps_per_epoch
+        return {"dp": engine.summary(steps)}
+
+    def snapshot(epoch: int, _model: torch.nn.Module) -> bool:
+        if epoch in config.snapshot_epochs:
+            folder = snapshot_dir(out, epoch)
+            backbone = copy.deepcopy(export_backbone(method)).cpu().eval()
+            info = {"train": config.to_dict(), "epoch": epoch,
+                    "loss_history": list(trainer.history), **common, **dp_info(epoch)}
+            save_encoder(backbone, recipe, folder, info)
+            shutil.copyfile(manifest, folder / "split.json")
+            log(f"snapshot of epoch {epoch} saved to {folder}")
+        return False
+
+    if config.snapshot_epochs:
+        trainer.callbacks.insert(0, snapshot)
+    history = trainer.fit(images, method.loss, resume=resume)
+    backbone = export_backbone(method).eval()
+    info = {"train": config.to_dict(), "epoch": len(history), "loss_history": history,
+            **common, "train_seconds": round(time.time() - t0, 2), **dp_info()}
+    paths: dict = save_encoder(backbone.cpu(), recipe, out, info)
     paths["split"] = manifest
+    if config.snapshot_epochs:
+        paths["snapshots"] = {e: snapshot_dir(out, e) for e in config.snapshot_epochs
+                              if (snapshot_dir(out, e) / "model.json").is_file()}
+    if trainer.dp_engine is not None:
+        eps = trainer.dp_engine.epsilon()
+        log(f"DP-SGD: epsilon {eps:.3g} at delta {config.dp.delta:g} "
+            f"(noise {trainer.dp_engine.noise_multiplier:.3g}, {trainer.dp_engine.steps} steps)")
     log(f"saved encoder to {out} ({time.time() - t0:.0f}s)")
     return paths
 

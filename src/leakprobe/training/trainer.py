@@ -15,7 +15,7 @@ from leakprobe.device import resolve_device
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import atomic_write
 from leakprobe.progress import log, track
-from leakprobe.training.dp import DPConfig
+from leakprobe.training.dp import DPSGD, DPConfig
 
 LossFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 # An epoch callback gets (epoch number from 1, model) and returns True to stop training.
@@ -35,7 +35,8 @@ class TrainConfig:
         amp: bf16 autocast (about twice as fast on recent CPUs, supported on CUDA).
         seed: seeds initialisation, batch order and augmentation.
         device: ``auto``, ``cpu``, ``cuda``...
-        dp: DP-SGD settings (None: ordinary training); SSL methods only.
+        dp: DP-SGD settings (None: ordinary training); SSL methods only (the model must have
+            ``prepare``/``student``/``objective`` and no BatchNorm); ``amp`` is then ignored.
         snapshot_epochs: epochs after which the model is saved whole (early-stopping study).
     """
 
@@ -57,6 +58,11 @@ class TrainConfig:
                 raise LeakprobeError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise LeakprobeError(f"lr must be > 0, got {self.lr}")
+        self.snapshot_epochs = tuple(sorted({int(e) for e in self.snapshot_epochs}))
+        if self.snapshot_epochs and not 1 <= self.snapshot_epochs[0] <= \
+                self.snapshot_epochs[-1] <= self.epochs:
+            raise LeakprobeError(f"snapshot epochs must lie in 1..{self.epochs}, got "
+                                 f"{list(self.snapshot_epochs)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +90,8 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.callbacks = callbacks or []
         self.history: list[float] = []
+        self.dp_engine: DPSGD | None = None
+        self.steps_per_epoch = 0
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -103,7 +111,8 @@ class Trainer:
 
         Args:
             data: the training tensor; batches are ``data[idx]`` moved to the device.
-            loss_fn: maps (batch, generator) to a scalar loss.
+            loss_fn: maps (batch, generator) to a scalar loss (unused under DP-SGD, where the
+                engine runs the model's ``prepare``/``student``/``objective`` itself).
             resume: continue from the checkpoint in ``checkpoint_dir`` if one exists.
         """
         c = self.config
@@ -114,7 +123,10 @@ class Trainer:
         steps_per_epoch = n // batch
         total_steps = steps_per_epoch * c.epochs
         warmup = steps_per_epoch
+        self.steps_per_epoch = steps_per_epoch
         self.model.to(self.device)
+        if c.dp is not None:
+            self.dp_engine = DPSGD(self.model, c.dp, n, batch, c.epochs)
         optimizer = self._optimizer()
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
@@ -123,6 +135,8 @@ class Trainer:
         )
         g = torch.Generator().manual_seed(c.seed)
         start = self._maybe_resume(optimizer, schedule, g) if resume else 0
+        if self.dp_engine is not None:  # the accountant only needs the number of steps
+            self.dp_engine.steps = start * steps_per_epoch
         every = max(1, c.epochs // 20)
         for epoch in track(range(start, c.epochs), "training", c.epochs - start):
             t0 = time.time()
@@ -130,7 +144,9 @@ class Trainer:
             self.history.append(sum(losses) / max(len(losses), 1))
             seconds = time.time() - t0
             if seconds > 5 or (epoch + 1) % every == 0 or epoch + 1 == c.epochs:
-                log(f"epoch {epoch + 1}/{c.epochs} loss {self.history[-1]:.4f} ({seconds:.1f}s)")
+                eps = f", epsilon {self.dp_engine.epsilon():.3g}" if self.dp_engine else ""
+                log(f"epoch {epoch + 1}/{c.epochs} loss {self.history[-1]:.4f}{eps} "
+                    f"({seconds:.1f}s)")
             if not math.isfinite(self.history[-1]):
                 raise LeakprobeError(f"training diverged at epoch {epoch + 1} (loss is NaN/inf)")
             self._save_checkpoint(optimizer, schedule, g, epoch + 1)
@@ -147,10 +163,13 @@ class Trainer:
         for step in range(n_steps):
             idx = order[step * batch:(step + 1) * batch]
             x = data[idx].to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.amp):
-                loss = loss_fn(x, g)
             optimizer.zero_grad(set_to_none=True)
-            loss.float().backward()
+            if self.dp_engine is not None:
+                loss = self.dp_engine.step(x, g)  # sets p.grad: clipped, noised, averaged
+            else:
+                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.amp):
+                    loss = loss_fn(x, g)
+                loss.float().backward()
             optimizer.step()
             schedule.step()
             after = getattr(self.model, "after_step", None)
