@@ -1,0 +1,180 @@
+"""Expand a study config into grid cells and the training runs they share.
+
+A **cell** is one (paradigm, defence setting, seed): one encoder audited and measured. Its
+key is the SHA-256 of its fully resolved config (data, split sizes, seed, SSL recipe,
+training settings, DP settings, which model of the run is evaluated, attacks, knowledge,
+utility data) plus the leakprobe version, so any change that could change its numbers gives
+a new key, and nothing else does. Its folder is ``OUT/cells/<readable-name>-<key[:8]>/``.
+
+A **training run** is one trained encoder. Cells that evaluate the same training share it:
+the early-stopping cells of a paradigm and seed evaluate snapshots (after ``e`` epochs) of
+the undefended run, so the grid trains once per (paradigm, seed) for all of them. A run's
+key adds the snapshot epochs it must save; its folder is ``OUT/train/<name>-<key[:8]>/``.
+Device and thread count are not part of any key: they are how a cell is computed, not what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from leakprobe.study.config import Defence, Paradigm, StudyConfig
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell.
+
+    Attributes:
+        name: readable name, e.g. ``simclr-dp-nm1-s0``.
+        key: SHA-256 hex of the resolved config and leakprobe version.
+        paradigm: the paradigm's name.
+        defence: the defence kind.
+        strength_name: what ``strength`` measures (``epochs``, ``noise_multiplier``...).
+        strength: the defence's value (None for ``none``).
+        seed: split / training / attack seed.
+        stop_epoch: for early stopping, the epoch whose snapshot is evaluated.
+        train_run: name of the training run this cell evaluates.
+        config: the resolved config that ``key`` hashes.
+    """
+
+    name: str
+    key: str
+    paradigm: str
+    defence: str
+    strength_name: str
+    strength: float | int | None
+    seed: int
+    stop_epoch: int | None
+    train_run: str
+    config: dict
+
+    @property
+    def folder(self) -> str:
+        """Folder name under ``OUT/cells``."""
+        return f"{self.name}-{self.key[:8]}"
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """One training run and the cells that evaluate it.
+
+    Attributes:
+        name: readable name plus ``-<key[:8]>`` (its folder under ``OUT/train``).
+        key: SHA-256 hex of the training config, snapshot epochs and version.
+        seed: the split and training seed.
+        config: ``{"data", "seed", "recipe", "train", "snapshot_epochs"}``.
+        cells: the cells evaluating this run, in grid order.
+    """
+
+    name: str
+    key: str
+    seed: int
+    config: dict
+    cells: tuple[Cell, ...]
+
+    @property
+    def snapshot_epochs(self) -> tuple[int, ...]:
+        return tuple(self.config["snapshot_epochs"])
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 hex of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _label(defence: Defence, value: Any) -> str:
+    if defence.kind == "none":
+        return "none"
+    if defence.kind == "early-stopping":
+        return f"es{value}"
+    if defence.kind == "dp":
+        return f"dp-nm{value:g}" if defence.strength == "noise_multiplier" else f"dp-eps{value:g}"
+    return f"scsr{value:g}"
+
+
+def _applies(defence: Defence, paradigm: Paradigm) -> bool:
+    return not defence.paradigms or paradigm.name in defence.paradigms
+
+
+def _training(study: StudyConfig, p: Paradigm, d: Defence, value: Any, seed: int) -> dict:
+    """The resolved training of one cell (what a trained encoder depends on)."""
+    crop = list(p.crop_scale)
+    if d.kind == "scsr":
+        crop = [float(value), float(d.options["crop_max"])]
+    dp = None
+    if d.kind == "dp":
+        dp = {"noise_multiplier": value if d.strength == "noise_multiplier" else None,
+              "target_epsilon": value if d.strength == "target_epsilon" else None,
+              "max_grad_norm": d.options["max_grad_norm"], "delta": d.options["delta"],
+              "accountant": d.options["accountant"]}
+    return {
+        "data": {"spec": study.data, "data_seed": study.data_seed,
+                 "image_size": study.image_size, "members": study.members,
+                 "nonmembers": study.nonmembers},
+        "seed": seed,
+        "recipe": {"method": p.method, "arch": p.arch,
+                   "arch_kwargs": {**p.arch_kwargs, **d.arch_kwargs},
+                   "crop_scale": crop, "method_kwargs": dict(p.method_kwargs)},
+        "train": {**asdict(p.train), **d.train, "dp": dp},
+    }
+
+
+def expand_grid(study: StudyConfig, version: str | None = None) -> list[TrainRun]:
+    """All training runs of the study, each with its cells, in grid order.
+
+    Grid order: paradigms (as listed) x defences (as listed) x values x seeds.
+
+    Args:
+        study: the validated config.
+        version: leakprobe version folded into every key (default: the installed one).
+    Returns:
+        The training runs; ``[c for r in runs for c in r.cells]`` lists every cell once.
+    """
+    from leakprobe.report.schema import leakprobe_version
+
+    version = version or leakprobe_version()
+    evaluation = {"attacks": list(study.attacks), "attack_options": dict(study.attack_options),
+                  "knowledge": asdict(study.knowledge), "utility_data": study.utility_data}
+    groups: dict[str, dict] = {}
+    order: list[str] = []
+    for p in study.paradigms:
+        for d in study.defences:
+            if not _applies(d, p):
+                continue
+            for value in d.values:
+                for seed in study.seeds:
+                    training = _training(study, p, d, value, seed)
+                    stop = int(value) if d.kind == "early-stopping" else None
+                    config = {"paradigm": p.name, "defence": d.kind,
+                              "strength": {d.strength: value} if d.strength else {},
+                              "training": training, "evaluate_epoch": stop, **evaluation}
+                    key = stable_hash({"cell": config, "leakprobe_version": version})
+                    base = stable_hash(training)
+                    if base not in groups:
+                        run_label = "none" if d.kind == "early-stopping" else _label(d, value)
+                        groups[base] = {"label": f"{p.name}-{run_label}-s{seed}",
+                                        "training": training, "seed": seed, "cells": []}
+                        order.append(base)
+                    groups[base]["cells"].append(dict(
+                        name=f"{p.name}-{_label(d, value)}-s{seed}", key=key, paradigm=p.name,
+                        defence=d.kind, strength_name=d.strength, strength=value, seed=seed,
+                        stop_epoch=stop, config=config))
+    runs = []
+    for base in order:
+        g = groups[base]
+        snapshots = sorted({c["stop_epoch"] for c in g["cells"] if c["stop_epoch"] is not None})
+        config = {**g["training"], "snapshot_epochs": snapshots}
+        key = stable_hash({"train": config, "leakprobe_version": version})
+        name = f"{g['label']}-{key[:8]}"
+        cells = tuple(Cell(train_run=name, **c) for c in g["cells"])
+        runs.append(TrainRun(name, key, g["seed"], config, cells))
+    return runs
+
+
+def all_cells(runs: list[TrainRun]) -> list[Cell]:
+    """The cells of ``runs`` in grid order."""
+    return [c for r in runs for c in r.cells]

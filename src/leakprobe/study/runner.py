@@ -1,0 +1,342 @@
+"""Run a study: train -> audit -> utility per cell, cached, resumable, in-process or on Ray.
+
+Caching. A cell is finished iff ``OUT/cells/<name>-<key8>/cell.json`` exists and records the
+cell's key; ``cell.json`` is written atomically and *last*, after the audit report, so an
+interruption at any point leaves the cell unfinished and it is recomputed (its training run
+resumes from the last epoch checkpoint). A training run is finished iff its ``train.json``
+(written last, atomically) records the run's key; re-running a study skips finished cells,
+and a training run whose cells are all finished is not even loaded.
+
+Determinism. Every cell seeds torch, numpy and ``random`` from its seed, and runs with
+``threads`` torch threads (default 1), so a cell computed in-process and one computed in a
+Ray worker give the same numbers (CPU float results depend on the thread count, so bitwise
+equality needs equal ``threads``). Device and threads are recorded in ``cell.json`` but are
+not part of the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import platform
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from leakprobe.errors import LeakprobeError
+from leakprobe.io import write_json
+from leakprobe.progress import log
+from leakprobe.study.config import StudyConfig
+from leakprobe.study.grid import Cell, TrainRun, all_cells, expand_grid
+
+CELL_FORMAT = "leakprobe-study-cell/1"
+CellCallback = Callable[[dict], None]
+
+
+def cell_dir(out: str | Path, cell: Cell) -> Path:
+    """``OUT/cells/<name>-<key8>``."""
+    return Path(out) / "cells" / cell.folder
+
+
+def train_dir(out: str | Path, run: TrainRun) -> Path:
+    """``OUT/train/<name>-<key8>``."""
+    return Path(out) / "train" / run.name
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def load_finished(out: str | Path, cell: Cell) -> dict | None:
+    """The cell's ``cell.json`` when the cell is finished (file present, key matching)."""
+    record = _read_json(cell_dir(out, cell) / "cell.json")
+    return record if record is not None and record.get("key") == cell.key else None
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy's global generator and ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _train_config(run: TrainRun, device: str):
+    from leakprobe.training.dp import DPConfig
+    from leakprobe.training.trainer import TrainConfig
+
+    t = dict(run.config["train"])
+    dp = t.pop("dp")
+    dp_config = DPConfig(**dp) if dp else None
+    return TrainConfig(**t, seed=run.seed, device=device, dp=dp_config,
+                       snapshot_epochs=run.snapshot_epochs)
+
+
+def _recipe(run: TrainRun):
+    from leakprobe.training.encoder import EncoderRecipe
+
+    r = run.config["recipe"]
+    return EncoderRecipe(r["method"], r["arch"], dict(r["arch_kwargs"]), tuple(r["crop_scale"]),
+                         dict(r["method_kwargs"]))
+
+
+def _snapshot_saver(epochs: tuple[int, ...], folder: Path, recipe) -> Callable:
+    """Epoch callback saving the backbone after the given epochs (``folder/epoch_<e>``).
+
+    Used when the trainer returns no ``snapshots`` of its own (TrainConfig.snapshot_epochs);
+    the training itself is not touched (the model is copied before saving).
+    """
+    from leakprobe.training.encoder import save_encoder
+
+    def save(epoch: int, model: torch.nn.Module) -> bool:
+        if epoch in epochs:
+            backbone = copy.deepcopy(getattr(model, "backbone", model)).cpu().eval()
+            save_encoder(backbone, recipe, folder / f"epoch_{epoch}", {"epoch": epoch})
+        return False
+
+    return save
+
+
+def ensure_trained(run: TrainRun, split, out: Path, device: str) -> dict:
+    """Train the run (resuming from its checkpoints) unless its ``train.json`` is current.
+
+    Returns:
+        The ``train.json`` record: ``{"key", "weights", "snapshots": {epoch: weights},
+        "dp", "epochs_trained", "train_seconds", "final_loss"}`` (paths relative to ``out``).
+    """
+    from leakprobe.training.encoder import train_target_encoder
+
+    folder = train_dir(out, run)
+    record = _read_json(folder / "train.json")
+    if record is not None and record.get("key") == run.key:
+        return record
+    recipe = _recipe(run)
+    config = _train_config(run, device)
+    own = folder / "snapshots_cb"
+    callbacks = [_snapshot_saver(run.snapshot_epochs, own, recipe)] if run.snapshot_epochs else []
+    log(f"study: training {run.name}")
+    for attempt in (0, 1):
+        paths = train_target_encoder(split, recipe, config, folder, resume=attempt == 0,
+                                     callbacks=callbacks)
+        snapshots = {}
+        for e in run.snapshot_epochs:
+            theirs = (paths.get("snapshots") or {}).get(e)
+            if theirs is not None and (Path(theirs) / "encoder.safetensors").is_file():
+                snapshots[e] = Path(theirs) / "encoder.safetensors"
+            elif (own / f"epoch_{e}" / "encoder.safetensors").is_file():
+                snapshots[e] = own / f"epoch_{e}" / "encoder.safetensors"
+        if len(snapshots) == len(run.snapshot_epochs):
+            break
+        # a kill between a checkpoint and its snapshot: retrain this run from scratch once
+        log(f"study: snapshots missing for {run.name}; retraining it from the start")
+    else:
+        raise LeakprobeError(f"{run.name}: could not save snapshots {run.snapshot_epochs}")
+    meta = _read_json(Path(paths["model"])) or {}
+    dp = meta.get("dp")
+    if run.config["train"]["dp"] and not (isinstance(dp, dict) and "epsilon" in dp):
+        raise LeakprobeError(
+            f"{run.name}: DP-SGD was requested but the trained model records no privacy spend "
+            "(model.json has no 'dp.epsilon'); this build's trainer does not support DP yet")
+    history = meta.get("loss_history") or []
+    record = {
+        "key": run.key, "name": run.name, "config": run.config,
+        "weights": str(Path(paths["weights"]).relative_to(out)),
+        "snapshots": {str(e): str(p.relative_to(out)) for e, p in snapshots.items()},
+        "dp": dp, "epochs_trained": len(history),
+        "final_loss": history[-1] if history else None,
+        "train_seconds": meta.get("train_seconds"),
+    }
+    write_json(folder / "train.json", record)
+    return record
+
+
+def _summarise(report: dict) -> list[dict]:
+    rows = []
+    for r in report["results"]:
+        m = r["metrics"]
+        rows.append({
+            "attack": r["attack"], "auc": m["auc"], "auc_ci": m["auc_ci"],
+            "tpr_at_1pct_fpr": m["tpr_at_fpr"].get("0.01"),
+            "tpr_at_1pct_fpr_ci": (m.get("tpr_at_fpr_ci") or {}).get("0.01"),
+            "tpr_at_fpr": m["tpr_at_fpr"], "balanced_accuracy": m["balanced_accuracy"],
+            "queries": r.get("queries"), "seconds": r.get("seconds"),
+        })
+    return rows
+
+
+def run_cell(study: StudyConfig, cell: Cell, train_record: dict, split, utility_set,
+             out: Path, device: str) -> dict:
+    """Audit and measure one cell's encoder; write its audit report and ``cell.json`` (last).
+
+    Returns:
+        The ``cell.json`` record.
+    """
+    from leakprobe.audits import audit_encoder, encoder_utility
+    from leakprobe.targets.loading import load_encoder
+
+    t0 = time.time()
+    seed_everything(cell.seed)
+    rel = train_record["weights"] if cell.stop_epoch is None \
+        else train_record["snapshots"][str(cell.stop_epoch)]
+    target = load_encoder(str(out / rel), device=device)
+    utility = encoder_utility(target, utility_set, cell.seed)
+    folder = cell_dir(out, cell)
+    kn = study.knowledge
+    report = audit_encoder(
+        target, split.members, split.nonmembers, list(study.attacks), knowledge=kn.setting,
+        folds=kn.folds, seed=cell.seed, out_dir=folder / "audit", utility=utility,
+        repeats=kn.repeats, context={"study": study.name, "cell": cell.name, "model": rel},
+        **study.attack_options,
+    )
+    dp = train_record.get("dp") if cell.defence == "dp" else None
+    record = {
+        "format": CELL_FORMAT, "key": cell.key, "name": cell.name, "folder": cell.folder,
+        "paradigm": cell.paradigm, "defence": cell.defence,
+        "strength_name": cell.strength_name, "strength": cell.strength, "seed": cell.seed,
+        "epochs_trained": cell.stop_epoch or train_record.get("epochs_trained"),
+        "utility": {k: utility[k] for k in ("knn_accuracy", "linear_probe_accuracy", "chance",
+                                            "n_images")},
+        "attacks": _summarise(report),
+        "epsilon": dp.get("epsilon") if dp else None, "dp": dp,
+        "warnings": report.get("warnings", []),
+        "model": rel, "train_run": cell.train_run,
+        "train_seconds": train_record.get("train_seconds"),
+        "audit_seconds": round(time.time() - t0, 2),
+        "config": cell.config, "leakprobe_version": report["leakprobe_version"],
+        "ran": {"host": platform.node(), "pid": os.getpid(), "device": str(target.device)
+                if hasattr(target, "device") else device, "threads": torch.get_num_threads()},
+    }
+    write_json(folder / "cell.json", record)
+    return record
+
+
+def _load_split(study: StudyConfig, seed: int):
+    from leakprobe.data.loaders import load_dataset
+    from leakprobe.data.splits import make_split
+
+    data = load_dataset(study.data, study.image_size, study.data_seed)
+    split = make_split(data, study.members, study.nonmembers, seed=seed)
+    if study.utility_data == "nonmembers":
+        utility_set = split.nonmembers
+    else:
+        utility_set = load_dataset(study.utility_data, study.image_size, study.data_seed)
+    return split, utility_set
+
+
+def run_train_group(study: StudyConfig, run: TrainRun, out: str | Path, device: str,
+                    on_cell_done: CellCallback | None = None) -> list[dict]:
+    """Train (or reuse) one run and compute its unfinished cells, in-process.
+
+    Args:
+        study: the config.
+        run: the training run and its cells.
+        out: the study folder.
+        device: ``auto``, ``cpu``, ``cuda``...
+        on_cell_done: called with each new ``cell.json`` record after it is written.
+    Returns:
+        The records of the cells computed now (finished cells are skipped).
+    """
+    out = Path(out)
+    todo = [c for c in run.cells if load_finished(out, c) is None]
+    if not todo:
+        return []
+    done = []
+    with _torch_threads(study.threads):
+        seed_everything(run.seed)
+        split, utility_set = _load_split(study, run.seed)
+        record = ensure_trained(run, split, out, device)
+        for cell in todo:
+            log(f"study: auditing {cell.name}")
+            result = run_cell(study, cell, record, split, utility_set, out, device)
+            done.append(result)
+            if on_cell_done is not None:
+                on_cell_done(result)
+    return done
+
+
+def plan(study: StudyConfig, out: str | Path) -> list[dict]:
+    """Every cell with its folder and whether it is already finished (``--dry-run``)."""
+    rows = []
+    for run in expand_grid(study):
+        for c in run.cells:
+            rows.append({"name": c.name, "folder": c.folder, "train_run": run.name,
+                         "key": c.key, "cached": load_finished(out, c) is not None})
+    return rows
+
+
+def run_study(
+    study: StudyConfig,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    address: str | None = None,
+    device: str | None = None,
+    on_cell_done: CellCallback | None = None,
+    report: bool = True,
+) -> dict:
+    """Run every unfinished cell of the study and write ``study.json`` and ``report.html``.
+
+    Args:
+        study: the validated config.
+        out: the study folder (default: the config's ``out``).
+        workers: run cells as Ray tasks on a local Ray cluster with this many CPUs.
+        address: run cells as Ray tasks on the Ray cluster at this address.
+        device: overrides the config's device.
+        on_cell_done: called with each newly computed cell record (in the driver).
+        report: write ``study.json``, ``report.html`` and plots at the end.
+    Returns:
+        The study summary (the content of ``study.json``).
+    """
+    folder = out if out is not None else study.out
+    if folder is None:
+        raise LeakprobeError("no output folder: pass --out or set 'out' in the study config")
+    out = Path(folder)
+    device = device or study.device
+    workers = workers if workers is not None else study.ray.workers
+    address = address if address is not None else study.ray.address
+    runs = expand_grid(study)
+    write_json(out / "study_config.json", study.to_dict())
+    todo = [r for r in runs if any(load_finished(out, c) is None for c in r.cells)]
+    n_cells = len(all_cells(runs))
+    n_todo = sum(load_finished(out, c) is None for r in todo for c in r.cells)
+    log(f"study {study.name}: {n_cells} cells, {n_cells - n_todo} cached, {n_todo} to run "
+        f"({len(todo)} training runs)")
+    t0 = time.time()
+    if todo and (workers or address):
+        from leakprobe.study.distributed import run_groups_ray
+
+        run_groups_ray(study, todo, out, device, workers, address, on_cell_done)
+    else:
+        for run in todo:
+            run_train_group(study, run, out, device, on_cell_done)
+    log(f"study {study.name}: cells done in {time.time() - t0:.0f}s")
+    records = []
+    for c in all_cells(runs):
+        rec = load_finished(out, c)
+        if rec is None:
+            raise LeakprobeError(f"cell {c.name} did not finish (no current cell.json)")
+        records.append(rec)
+    from leakprobe.study.report import build_study, write_study_report
+
+    summary = build_study(study, records)
+    if report:
+        write_study_report(summary, out)
+    return summary
