@@ -496,6 +496,35 @@ def models_cmd():
     typer.echo("ssl methods: " + ", ".join(list_methods()))
 
 
+@app.command("study")
+def study_cmd(
+    config: Path = typer.Option(..., help="Study YAML (paradigms x defences x seeds)."),
+    out: Path = typer.Option(None, help="Study folder (default: the config's 'out')."),
+    workers: int = typer.Option(None, help="Run cells as Ray tasks on a local cluster with "
+                                "N CPUs."),
+    address: str = typer.Option(None, help="Run cells on the Ray cluster at ADDR."),
+    device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N (default: the config's)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and which are "
+                                 "cached; run nothing."),
+):
+    """Run a privacy-utility study grid (cached, resumable) and write its HTML report."""
+    from leakprobe.study import load_study_config, plan, run_study
+    from leakprobe.study.report import print_table
+
+    study = load_study_config(config)
+    folder = out if out is not None else study.out
+    if dry_run:
+        rows = plan(study, folder)
+        for r in rows:
+            typer.echo(f"{'cached' if r['cached'] else 'todo  '}  {r['name']:32s} "
+                       f"cells/{r['folder']}  (train/{r['train_run']})")
+        typer.echo(f"{len(rows)} cells, {sum(r['cached'] for r in rows)} cached")
+        return
+    summary = run_study(study, folder, workers=workers, address=address, device=device)
+    print_table(summary, typer.echo)
+    typer.echo(f"report: {Path(folder or study.out) / 'report.html'}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder."),

@@ -347,3 +347,32 @@ def write_study_report(summary: dict, out: str | Path) -> dict[str, Path]:
     paths.update(images)
     paths["html"] = write_text(out / "report.html", render_html(summary, images))
     return paths
+
+
+def table_lines(summary: dict) -> list[str]:
+    """The per-cell table as text: utility, each attack's AUC, epsilon where DP."""
+    attacks = summary["attacks"]
+    short = [a.replace("encodermi-", "emi-").replace("baseline-", "b-") for a in attacks]
+    head = f"{'cell':28s} {'k-NN':>6s} {'probe':>6s} {'eps':>7s} " + " ".join(
+        f"{s:>10s}" for s in short)
+    lines = [head]
+    for c in summary["cells"]:
+        eps = c.get("epsilon")
+        by_name = {a["attack"]: a["auc"] for a in c["attacks"]}
+        lines.append(
+            f"{c['name']:28s} {c['utility']['knn_accuracy']:6.3f} "
+            f"{c['utility'][UTILITY_KEY]:6.3f} {'' if eps is None else f'{eps:.2f}':>7s} "
+            + " ".join(f"{by_name[a]:10.3f}" if a in by_name else f"{'':10s}" for a in attacks))
+    return lines
+
+
+def print_table(summary: dict, echo=print) -> None:
+    """Print :func:`table_lines` and the utility-vs-leakage correlation through ``echo``."""
+    for line in table_lines(summary):
+        echo(line)
+    corr = summary["ranking"]["spearman_utility_vs_auc"]
+    for scope in ("undefended_cells", "all_cells"):
+        s = corr.get(scope, {}).get("leakage") or {}
+        if s.get("rho") is not None:
+            echo(f"Spearman(utility, max AUC) over {scope.replace('_', ' ')}: "
+                 f"{s['rho']:.3f} (p {s['p']:.3f}, n {s['n']})")

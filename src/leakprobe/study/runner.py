@@ -273,13 +273,14 @@ def run_train_group(study: StudyConfig, run: TrainRun, out: str | Path, device: 
     return done
 
 
-def plan(study: StudyConfig, out: str | Path) -> list[dict]:
-    """Every cell with its folder and whether it is already finished (``--dry-run``)."""
+def plan(study: StudyConfig, out: str | Path | None) -> list[dict]:
+    """Every cell with its folder and whether it is finished in ``out`` (``--dry-run``)."""
     rows = []
     for run in expand_grid(study):
         for c in run.cells:
+            cached = out is not None and load_finished(out, c) is not None
             rows.append({"name": c.name, "folder": c.folder, "train_run": run.name,
-                         "key": c.key, "cached": load_finished(out, c) is not None})
+                         "key": c.key, "cached": cached})
     return rows
 
 
