@@ -34,6 +34,7 @@ GroupNorm (:func:`replace_batchnorm`, :func:`check_dp_compatible`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -147,7 +148,9 @@ def _accountant_epsilon(name: str, sigma: float, q: float, steps: int, delta: fl
         return math.inf
     acc = create_accountant(name)
     acc.history = [(sigma, q, steps)]
-    return float(acc.get_epsilon(delta))
+    with warnings.catch_warnings():  # "optimal order is the largest alpha": large epsilons
+        warnings.simplefilter("ignore", UserWarning)
+        return float(acc.get_epsilon(delta))
 
 
 def noise_for_epsilon(
@@ -239,7 +242,9 @@ class DPSGD:
             return sum((o.squeeze(0).float() * g).sum() for o, g in zip(outs, gs, strict=True))
 
         fn = vmap(grad(contribution), in_dims=(None, 0, 0), randomness="different")
-        return fn(params, tuple(inputs), tuple(out_grads))
+        with warnings.catch_warnings():  # "no batching rule for ...": a speed note only
+            warnings.filterwarnings("ignore", "There is a performance drop", UserWarning)
+            return fn(params, tuple(inputs), tuple(out_grads))
 
     def clipped_sum(
         self, inputs: tuple[torch.Tensor, ...], out_grads: tuple[torch.Tensor, ...]

@@ -1,0 +1,226 @@
+"""One defence at several strengths: train, audit and measure utility per setting.
+
+``defend_encoder`` trains a target encoder per setting (early stopping: one run with
+snapshots), audits each with the chosen attacks (known-subset knowledge: the split's members
+against its non-members, the same protocol as ``leakprobe audit encoder``), measures utility
+on the non-member split, and writes per-setting audit reports plus one combined
+``report.json`` (kind ``encoder-defence``) and ``report.html`` with the trade-off plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from leakprobe.data.images import ImageSet
+from leakprobe.data.splits import Split
+from leakprobe.defenses.dp_sgd import dp_train_config
+from leakprobe.defenses.early_stopping import check_epochs, early_stopping_config
+from leakprobe.defenses.scsr import scsr_recipe
+from leakprobe.errors import LeakprobeError
+from leakprobe.progress import log
+from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
+from leakprobe.training.trainer import TrainConfig
+
+DEFENCES = ("early-stopping", "dp", "dp-epsilon", "scsr")
+
+
+@dataclass
+class DefenceSetting:
+    """One strength of a defence.
+
+    Attributes:
+        name: its folder name under the output folder.
+        setting: what the report shows (``{"epoch": 50}``, ``{"noise_multiplier": 1.0}``...).
+        strength: the number plotted on the strength axis (None: not plotted, e.g. no DP).
+        recipe: the encoder recipe to train.
+        config: the training config.
+    """
+
+    name: str
+    setting: dict
+    strength: float | None
+    recipe: EncoderRecipe
+    config: TrainConfig
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def plan_settings(
+    defence: str,
+    values: Sequence[float | None],
+    recipe: EncoderRecipe,
+    config: TrainConfig,
+    max_grad_norm: float = 1.0,
+    delta: float = 1e-5,
+    accountant: str = "rdp",
+) -> list[DefenceSetting]:
+    """The settings of ``defence`` at ``values`` (None in a DP list: a run without DP).
+
+    Args:
+        defence: ``early-stopping`` (values: epochs), ``dp`` (noise multipliers),
+            ``dp-epsilon`` (target epsilons) or ``scsr`` (crop-scale lower bounds).
+        values: the strengths.
+        recipe, config: the undefended recipe and training settings.
+        max_grad_norm, delta, accountant: DP-SGD settings shared by the DP runs.
+    Raises:
+        LeakprobeError: unknown defence, no values, or a value the defence rejects.
+    """
+    if defence not in DEFENCES:
+        raise LeakprobeError(f"unknown defence {defence!r}; known: {', '.join(DEFENCES)}")
+    if not values:
+        raise LeakprobeError(f"defence {defence!r} needs at least one value")
+    if defence == "early-stopping":
+        run = early_stopping_config(config, values)
+        return [DefenceSetting(f"epoch_{e:04d}", {"epoch": e}, float(e), recipe, run)
+                for e in check_epochs(values)]
+    out = []
+    for v in values:
+        if v is None and defence in ("dp", "dp-epsilon"):
+            out.append(DefenceSetting("no_dp", {"dp": False}, None, recipe, config))
+        elif defence == "dp":
+            cfg = dp_train_config(config, noise_multiplier=v, max_grad_norm=max_grad_norm,
+                                  delta=delta, accountant=accountant)
+            out.append(DefenceSetting(f"dp_noise_{_number(v)}",
+                                      {"noise_multiplier": float(v),
+                                       "max_grad_norm": max_grad_norm}, float(v), recipe, cfg))
+        elif defence == "dp-epsilon":
+            cfg = dp_train_config(config, target_epsilon=v, max_grad_norm=max_grad_norm,
+                                  delta=delta, accountant=accountant)
+            out.append(DefenceSetting(f"dp_epsilon_{_number(v)}",
+                                      {"target_epsilon": float(v),
+                                       "max_grad_norm": max_grad_norm}, float(v), recipe, cfg))
+        else:
+            r = scsr_recipe(recipe, v, recipe.crop_scale[1])
+            out.append(DefenceSetting(f"scsr_{_number(r.crop_scale[0])}",
+                                      {"crop_scale": list(r.crop_scale)}, r.crop_scale[0], r,
+                                      config))
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise LeakprobeError(f"defence values repeat: {', '.join(names)}")
+    return out
+
+
+def _train(split, settings, defence, out, resume) -> dict[str, Path]:
+    """Train the targets; return the encoder weights of every setting."""
+    if defence == "early-stopping":
+        cfg = settings[0].config
+        log(f"early stopping: one run of {cfg.epochs} epochs, snapshots at "
+            f"{', '.join(map(str, cfg.snapshot_epochs))}")
+        paths = train_target_encoder(split, settings[0].recipe, cfg, out / "target", resume)
+        snaps = paths["snapshots"]
+        return {s.name: snaps[s.setting["epoch"]] / "encoder.safetensors" for s in settings}
+    return {}
+
+
+def defend_encoder(
+    split: Split,
+    defence: str,
+    values: Sequence[float | None],
+    recipe: EncoderRecipe,
+    config: TrainConfig,
+    out_dir: str | Path,
+    attacks: str | list[str] = "partcrop,encodermi",
+    utility_set: ImageSet | None = None,
+    knowledge: str = "known-subset",
+    folds: int = 2,
+    repeats: int = 3,
+    max_grad_norm: float = 1.0,
+    delta: float = 1e-5,
+    accountant: str = "rdp",
+    resume: bool = True,
+    **attack_options,
+) -> dict:
+    """Measure privacy against utility for one defence at several strengths.
+
+    Args:
+        split: members (trained on) and non-members of the target.
+        defence: ``early-stopping``, ``dp``, ``dp-epsilon`` or ``scsr``.
+        values: strengths (see :func:`plan_settings`).
+        recipe, config: the undefended training recipe and settings (``config.seed`` also
+            seeds the audits).
+        out_dir: output folder: ``report.json``/``report.html`` (combined), and one folder
+            per setting with its audit report (and, except for early stopping, its target).
+        attacks: attack names for :func:`leakprobe.audits.audit_encoder`.
+        utility_set: labelled images for utility (default: the non-member split).
+        knowledge, folds, repeats: the audit protocol.
+        max_grad_norm, delta, accountant: DP-SGD settings.
+        resume: continue interrupted trainings from their checkpoints.
+        **attack_options: attack parameters (``num_parts``, ``n_views``).
+    Returns:
+        The combined report: ``{"kind": "encoder-defence", "defence", "settings": [{"name",
+        "setting", "strength", "utility", "epsilon", "results", ...}], "context"}``; each
+        ``results`` list is the audit report's own.
+    """
+    from leakprobe.audits import audit_encoder, encoder_utility
+    from leakprobe.report.defence import write_defence_report
+    from leakprobe.report.schema import leakprobe_version
+    from leakprobe.targets.loading import load_encoder
+
+    t0 = time.time()
+    out = Path(out_dir)
+    settings = plan_settings(defence, values, recipe, config, max_grad_norm, delta, accountant)
+    seed = config.seed
+    labelled = utility_set if utility_set is not None else split.nonmembers
+    warnings = []
+    if labelled.labels is None:
+        warnings.append("no labels on the utility set: utility not measured")
+    models = _train(split, settings, defence, out, resume)
+    entries = []
+    for s in settings:
+        folder = out / s.name
+        if s.name not in models:
+            log(f"defence {defence}: training setting {s.name}")
+            models[s.name] = train_target_encoder(split, s.recipe, s.config, folder / "target",
+                                                  resume)["weights"]
+        meta = json.loads((models[s.name].parent / "model.json").read_text())
+        target = load_encoder(str(models[s.name]), device=config.device)
+        utility = encoder_utility(target, labelled, seed) if labelled.labels is not None \
+            else None
+        dp = meta.get("dp")
+        context = {"model": str(models[s.name]), "defence": defence, "setting": s.setting}
+        report = audit_encoder(target, split.members, split.nonmembers, attacks, knowledge,
+                               folds, seed, folder, context=context, utility=utility,
+                               repeats=repeats, **attack_options)
+        entry = {
+            "name": s.name,
+            "setting": s.setting,
+            "strength": s.strength,
+            "utility": utility,
+            "epsilon": dp["epsilon"] if dp else None,
+            "dp": dp,
+            "epoch": meta.get("epoch"),
+            "crop_scale": meta["recipe"]["crop_scale"],
+            "model": str(models[s.name].relative_to(out)),
+            "report": str((folder / "report.json").relative_to(out)),
+            "results": report["results"],
+        }
+        entries.append(entry)
+        log(f"defence {defence}: {s.name}: " + ", ".join(
+            f"{r['attack']} AUC {r['metrics']['auc']:.3f}" for r in report["results"]))
+    combined = {
+        "kind": "encoder-defence",
+        "defence": defence,
+        "settings": entries,
+        "warnings": warnings,
+        "context": {
+            "data": split.members.source, "members": len(split.members),
+            "nonmembers": len(split.nonmembers),
+            "utility_set": labelled.source if labelled.labels is not None else None,
+            "recipe": {**asdict(recipe), "crop_scale": list(recipe.crop_scale)},
+            "train": replace(config, snapshot_epochs=()).to_dict(),
+            "attacks": attacks if isinstance(attacks, str) else ",".join(attacks),
+            "knowledge": knowledge, "folds": folds, "repeats": repeats, "seed": seed,
+            "leakprobe_version": leakprobe_version(),
+            "wall_seconds": round(time.time() - t0, 2),
+        },
+    }
+    combined = json.loads(json.dumps(combined, default=str))
+    write_defence_report(combined, out)
+    return combined
+

@@ -1,0 +1,133 @@
+"""The report of a defence sweep: a table and trade-off plots (attack AUC vs utility/strength).
+
+Reads the ``encoder-defence`` report of :func:`leakprobe.defenses.defend_encoder`; every
+string from it is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from leakprobe.io import write_json, write_text
+from leakprobe.report.html import _CSS, _esc, _fmt
+from leakprobe.report.plots import plot_curves
+
+__all__ = ["defence_rows", "write_defence_report"]
+
+STRENGTH_LABELS = {
+    "early-stopping": "training epochs",
+    "dp": "DP-SGD noise multiplier",
+    "dp-epsilon": "DP-SGD target epsilon",
+    "scsr": "crop-scale lower bound",
+}
+
+
+def defence_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Attack names and one flat row per setting (name, utility, epsilon, AUC per attack).
+
+    Returns:
+        ``(attacks, rows)``; a row has ``name``, ``setting``, ``strength``, ``knn``,
+        ``probe``, ``epsilon``, ``auc`` (attack -> AUC) and ``auc_ci`` (attack -> interval).
+    """
+    attacks: list[str] = []
+    rows = []
+    for s in report["settings"]:
+        util = s.get("utility") or {}
+        auc, ci = {}, {}
+        for r in s["results"]:
+            if r["attack"] not in attacks:
+                attacks.append(r["attack"])
+            auc[r["attack"]] = r["metrics"]["auc"]
+            ci[r["attack"]] = r["metrics"].get("auc_ci")
+        rows.append({"name": s["name"], "setting": s["setting"], "strength": s.get("strength"),
+                     "knn": util.get("knn_accuracy"), "probe": util.get("linear_probe_accuracy"),
+                     "epsilon": s.get("epsilon"), "auc": auc, "auc_ci": ci})
+    return attacks, rows
+
+
+def _plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    attacks, rows = defence_rows(report)
+    label = STRENGTH_LABELS.get(report.get("defence", ""), "strength")
+    paths = {}
+    with_util = [r for r in rows if r["probe"] is not None]
+    if with_util:
+        series = {a: ([r["probe"] for r in with_util], [r["auc"].get(a) for r in with_util])
+                  for a in attacks}
+        paths["tradeoff"] = plot_curves(series, "utility: linear-probe accuracy (non-members)",
+                                        "attack AUC", out / "tradeoff.png",
+                                        title=f"{report.get('defence')}: privacy vs utility")
+    ranked = sorted((r for r in rows if r["strength"] is not None), key=lambda r: r["strength"])
+    if ranked:
+        xs = [r["strength"] for r in ranked]
+        series = {f"{a} AUC": (xs, [r["auc"].get(a) for r in ranked]) for a in attacks}
+        if all(r["probe"] is not None for r in ranked):
+            series["linear probe"] = (xs, [r["probe"] for r in ranked])
+            series["k-NN"] = (xs, [r["knn"] for r in ranked])
+        paths["strength"] = plot_curves(series, label, "AUC / accuracy", out / "strength.png",
+                                        title=f"{report.get('defence')}: effect of strength")
+    return paths
+
+
+def _table_html(report: dict[str, Any]) -> str:
+    attacks, rows = defence_rows(report)
+    head = "".join(f"<th>{_esc(a)} AUC</th>" for a in attacks)
+    out = ['<table class="metrics"><tr><th>setting</th><th>epsilon</th><th>k-NN acc.</th>'
+           f"<th>linear probe</th>{head}<th>audit</th></tr>"]
+    for r, s in zip(rows, report["settings"], strict=True):
+        setting = ", ".join(f"{k}={v}" for k, v in r["setting"].items())
+        cells = []
+        for a in attacks:
+            ci = r["auc_ci"].get(a)
+            interval = (f' <span class="muted">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
+                        if isinstance(ci, list) and len(ci) == 2 else "")
+            cells.append(f'<td class="num">{_fmt(r["auc"].get(a))}{interval}</td>')
+        eps = _fmt(r["epsilon"]) if r["epsilon"] is not None else (
+            "&infin;" if s.get("dp") else "&mdash;")
+        link = s.get("report", "")
+        html_link = _esc(str(Path(link).with_suffix(".html"))) if link else ""
+        out.append(f"<tr><td>{_esc(setting)}</td><td class=\"num\">{eps}</td>"
+                   f'<td class="num">{_fmt(r["knn"])}</td><td class="num">{_fmt(r["probe"])}</td>'
+                   + "".join(cells)
+                   + (f'<td><a href="{html_link}">{_esc(r["name"])}</a></td>' if link
+                      else "<td></td>") + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def write_defence_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.json``, ``tradeoff.png``, ``strength.png`` and ``report.html``.
+
+    Args:
+        report: an ``encoder-defence`` report.
+        out_dir: destination folder.
+    Returns:
+        ``{"json", "tradeoff", "strength", "html"}`` -> paths (plots only when drawable).
+    """
+    out = Path(out_dir)
+    paths: dict[str, Path] = {"json": write_json(out / "report.json", report)}
+    paths.update(_plots(report, out))
+    ctx = report.get("context", {})
+    title = f"leakprobe defence report: {report.get('defence', '')}"
+    warn = "".join(f'<div class="warning">{_esc(w)}</div>' for w in report.get("warnings", []))
+    facts = ", ".join(f"{_esc(k)}: {_esc(ctx.get(k))}" for k in
+                      ("data", "members", "nonmembers", "attacks", "knowledge", "seed")
+                      if k in ctx)
+    recipe = ctx.get("recipe", {})
+    plots = "".join(f'<img src="{_esc(p.name)}" alt="{_esc(k)}">' for k, p in paths.items()
+                    if k in ("tradeoff", "strength"))
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{_esc(title)}</h1>"
+        '<p class="muted">Membership attack AUC (0.5 is chance, 95% bootstrap intervals) '
+        "against utility (k-NN and linear-probe accuracy on the non-member split) for each "
+        "strength of the defence. epsilon is DP-SGD's at the recorded delta.</p>"
+        f"{warn}<p>{facts}</p>"
+        f'<p class="muted">recipe: {_esc(recipe.get("method"))} / {_esc(recipe.get("arch"))},'
+        f" crop scale {_esc(recipe.get('crop_scale'))}</p>"
+        f"<h2>Settings</h2>{_table_html(report)}"
+        f'<h2>Trade-off</h2><div class="plots">{plots}</div></body></html>\n'
+    )
+    paths["html"] = write_text(out / "report.html", page)
+    return paths
