@@ -20,10 +20,13 @@ train_app = typer.Typer(no_args_is_help=True, help="Train target models on a mem
 audit_app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
 serve_app = typer.Typer(no_args_is_help=True, help="Serve a model over HTTP.")
 steal_app = typer.Typer(no_args_is_help=True, help="Steal a model through its queries.")
+defend_app = typer.Typer(no_args_is_help=True, help="Train defended targets and measure the "
+                         "privacy/utility trade-off.")
 app.add_typer(train_app, name="train")
 app.add_typer(audit_app, name="audit")
 app.add_typer(serve_app, name="serve")
 app.add_typer(steal_app, name="steal")
+app.add_typer(defend_app, name="defend")
 
 _state = {"debug": False}
 
@@ -107,10 +110,9 @@ def train_encoder(
     from leakprobe.data.splits import make_split
     from leakprobe.io import write_json
     from leakprobe.targets.loading import load_encoder
+    from leakprobe.training.dp import DPConfig
     from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
     from leakprobe.training.trainer import TrainConfig
-
-    from leakprobe.training.dp import DPConfig
 
     dataset = load_dataset(data, image_size, seed)
     split = make_split(dataset, members, nonmembers, seed=seed)
@@ -136,8 +138,19 @@ def train_encoder(
         write_json(paths["model"], {**meta, "utility": util})
         typer.echo(f"utility: k-NN {util['knn_accuracy']:.3f}, linear probe "
                    f"{util['linear_probe_accuracy']:.3f} (chance {util['chance']:.3f})")
+    meta = json.loads(paths["model"].read_text())
+    if meta.get("dp"):
+        dp_rec = meta["dp"]
+        eps = "inf (no noise)" if dp_rec["epsilon"] is None else f"{dp_rec['epsilon']:.3g}"
+        typer.echo(f"DP-SGD: epsilon {eps} at delta {dp_rec['delta']:g} (noise multiplier "
+                   f"{dp_rec['noise_multiplier']:.3g}, clip {dp_rec['max_grad_norm']:g}, "
+                   f"{dp_rec['steps']} steps, sample rate {dp_rec['sample_rate']:.3g})")
     for name, path in paths.items():
-        typer.echo(f"{name}: {path}")
+        if name == "snapshots":
+            for epoch, folder in path.items():
+                typer.echo(f"snapshot epoch {epoch}: {folder}")
+        else:
+            typer.echo(f"{name}: {path}")
 
 
 def _print_summary(report: dict, out: Path | None) -> None:
@@ -538,6 +551,101 @@ def demo_cmd(
 
     report = run_demo(out, members=members, epochs=epochs, seed=seed, device=device)
     _print_summary(report, out)
+
+
+def _parse_values(text: str | None, defence: str) -> list[float | None]:
+    from leakprobe.defenses import DEFAULT_LOWER_BOUNDS
+
+    if not text:
+        if defence == "scsr":
+            return list(DEFAULT_LOWER_BOUNDS)
+        raise LeakprobeError(f"--values is required for --defence {defence}")
+    values: list[float | None] = []
+    for v in text.split(","):
+        v = v.strip()
+        if v.lower() in ("none", "off") and defence in ("dp", "dp-epsilon"):
+            values.append(None)
+            continue
+        try:
+            values.append(float(v))
+        except ValueError as e:
+            raise LeakprobeError(f"--values must be a comma list of numbers, got {text!r}") from e
+    return values
+
+
+@defend_app.command("encoder")
+def defend_encoder_cmd(
+    defence: str = typer.Option(..., help="early-stopping (values: epochs), dp (noise "
+                                "multipliers; 'none' adds a run without DP), dp-epsilon "
+                                "(target epsilons) or scsr (crop-scale lower bounds)."),
+    values: str = typer.Option(None, help="Comma list of strengths (scsr default: "
+                               "0.08,0.3,0.5)."),
+    data: str = typer.Option("synthetic:400", help="Data spec or image folder (labelled for "
+                             "utility)."),
+    members: int = typer.Option(200, help="Images in the member (training) split."),
+    nonmembers: int = typer.Option(None, help="Non-member images kept (default: the rest)."),
+    method: str = typer.Option("simclr", help="SSL method."),
+    arch: str = typer.Option("resnet-tiny", help="Backbone (see `leakprobe models`)."),
+    arch_kwargs: str = typer.Option(None, help="Backbone overrides as JSON."),
+    method_kwargs: str = typer.Option(None, help="SSL method overrides as JSON."),
+    temperature: float = typer.Option(None, help="Contrastive temperature (SimCLR, MoCo)."),
+    proj_dim: int = typer.Option(None, help="Projection head output (SimCLR; 0: no head)."),
+    epochs: int = typer.Option(40, help="Training epochs (early stopping: max of --values)."),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(1e-3),
+    weight_decay: float = typer.Option(1e-5),
+    crop_scale: str = typer.Option("0.08,1.0", help="Undefended crop-scale range (SCSR "
+                                   "replaces its lower bound)."),
+    dp_clip: float = typer.Option(1.0, help="DP-SGD per-image clipping bound."),
+    dp_delta: float = typer.Option(1e-5, help="Delta at which epsilon is reported."),
+    attacks: str = typer.Option("partcrop,encodermi", help="Comma list of attacks."),
+    folds: int = typer.Option(2, help="Cross-fitting folds."),
+    repeats: int = typer.Option(3, help="Cross-fitting repetitions."),
+    num_parts: int = typer.Option(None, help="PartCrop parts per image (default 128)."),
+    n_views: int = typer.Option(None, help="EncoderMI views per image (default 10)."),
+    image_size: int = typer.Option(32),
+    amp: bool = typer.Option(True, help="bf16 autocast (ignored by DP-SGD runs)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    out: Path = typer.Option(..., help="Output folder."),
+):
+    """Train targets at several strengths of one defence, audit each, report the trade-off."""
+    from leakprobe.data.loaders import load_dataset
+    from leakprobe.data.splits import make_split
+    from leakprobe.defenses import defend_encoder
+    from leakprobe.report.defence import defence_rows
+    from leakprobe.training.encoder import EncoderRecipe
+    from leakprobe.training.trainer import TrainConfig
+
+    vals = _parse_values(values, defence)
+    if defence == "early-stopping":
+        epochs = int(max(v for v in vals if v is not None))
+    dataset = load_dataset(data, image_size, seed)
+    split = make_split(dataset, members, nonmembers, seed=seed)
+    overrides = _parse_json(method_kwargs, "--method-kwargs")
+    for key, value in (("temperature", temperature), ("proj_dim", proj_dim)):
+        if value is not None:
+            overrides.setdefault(key, value)
+    recipe = EncoderRecipe(method, arch, _parse_json(arch_kwargs, "--arch-kwargs"),
+                           _parse_scale(crop_scale), overrides)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, amp=amp, seed=seed, device=device)
+    report = defend_encoder(split, defence, vals, recipe, config, out, attacks, folds=folds,
+                            repeats=repeats, max_grad_norm=dp_clip, delta=dp_delta,
+                            num_parts=num_parts, n_views=n_views)
+    names, rows = defence_rows(report)
+    typer.echo(f"{'setting':28s} {'k-NN':>6s} {'probe':>6s} {'epsilon':>8s} "
+               + " ".join(f"{n[:12]:>12s}" for n in names))
+    for r in rows:
+        setting = ",".join(f"{k}={v}" for k, v in r["setting"].items())
+        eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.3g}"
+        knn = "-" if r["knn"] is None else f"{r['knn']:.3f}"
+        probe = "-" if r["probe"] is None else f"{r['probe']:.3f}"
+        typer.echo(f"{setting[:28]:28s} {knn:>6s} {probe:>6s} {eps:>8s} "
+                   + " ".join(f"{r['auc'].get(n, float('nan')):12.3f}" for n in names))
+    for w in report.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 def main() -> None:
