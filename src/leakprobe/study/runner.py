@@ -17,7 +17,6 @@ not part of the key.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import platform
@@ -99,23 +98,6 @@ def _recipe(run: TrainRun):
                          dict(r["method_kwargs"]))
 
 
-def _snapshot_saver(epochs: tuple[int, ...], folder: Path, recipe) -> Callable:
-    """Epoch callback saving the backbone after the given epochs (``folder/epoch_<e>``).
-
-    Used when the trainer returns no ``snapshots`` of its own (TrainConfig.snapshot_epochs);
-    the training itself is not touched (the model is copied before saving).
-    """
-    from leakprobe.training.encoder import save_encoder
-
-    def save(epoch: int, model: torch.nn.Module) -> bool:
-        if epoch in epochs:
-            backbone = copy.deepcopy(getattr(model, "backbone", model)).cpu().eval()
-            save_encoder(backbone, recipe, folder / f"epoch_{epoch}", {"epoch": epoch})
-        return False
-
-    return save
-
-
 def ensure_trained(run: TrainRun, split, out: Path, device: str) -> dict:
     """Train the run (resuming from its checkpoints) unless its ``train.json`` is current.
 
@@ -131,22 +113,16 @@ def ensure_trained(run: TrainRun, split, out: Path, device: str) -> dict:
         return record
     recipe = _recipe(run)
     config = _train_config(run, device)
-    own = folder / "snapshots_cb"
-    callbacks = [_snapshot_saver(run.snapshot_epochs, own, recipe)] if run.snapshot_epochs else []
     log(f"study: training {run.name}")
     for attempt in (0, 1):
-        paths = train_target_encoder(split, recipe, config, folder, resume=attempt == 0,
-                                     callbacks=callbacks)
+        paths = train_target_encoder(split, recipe, config, folder, resume=attempt == 0)
         snapshots = {}
-        for e in run.snapshot_epochs:
-            theirs = (paths.get("snapshots") or {}).get(e)
-            if theirs is not None and (Path(theirs) / "encoder.safetensors").is_file():
-                snapshots[e] = Path(theirs) / "encoder.safetensors"
-            elif (own / f"epoch_{e}" / "encoder.safetensors").is_file():
-                snapshots[e] = own / f"epoch_{e}" / "encoder.safetensors"
+        for e, snap in (paths.get("snapshots") or {}).items():
+            if int(e) in run.snapshot_epochs and (Path(snap) / "encoder.safetensors").is_file():
+                snapshots[int(e)] = Path(snap) / "encoder.safetensors"
         if len(snapshots) == len(run.snapshot_epochs):
             break
-        # a kill between a checkpoint and its snapshot: retrain this run from scratch once
+        # killed between an epoch's checkpoint and its snapshot: retrain from scratch once
         log(f"study: snapshots missing for {run.name}; retraining it from the start")
     else:
         raise LeakprobeError(f"{run.name}: could not save snapshots {run.snapshot_epochs}")
