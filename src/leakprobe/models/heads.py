@@ -55,3 +55,46 @@ def surrogate(
     """A backbone (by name) with a linear head to ``out_dim``: what encoder stealing trains."""
     return Surrogate(create_model(backbone, input_size=input_size, **(backbone_kwargs or {})),
                      out_dim)
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head: MLP -> l2-normalised bottleneck -> weight-normalised linear.
+
+    The paper uses 3 layers of width 2048, a 256-d bottleneck and 65536 outputs, GELU and no
+    BatchNorm, and a last layer whose weight is normalised with its gain fixed to 1
+    (``norm_last_layer``). Here every size is a parameter; the last layer is the cosine of
+    the bottleneck with each output prototype (no BatchNorm, so it runs per image).
+
+    Args:
+        in_dim: backbone embedding size.
+        out_dim: number of prototypes (softmax outputs).
+        hidden: MLP width.
+        bottleneck: size of the normalised bottleneck.
+        layers: MLP layers before the bottleneck (>= 1).
+        norm: BatchNorm after each hidden layer (DINO's ``use_bn_in_head``).
+        norm_last: normalise the prototypes (gain fixed to 1: logits are cosines); False
+            learns their norms too (the paper's ``norm_last_layer=False``).
+    """
+
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden: int = 512, bottleneck: int = 128,
+        layers: int = 3, norm: bool = False, norm_last: bool = True,
+    ) -> None:
+        super().__init__()
+        mods: list[nn.Module] = []
+        d = in_dim
+        for _ in range(layers - 1):
+            mods += [nn.Linear(d, hidden), *([nn.BatchNorm1d(hidden)] if norm else []), nn.GELU()]
+            d = hidden
+        mods.append(nn.Linear(d, bottleneck))
+        self.mlp = nn.Sequential(*mods)
+        self.norm_last = norm_last
+        # unit-norm rows at initialisation either way (weight norm with gain 1)
+        self.prototypes = nn.Parameter(
+            nn.functional.normalize(torch.randn(out_dim, bottleneck), dim=-1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = nn.functional.normalize(self.mlp(x), dim=-1)
+        w = nn.functional.normalize(self.prototypes, dim=-1) if self.norm_last else self.prototypes
+        return z @ w.t()

@@ -68,6 +68,19 @@ class ViT(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return self.norm(self.blocks(x))
 
+    def encode_visible(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
+        """Encode only the patches ``ids_keep`` (B, K) of each image, CLS first: (B, 1 + K, D).
+
+        The MAE encoder path: patches are embedded with their position, the kept ones are
+        gathered per image, and only those (plus CLS) go through the blocks.
+        """
+        x = self.patch_embed((x - self.mean) / self.std)
+        h, w = x.shape[-2], x.shape[-1]
+        x = x.flatten(2).transpose(1, 2) + self._pos(h, w)
+        x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.norm(self.blocks(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)[:, 0]
 

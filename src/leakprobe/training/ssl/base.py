@@ -86,6 +86,10 @@ class SSLMethod(nn.Module):
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (EMA updates)."""
 
+    def export_backbone(self) -> nn.Module:
+        """The encoder saved as the target (the trained backbone; DINO: its teacher's)."""
+        return self.backbone
+
 
 def flat_views(views: torch.Tensor) -> torch.Tensor:
     """(B, V, C, H, W) -> (B*V, C, H, W), image-major (rows of image i stay together)."""
