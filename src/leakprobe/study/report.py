@@ -95,6 +95,7 @@ def _ranking(records: list[dict], attacks: list[str]) -> dict:
             row[f"rank_{key}"] = rank
     rows.sort(key=lambda r: r["rank_utility"])
     undefended = [r for r in records if r["defence"] == "none"]
+    attacks = [a for a in attacks if not is_blind(a)]  # model-free: nothing to correlate
     corr: dict[str, Any] = {}
     for scope, recs in (("undefended_cells", undefended), ("all_cells", records),
                         ("paradigms", None)):
