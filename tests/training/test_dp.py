@@ -21,6 +21,15 @@ from leakprobe.training.ssl.base import SSLBatch, SSLMethod, create_method
 from leakprobe.training.trainer import TrainConfig, Trainer
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one thread is faster on a shared, busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class ToyMethod(SSLMethod):
     """Per-image regression toward a fixed target with an in-batch mean term (images meet)."""
 

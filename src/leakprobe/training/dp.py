@@ -160,9 +160,12 @@ def noise_for_epsilon(
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
-        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                          sample_rate=sample_rate, steps=steps,
-                                          accountant=accountant, epsilon_tolerance=0.01))
+        with warnings.catch_warnings():  # "optimal order is the largest alpha"
+            warnings.simplefilter("ignore", UserWarning)
+            sigma = get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                         sample_rate=sample_rate, steps=steps,
+                                         accountant=accountant, epsilon_tolerance=0.01)
+        return float(sigma)
     except ValueError as e:
         raise LeakprobeError(f"DP: no noise multiplier reaches epsilon {target_epsilon}: "
                              f"{e}") from e

@@ -1,0 +1,12 @@
+"""Defence tests train tiny models: one torch thread is faster on a shared, busy machine."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

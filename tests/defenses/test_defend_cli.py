@@ -1,0 +1,85 @@
+"""`leakprobe defend encoder` end to end on a tiny data set: the combined report's keys."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+
+from leakprobe.data.splits import make_split
+from leakprobe.data.synthetic import make_synthetic
+from leakprobe.defenses import defend_encoder
+from leakprobe.training.encoder import EncoderRecipe
+from leakprobe.training.trainer import TrainConfig
+
+TINY = ["--data", "synthetic:40", "--members", "20", "--epochs", "2", "--batch-size", "10",
+        "--image-size", "16", "--num-parts", "4", "--n-views", "2", "--repeats", "1",
+        "--attacks", "partcrop,encodermi-vector", "--device", "cpu", "--seed", "0"]
+SETTING_KEYS = {"name", "setting", "strength", "utility", "epsilon", "results", "report",
+                "model"}
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    from leakprobe.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved, sys.argv = sys.argv, ["leakprobe", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_defend_dp_writes_the_combined_report(tmp_path):
+    out = tmp_path / "dp"
+    code, stdout, stderr = cli("defend", "encoder", "--defence", "dp", "--values", "none,1.0",
+                               *TINY, "--out", str(out))
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["kind"] == "encoder-defence" and report["defence"] == "dp"
+    assert [s["name"] for s in report["settings"]] == ["no_dp", "dp_noise_1"]
+    for s in report["settings"]:
+        assert set(s) >= SETTING_KEYS
+        assert {"knn_accuracy", "linear_probe_accuracy"} <= set(s["utility"])
+        per_setting = json.loads((out / s["report"]).read_text())
+        assert s["results"] == per_setting["results"]  # identical to the audit report
+        assert {r["attack"] for r in s["results"]} >= {"partcrop", "encodermi-vector"}
+        assert all(0 <= r["metrics"]["auc"] <= 1 for r in s["results"])
+    no_dp, dp = report["settings"]
+    assert no_dp["epsilon"] is None and no_dp["setting"] == {"dp": False}
+    assert dp["epsilon"] > 0 and dp["dp"]["steps"] == 4 and dp["dp"]["sample_rate"] == 0.5
+    meta = json.loads((out / dp["model"]).with_name("model.json").read_text())
+    assert meta["arch_kwargs"]["norm"] == "group"
+    for name in ("report.html", "tradeoff.png"):
+        assert (out / name).is_file()
+    assert "dp_noise_1" in (out / "report.html").read_text()
+    assert "epsilon" in stdout and f"{dp['epsilon']:.3g}" in stdout
+    assert "noise_multiplier=1.0" in stdout
+
+    code, _, stderr = cli("defend", "encoder", "--defence", "dropout", "--values", "1", *TINY,
+                          "--out", str(tmp_path / "bad"))
+    assert code == 2 and "unknown defence" in stderr
+
+
+def test_early_stopping_sweep_audits_the_snapshots(tmp_path):
+    data = make_synthetic(40, 16, 0)
+    split = make_split(data, 20, seed=0)
+    recipe = EncoderRecipe("simclr", "resnet-tiny", {}, (0.08, 1.0), {"proj_dim": 0})
+    report = defend_encoder(split, "early-stopping", [1, 3], recipe,
+                            TrainConfig(batch_size=10, device="cpu"), tmp_path,
+                            attacks="partcrop", repeats=1, num_parts=4)
+    names = [s["name"] for s in report["settings"]]
+    assert names == ["epoch_0001", "epoch_0003"]
+    assert [s["model"] for s in report["settings"]] == [
+        f"target/snapshots/{n}/encoder.safetensors" for n in names]
+    assert [s["epoch"] for s in report["settings"]] == [1, 3]
+    assert (tmp_path / "strength.png").is_file()
+    aucs = [s["results"][0]["metrics"]["auc"] for s in report["settings"]]
+    assert aucs[0] != aucs[1]  # different models, different scores
