@@ -179,3 +179,41 @@ def test_cli_study_dry_run_run_and_errors(first_run, tmp_path):
     config.write_text(yaml.safe_dump(TWO_CELLS))
     code, _, stderr = cli("study", "--config", str(config))
     assert code == 2 and "no output folder" in stderr
+
+
+@pytest.mark.slow
+def test_real_sigkill_between_cells_then_resume(tmp_path):
+    """``leakprobe study`` killed with SIGKILL once its first cell is written, then re-run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    config = tmp_path / "study.yaml"
+    # a longer second training run, so the kill lands before the second cell finishes
+    slow = {**TWO_CELLS, "defences": ["none", {"kind": "scsr", "crop_min": [0.5],
+                                               "train": {"epochs": 40}}]}
+    config.write_text(yaml.safe_dump(slow))
+    out = tmp_path / "out"
+    env = {**os.environ, "LEAKPROBE_PROGRESS": "0", "LEAKPROBE_QUIET": "1"}
+    cmd = [sys.executable, "-m", "leakprobe.cli", "study", "--config", str(config),
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not list(out.glob("cells/*/cell.json")) and time.time() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    cells = list(out.glob("cells/*/cell.json"))
+    assert [p.parent.name.rsplit("-", 1)[0] for p in cells] == ["simclr-none-s0"]
+    first = cells[0].read_bytes()
+    done = subprocess.run([*cmd], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert cells[0].read_bytes() == first
+    assert len(list(out.glob("cells/*/cell.json"))) == 2
+    assert "simclr-scsr0.5-s0" in done.stdout
