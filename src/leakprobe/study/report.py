@@ -209,12 +209,14 @@ def plot_privacy_utility(summary: dict, path: Path) -> Path:
         ax.set_xlabel("linear-probe accuracy", fontsize=8)
         ax.set_ylabel("attack AUC", fontsize=8)
         ax.grid(True, alpha=0.3)
-    handles = [fig.axes[0].scatter([], [], color=colours[p], marker="o", label=p)
-               for p in paradigms] if fig.axes else []
-    handles += [fig.axes[0].scatter([], [], color="black", marker=m, label=k)
-                for k, m in _MARKERS.items()
-                if any(c["defence"] == k for c in summary["cells"])] if fig.axes else []
-    if handles:
+    if fig.axes:
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=colours[p], label=p) for p in paradigms]
+        handles += [Line2D([], [], color="black", marker=m, linestyle="", label=k)
+                    for k, m in _MARKERS.items()
+                    if any(c["defence"] == k for c in summary["cells"])]
         fig.axes[0].legend(handles=handles, fontsize=7, loc="best")
     return _save(fig, path)
 
