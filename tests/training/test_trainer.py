@@ -1,8 +1,18 @@
+import pytest
 import torch
 
 from leakprobe.data.synthetic import make_synthetic
 from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig, Trainer
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one thread is faster on a shared, busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_simclr_loss_decreases():
@@ -34,3 +44,14 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
         p.unlink()
     straight, hist2 = run(4, resume=False)
     torch.testing.assert_close(resumed.weight, straight.weight)
+
+
+def test_dp_needs_an_ssl_method():
+    from leakprobe.errors import LeakprobeError
+    from leakprobe.training.dp import DPConfig
+
+    model = torch.nn.Linear(4, 1)
+    trainer = Trainer(model, TrainConfig(epochs=1, batch_size=8, device="cpu",
+                                         dp=DPConfig(noise_multiplier=1.0)))
+    with pytest.raises(LeakprobeError, match="prepare/student/objective"):
+        trainer.fit(torch.randn(16, 4), lambda x, g: model(x).pow(2).mean())
