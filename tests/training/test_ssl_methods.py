@@ -108,11 +108,12 @@ def test_trained_target_is_audited(trained, data, name, tmp_path):
     backbone, _ = trained[name]
     target = ModuleEncoder(backbone, device="cpu")
     assert target.has_tokens  # patch tokens / feature-map tokens are exposed
-    report = audit_encoder(target, data.members, data.nonmembers, "lpla,baseline-norm",
-                           seed=0, out_dir=tmp_path, repeats=1)
-    assert (tmp_path / "report.json").is_file()
+    report = audit_encoder(target, data.members, data.nonmembers,
+                           "partcrop,encodermi-threshold,lpla-p2,baseline-norm", seed=0,
+                           out_dir=tmp_path, repeats=1, num_parts=16, n_views=4)
+    assert (tmp_path / "report.json").is_file() and (tmp_path / "report.html").is_file()
     names = [r["attack"] for r in report["results"]]
-    assert "baseline-norm" in names and "blind" in names
+    assert names == ["partcrop", "encodermi-threshold", "lpla-p2", "baseline-norm", "blind"]
     for r in report["results"]:
         assert 0.0 <= r["metrics"]["auc"] <= 1.0
         assert r["n_members"] == 48 and r["n_nonmembers"] == 48
