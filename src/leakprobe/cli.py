@@ -599,6 +599,8 @@ def defend_encoder_cmd(
     dp_clip: float = typer.Option(1.0, help="DP-SGD per-image clipping bound."),
     dp_delta: float = typer.Option(1e-5, help="Delta at which epsilon is reported."),
     attacks: str = typer.Option("partcrop,encodermi", help="Comma list of attacks."),
+    utility_data: str = typer.Option(None, help="Labelled data for k-NN/linear-probe utility "
+                                     "(default: the non-member split)."),
     folds: int = typer.Option(2, help="Cross-fitting folds."),
     repeats: int = typer.Option(3, help="Cross-fitting repetitions."),
     num_parts: int = typer.Option(None, help="PartCrop parts per image (default 128)."),
@@ -630,9 +632,10 @@ def defend_encoder_cmd(
                            _parse_scale(crop_scale), overrides)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, amp=amp, seed=seed, device=device)
-    report = defend_encoder(split, defence, vals, recipe, config, out, attacks, folds=folds,
-                            repeats=repeats, max_grad_norm=dp_clip, delta=dp_delta,
-                            num_parts=num_parts, n_views=n_views)
+    labelled = load_dataset(utility_data, image_size, seed) if utility_data else None
+    report = defend_encoder(split, defence, vals, recipe, config, out, attacks, labelled,
+                            folds=folds, repeats=repeats, max_grad_norm=dp_clip,
+                            delta=dp_delta, num_parts=num_parts, n_views=n_views)
     names, rows = defence_rows(report)
     typer.echo(f"{'setting':28s} {'k-NN':>6s} {'probe':>6s} {'epsilon':>8s} "
                + " ".join(f"{n[:12]:>12s}" for n in names))
