@@ -637,14 +637,13 @@ def defend_encoder_cmd(
                             folds=folds, repeats=repeats, max_grad_norm=dp_clip,
                             delta=dp_delta, num_parts=num_parts, n_views=n_views)
     names, rows = defence_rows(report)
-    typer.echo(f"{'setting':28s} {'k-NN':>6s} {'probe':>6s} {'epsilon':>8s} "
+    typer.echo(f"{'setting':16s} {'k-NN':>6s} {'probe':>6s} {'epsilon':>8s} "
                + " ".join(f"{n[:12]:>12s}" for n in names))
     for r in rows:
-        setting = ",".join(f"{k}={v}" for k, v in r["setting"].items())
         eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.3g}"
         knn = "-" if r["knn"] is None else f"{r['knn']:.3f}"
         probe = "-" if r["probe"] is None else f"{r['probe']:.3f}"
-        typer.echo(f"{setting[:28]:28s} {knn:>6s} {probe:>6s} {eps:>8s} "
+        typer.echo(f"{r['name']:16s} {knn:>6s} {probe:>6s} {eps:>8s} "
                    + " ".join(f"{r['auc'].get(n, float('nan')):12.3f}" for n in names))
     for w in report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
