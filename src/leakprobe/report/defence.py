@@ -11,9 +11,9 @@ from typing import Any
 
 from leakprobe.io import write_json, write_text
 from leakprobe.report.html import _CSS, _esc, _fmt
-from leakprobe.report.plots import plot_curves
+from leakprobe.report.plots import _new_figure, _save, plot_curves
 
-__all__ = ["defence_rows", "write_defence_report"]
+__all__ = ["defence_rows", "plot_tradeoff", "write_defence_report"]
 
 STRENGTH_LABELS = {
     "early-stopping": "training epochs",
@@ -46,17 +46,37 @@ def defence_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]
     return attacks, rows
 
 
+def plot_tradeoff(report: dict[str, Any], path: str | Path) -> Path:
+    """Scatter of attack AUC (one colour per attack) against linear-probe utility.
+
+    Each point is labelled with its setting's name; settings without utility are skipped.
+    """
+    attacks, rows = defence_rows(report)
+    rows = [r for r in rows if r["probe"] is not None]
+    fig = _new_figure(6.0, 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    for a in attacks:
+        pts = [(r["probe"], r["auc"][a], r["name"]) for r in rows if a in r["auc"]]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22, label=a)
+        for x, y, name in pts:
+            ax.annotate(name, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("utility: linear-probe accuracy")
+    ax.set_ylabel("attack AUC")
+    ax.set_title(f"{report.get('defence')}: privacy vs utility", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if attacks:
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
     attacks, rows = defence_rows(report)
     label = STRENGTH_LABELS.get(report.get("defence", ""), "strength")
     paths = {}
     with_util = [r for r in rows if r["probe"] is not None]
     if with_util:
-        series = {a: ([r["probe"] for r in with_util], [r["auc"].get(a) for r in with_util])
-                  for a in attacks}
-        paths["tradeoff"] = plot_curves(series, "utility: linear-probe accuracy (non-members)",
-                                        "attack AUC", out / "tradeoff.png",
-                                        title=f"{report.get('defence')}: privacy vs utility")
+        paths["tradeoff"] = plot_tradeoff(report, out / "tradeoff.png")
     ranked = sorted((r for r in rows if r["strength"] is not None), key=lambda r: r["strength"])
     if ranked:
         xs = [r["strength"] for r in ranked]
