@@ -76,3 +76,50 @@ def digits_target():
         "query": digits.subset(order[100:1100]),
         "probe_test": digits.subset(order[1100:]),
     }
+
+
+@pytest.fixture(scope="session")
+def memorising_captioner():
+    """A CNN-LSTM captioner trained long on 60 synthetic captioned images, and an attacker.
+
+    Returns the target, its members, 60 unseen non-members and 60 more unseen images (for
+    null audits; the two unseen sets are a seeded random halving of 120 unseen images), the
+    attacker's disjoint ``shadow_data`` (240 images), a shadow captioner trained like the
+    target on the member half of ``audit_captioner``'s split of it (seed 0), and an
+    ``m4i-feature`` attack prepared on ``shadow_data``.
+    """
+    from leakprobe.attacks.membership.m4i import M4IFeature
+    from leakprobe.data.captions import Tokenizer, make_synthetic_captioned
+    from leakprobe.data.splits import make_split
+    from leakprobe.targets.captioner import ModuleCaptioner
+    from leakprobe.training.captioning import train_captioner
+    from leakprobe.training.trainer import TrainConfig
+
+    def train(members):
+        refs = members.extras["captions"]
+        tok = Tokenizer.fit([c for cs in refs for c in cs])
+        config = TrainConfig(epochs=300, batch_size=32, lr=2e-3, amp=True, seed=0,
+                             device="cpu")
+        model, _ = train_captioner(members, tok, config)
+        return ModuleCaptioner(model, tok, device="cpu")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: intra-op threads only add overhead
+    try:
+        data = make_synthetic_captioned(180, 32, seed=0)
+        split = make_split(data, 60, seed=0)
+        rest = split.nonmembers.subset(
+            torch.randperm(120, generator=torch.Generator().manual_seed(1)))
+        shadow_data = make_synthetic_captioned(240, 32, seed=5)
+        shadow_split = make_split(shadow_data, 120, seed=0)
+        return {
+            "target": train(split.members),
+            "members": split.members,
+            "nonmembers": rest.subset(range(60)),
+            "unseen": rest.subset(range(60, 120)),
+            "shadow_data": shadow_data,
+            "shadow_target": train(shadow_split.members),
+            "feature_attack": M4IFeature(device="cpu").prepare(shadow_data),
+        }
+    finally:
+        torch.set_num_threads(threads)

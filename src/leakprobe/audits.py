@@ -216,7 +216,11 @@ def audit_image2image(
 
 
 def build_caption_attacks(names: str | list[str], seed: int = 0, **options) -> list:
-    """Captioning attack objects (``all`` = m4i-metric,m4i-feature) plus the blind floor."""
+    """Captioning attack objects (``all`` = m4i-metric,m4i-feature) plus the blind floor.
+
+    ``options``: ``classifier`` (m4i-metric: ``svm``, ``logreg``, ``mlp``),
+    ``extractor_epochs`` and ``device`` (m4i-feature's multimodal extractor).
+    """
     from leakprobe.attacks.membership.blind import Blind
     from leakprobe.attacks.membership.m4i import CAPTION_ATTACKS
 
@@ -226,6 +230,11 @@ def build_caption_attacks(names: str | list[str], seed: int = 0, **options) -> l
         kwargs = {"seed": seed}
         if n == "m4i-metric" and options.get("classifier"):
             kwargs["classifier"] = options["classifier"]
+        if n == "m4i-feature":
+            if options.get("extractor_epochs") is not None:
+                kwargs["epochs"] = options["extractor_epochs"]
+            if options.get("device") is not None:
+                kwargs["device"] = options["device"]
         attacks.append(CAPTION_ATTACKS[n](**kwargs))
     return [*attacks, Blind(seed=seed)]
 
@@ -238,7 +247,7 @@ def audit_captioner(
     attacks: str | list = "m4i-metric,m4i-feature",
     seed: int = 0,
     out_dir: str | Path | None = None,
-    shadow_epochs: int = 60,
+    shadow_epochs: int = 100,
     shadow_target=None,
     context: dict | None = None,
     **attack_options,
@@ -249,7 +258,22 @@ def audit_captioner(
     non-members) is split in half; a shadow CNN-LSTM captioner is trained on one half (or
     ``shadow_target`` is used), the attacks are fitted on its members vs non-members and
     score the target's captions of every given sample. The multimodal extractor of
-    ``m4i-feature`` is trained on all of ``shadow_data``.
+    ``m4i-feature`` is trained on all of ``shadow_data`` (attack objects passed already
+    prepared keep their extractor).
+
+    Args:
+        target: a :class:`~leakprobe.targets.captioner.Captioner`.
+        members, nonmembers: evaluation images with ``extras["captions"]``.
+        shadow_data: the attacker's own captioned images.
+        attacks: attack names (``m4i-metric``, ``m4i-feature``, ``all``) or attack objects.
+        seed: fixes the shadow split, the shadow captioner and the attackers.
+        out_dir: report folder (None: nothing written).
+        shadow_epochs: training epochs of the shadow captioner (match the target's).
+        shadow_target: an already trained shadow captioner for the first half of the split.
+        context: extra threat-model facts for the report.
+        attack_options: see :func:`build_caption_attacks`.
+    Returns:
+        The report dictionary (kind ``captioner-membership``, knowledge ``shadow``).
     """
     from leakprobe.data.splits import check_disjoint
 
@@ -259,6 +283,9 @@ def audit_captioner(
         except LeakprobeError as e:
             raise LeakprobeError(f"the shadow data overlaps the target's {side}: {e}") from e
     split = make_split(shadow_data, len(shadow_data) // 2, seed=seed)
+    shadow_given = shadow_target
+    device = str(attack_options.get("device") or getattr(target, "device", "auto"))
+    attack_options["device"] = device
     if shadow_target is None:
         from leakprobe.data.captions import Tokenizer
         from leakprobe.targets.captioner import ModuleCaptioner
@@ -268,17 +295,20 @@ def audit_captioner(
         tokenizer = Tokenizer.fit([c for cs in refs for c in cs])
         log(f"training shadow captioner on {len(split.members)} images")
         config = TrainConfig(epochs=shadow_epochs, batch_size=32, lr=2e-3, amp=True,
-                             seed=seed, device=str(getattr(target, "device", "auto")))
+                             seed=seed, device=device)
         model, _ = train_captioner(split.members, tokenizer, config)
         shadow_target = ModuleCaptioner(model, tokenizer, device=config.device, name="shadow")
     attack_objs = build_caption_attacks(attacks, seed, **attack_options) \
         if isinstance(attacks, (str, list)) and all(isinstance(a, str) for a in attacks) \
         else list(attacks)
     for attack in attack_objs:
-        if hasattr(attack, "prepare"):
+        if hasattr(attack, "prepare") and not hasattr(attack, "extractor_"):
+            log(f"training the {attack.name} extractor on {len(shadow_data)} images")
             attack.prepare(shadow_data)
     ctx = {"shadow_data": shadow_data.source, "shadow_members": len(split.members),
-           "shadow_nonmembers": len(split.nonmembers), **(context or {})}
+           "shadow_nonmembers": len(split.nonmembers),
+           "shadow_epochs": shadow_epochs if shadow_given is None else None,
+           **(context or {})}
     return run_and_report("captioner-membership", target, attack_objs, members, nonmembers,
                           "shadow", 2, seed, out_dir,
                           (shadow_target, split.members, split.nonmembers), ctx, None)

@@ -365,22 +365,27 @@ def audit_captioner_cmd(
                                "(default: each JSON file's folder)."),
     attacks: str = typer.Option("m4i-metric,m4i-feature"),
     classifier: str = typer.Option("svm", help="m4i-metric classifier: svm, logreg, mlp."),
-    shadow_epochs: int = typer.Option(60),
+    shadow_epochs: int = typer.Option(100, help="Shadow captioner epochs (match the target)."),
+    extractor_epochs: int = typer.Option(20, help="m4i-feature extractor epochs."),
+    budget: int = typer.Option(None, help="Most images sent to the target."),
     image_size: int = typer.Option(None),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
 ):
     """Audit a captioner with M4I (metric- and feature-based) under the shadow setting."""
     from leakprobe.audits import audit_captioner
+    from leakprobe.device import resolve_device
     from leakprobe.targets.captioner import load_captioner
 
-    target = load_captioner(model, device=device)
+    target = load_captioner(model, device=device, budget=budget, image_size=image_size)
     size = image_size or target.input_size
     mem = _captioned_data(members, size, seed, images)
     non = _captioned_data(nonmembers, size, seed, images)
     shadow = _captioned_data(shadow_data, size, seed, images)
     report = audit_captioner(target, mem, non, shadow, attacks, seed, out, shadow_epochs,
-                             context={"model": model}, classifier=classifier)
+                             context={"model": model}, classifier=classifier,
+                             extractor_epochs=extractor_epochs,
+                             device=str(resolve_device(device)))
     _print_summary(report, out)
 
 
@@ -484,6 +489,33 @@ def serve_image2image_cmd(
     config = ServeConfig(max_batch=max_batch, max_queries=max_queries, rate=rate)
     typer.echo(f"serving {model} at http://{host}:{port}", err=True)
     run_server(TranslatorService(target, config), host, port)
+
+
+@serve_app.command("captioner")
+def serve_captioner_cmd(
+    model: str = typer.Option(..., help="Captioner folder, TorchScript file (tokenizer.json "
+                              "beside it), FILE.py:factory or module:factory."),
+    image_size: int = typer.Option(None),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8080),
+    max_queries: int = typer.Option(None, help="Total images the service will caption."),
+    rate: float = typer.Option(None, help="Requests per second per client."),
+    max_batch: int = typer.Option(64, help="Images per request."),
+    max_body_mb: float = typer.Option(64.0, help="Request body limit in MiB."),
+    max_image_side: int = typer.Option(512, help="Largest accepted image side."),
+    device: str = typer.Option("auto"),
+):
+    """Serve a captioner at http://HOST:PORT (/v1/info, /v1/caption) until interrupted."""
+    from leakprobe.serve import CaptionerService, ServeConfig, run_server
+    from leakprobe.targets.captioner import load_captioner
+
+    if model.startswith(("http://", "https://")):
+        raise LeakprobeError("serve needs a local model, not a URL")
+    target = load_captioner(model, device=device, image_size=image_size)
+    config = ServeConfig(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
+                         max_image_side=max_image_side, max_queries=max_queries, rate=rate)
+    typer.echo(f"serving {model} at http://{host}:{port}", err=True)
+    run_server(CaptionerService(target, config), host, port)
 
 
 @app.command("report")

@@ -1,4 +1,4 @@
-"""Serve an encoder over HTTP (encoder-as-a-service), with limits and stealing defences.
+"""Serve an encoder (or a translator, a captioner) over HTTP, with limits and stealing defences.
 
 Protocol (DESIGN.md section 3), spoken by :class:`leakprobe.targets.http.HTTPEncoder`:
 
@@ -6,6 +6,8 @@ Protocol (DESIGN.md section 3), spoken by :class:`leakprobe.targets.http.HTTPEnc
   "max_batch", "max_queries", "queries_used", "defence"}``
 - ``POST /v1/translate`` (image-to-image services) takes the same requests and answers
   ``{"outputs_npy": base64 float32 .npy (B, C, H, W), "queries_used": n}``
+- ``POST /v1/caption`` (captioning services) takes the same requests and answers
+  ``{"captions": ["a red circle ...", ...], "queries_used": n}``
 - ``POST /v1/embed`` with ``{"images": [base64 PNG, ...]}`` or ``{"array": base64 float32
   .npy of shape (B, 3, H, W)}`` and optionally ``"tokens": true`` ->
   ``{"embeddings": [[...]], "tokens": [[[...]]] | null, "queries_used": n}``; with
@@ -213,6 +215,35 @@ class TranslatorService(EncoderService):
                 raise ServiceError(500, f"model failed: {type(e).__name__}") from e
             used = self.queries_used
         return {"outputs_npy": encode_npy(out), "queries_used": used}
+
+
+class CaptionerService(EncoderService):
+    """Serves a captioner at ``/v1/caption`` (same requests, limits and errors as ``/v1/embed``).
+
+    Answers ``{"captions": [str, ...], "queries_used": n}``: one caption per image.
+    """
+
+    kind = "captioner"
+    route = "/v1/caption"
+
+    def info(self) -> dict:
+        c = self.config
+        return {"kind": self.kind, "input_size": int(self.encoder.input_size),
+                "max_batch": c.max_batch, "max_queries": c.max_queries,
+                "queries_used": self.queries_used}
+
+    def embed(self, payload: object) -> dict:  # the one handler of this service
+        images = self.parse_images(payload)
+        with self.lock:
+            self._charge(images.shape[0])
+            try:
+                captions = self.encoder.caption(images)
+            except LeakprobeError as e:
+                raise ServiceError(400, str(e)) from e
+            except Exception as e:
+                raise ServiceError(500, f"model failed: {type(e).__name__}") from e
+            used = self.queries_used
+        return {"captions": [str(c) for c in captions], "queries_used": used}
 
 
 def create_app(service: EncoderService) -> Starlette:

@@ -1,42 +1,67 @@
-"""M4I captioner audit: runs end to end under the shadow setting and refuses overlaps."""
+"""M4I captioner audit: attack strength on a memorising captioner, null audits, overlaps."""
 
 from __future__ import annotations
 
 import pytest
 
+from leakprobe.attacks.membership.blind import Blind
+from leakprobe.attacks.membership.m4i import M4IFeature, M4IMetric
 from leakprobe.audits import audit_captioner
-from leakprobe.data.captions import Tokenizer, make_synthetic_captioned
-from leakprobe.data.splits import make_split
 from leakprobe.errors import LeakprobeError
-from leakprobe.targets.captioner import ModuleCaptioner
-from leakprobe.training.captioning import train_captioner
-from leakprobe.training.trainer import TrainConfig
 
 
-@pytest.fixture(scope="module")
-def captioned():
-    data = make_synthetic_captioned(80, 32, seed=0)
-    split = make_split(data, 40, seed=0)
-    refs = split.members.extras["captions"]
-    tok = Tokenizer.fit([c for cs in refs for c in cs])
-    config = TrainConfig(epochs=20, batch_size=20, lr=2e-3, amp=True, seed=0, device="cpu")
-    model, _ = train_captioner(split.members, tok, config)
-    return ModuleCaptioner(model, tok, device="cpu"), split
+def _aucs(report: dict) -> dict:
+    return {r["attack"]: r["metrics"] for r in report["results"]}
 
 
-def test_captioner_audit_runs_under_the_shadow_setting(captioned, tmp_path):
-    target, split = captioned
-    shadow = make_synthetic_captioned(60, 32, seed=7)
-    report = audit_captioner(target, split.members.subset(range(20, 40)),
-                             split.nonmembers.subset(range(20, 40)), shadow, seed=0,
-                             out_dir=tmp_path, shadow_epochs=5)
+def test_both_attacks_find_the_members_of_a_memorising_captioner(memorising_captioner,
+                                                                  tmp_path):
+    c = memorising_captioner
+    report = audit_captioner(
+        c["target"], c["members"], c["nonmembers"], c["shadow_data"],
+        [M4IMetric(seed=0), c["feature_attack"], Blind(seed=0)],
+        seed=0, out_dir=tmp_path, shadow_target=c["shadow_target"])
+    m = _aucs(report)
+    print({k: round(v["auc"], 3) for k, v in m.items()})
+    assert m["m4i-metric"]["auc"] >= 0.85
+    assert m["m4i-feature"]["auc"] >= 0.70
+    assert m["m4i-feature"]["auc_ci"][0] > 0.5
+    assert m["blind"]["auc_ci"][0] <= 0.5 <= m["blind"]["auc_ci"][1]
     assert report["kind"] == "captioner-membership" and report["knowledge"] == "shadow"
-    assert [r["attack"] for r in report["results"]] == ["m4i-metric", "m4i-feature", "blind"]
+    assert report["context"]["queries_per_image"] == {"m4i-metric": 1, "m4i-feature": 1,
+                                                      "blind": 0}
     assert (tmp_path / "report.html").exists()
 
 
-def test_shadow_data_overlapping_the_target_is_refused(captioned):
-    target, split = captioned
+def test_null_target_stays_at_chance(memorising_captioner):
+    c = memorising_captioner  # "members" the target never saw
+    report = audit_captioner(
+        c["target"], c["unseen"], c["nonmembers"], c["shadow_data"],
+        [M4IMetric(seed=0), c["feature_attack"]], seed=0,
+        shadow_target=c["shadow_target"])
+    for name, m in _aucs(report).items():
+        assert m["auc_ci"][0] <= 0.5 <= m["auc_ci"][1], (name, m["auc"], m["auc_ci"])
+
+
+def test_the_feature_attack_needs_its_extractor(memorising_captioner):
+    c = memorising_captioner
+    with pytest.raises(LeakprobeError, match="prepare"):
+        M4IFeature().features(c["target"], c["members"])
+
+
+def test_captioner_audit_runs_from_names_and_trains_its_shadow(memorising_captioner):
+    c = memorising_captioner
+    report = audit_captioner(c["target"], c["members"].subset(range(20)),
+                             c["nonmembers"].subset(range(20)),
+                             c["shadow_data"].subset(range(60)), "all", seed=0,
+                             shadow_epochs=2, extractor_epochs=1)
+    assert [r["attack"] for r in report["results"]] == ["m4i-metric", "m4i-feature", "blind"]
+    assert report["context"]["shadow_members"] == 30
+    assert report["context"]["shadow_epochs"] == 2
+
+
+def test_shadow_data_overlapping_the_target_is_refused(memorising_captioner):
+    c = memorising_captioner
     with pytest.raises(LeakprobeError, match="shadow data overlaps"):
-        audit_captioner(target, split.members, split.nonmembers, split.members,
+        audit_captioner(c["target"], c["members"], c["nonmembers"], c["members"],
                         shadow_epochs=1)

@@ -8,6 +8,8 @@
   ``tokenizer.json`` next to it;
 - ``package.module:factory`` or ``path/file.py:factory``: the factory returns an object with
   ``caption(images) -> list[str]`` (and optionally ``input_size``).
+- ``http(s)://host:port``: a service answering ``POST /v1/caption`` (``leakprobe serve
+  captioner``), queried as a black box.
 
 Model files are read with safetensors or ``torch.jit.load`` only: nothing is unpickled.
 """
@@ -254,7 +256,7 @@ def load_captioner(
     """A :class:`Captioner` for ``--model SPEC`` (see the module docstring for the forms).
 
     Args:
-        spec: trainer folder, TorchScript ``.pt`` file, or entry point.
+        spec: trainer folder, TorchScript ``.pt`` file, entry point or URL.
         device: where a local model runs.
         batch_size: images per call.
         budget: optional query budget.
@@ -272,7 +274,9 @@ def load_captioner(
     text = str(spec)
     path = Path(text)
     if text.startswith(("http://", "https://")):
-        raise LeakprobeError(f"{text}: HTTP captioners are not supported yet")
+        from leakprobe.targets.http import HTTPCaptioner
+
+        return HTTPCaptioner(text, batch_size=batch_size, budget=budget, image_size=image_size)
     if path.is_dir():
         _check_model_json(path)
         if (path / WEIGHTS_FILE).exists():

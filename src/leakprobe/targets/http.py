@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from leakprobe.errors import BudgetExceededError, LeakprobeError
-from leakprobe.targets.encoder import QueryCounter, check_images
+from leakprobe.targets.encoder import QueryCounter, check_images, resize
 from leakprobe.targets.wire import decode_npy, encode_npy, encode_png
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
@@ -183,3 +183,33 @@ class HTTPTranslator(HTTPEncoder):
                 raise LeakprobeError(f"{self.url}: outputs outside [0, 1]")
             outs.append(out)
         return torch.cat(outs)
+
+
+class HTTPCaptioner(HTTPEncoder):
+    """:class:`~leakprobe.targets.captioner.Captioner` behind ``/v1/caption`` (a black box).
+
+    Queries are resized to the server's ``input_size`` before they are sent (as the local
+    targets do), counted, and every answer is checked to hold one string per image.
+    """
+
+    kind = "captioner"
+
+    def caption(self, images: torch.Tensor) -> list[str]:
+        """One caption per image, from the service in batches."""
+        check_images(images)
+        images = resize(images.float(), self.input_size)
+        self.counter.charge(images.shape[0])
+        captions: list[str] = []
+        for chunk in images.split(self.batch_size):
+            payload = ({"array": encode_npy(chunk)} if self.encoding == "npy"
+                       else {"images": [encode_png(x) for x in chunk]})
+            answer = self._request("POST", "/v1/caption", payload)
+            self.server_queries_used = int(answer.get("queries_used", 0))
+            out = answer.get("captions")
+            if (not isinstance(out, list) or len(out) != chunk.shape[0]
+                    or not all(isinstance(c, str) for c in out)):
+                got = f"a list of {len(out)}" if isinstance(out, list) else type(out).__name__
+                raise LeakprobeError(f"{self.url}: expected {chunk.shape[0]} captions "
+                                     f"(strings), got {got}")
+            captions += out
+        return captions

@@ -10,8 +10,8 @@ to fit its classifiers; the classifiers then score the target's captions.
   (``svm``: linear SVM as in the paper; ``logreg``; ``mlp``).
 - ``m4i-feature``: a multimodal feature extractor, trained on the attacker's own data to map
   an image (CNN -> 256) and its caption (bag of words -> 512 -> 256) to the same point (MSE,
-  as the paper); the membership feature is |image embedding - text embedding of the
-  generated caption| -> MLP classifier.
+  as the paper, plus an in-batch contrastive term: see :class:`M4IFeature`); the membership
+  feature is |image embedding - text embedding of the generated caption| -> MLP classifier.
 
 Departures from the reference code: shadow and target members are checked to be disjoint,
 and non-members are drawn from the same distribution as members (the reference code uses a
@@ -89,17 +89,30 @@ class M4IMetric(MembershipAttack):
 
 
 class MultimodalExtractor(nn.Module):
-    """Image branch (CNN -> 256) and bag-of-words text branch (V -> 512 -> 256)."""
+    """Image branch (CNN -> ``dim``) and bag-of-words text branch (V -> 512 -> ``dim``).
 
-    def __init__(self, vocab_size: int, dim: int = 256, width: int = 16) -> None:
+    The image branch is four conv-BatchNorm-ReLU blocks (``width``, 2x, 4x, 4x channels; the
+    last three stride 2), global average pooling and a linear layer. Both branches end in a
+    BatchNorm without affine parameters, as the reference code's ``BatchNorm1d`` heads: every
+    coordinate is standardised over the batch, so the MSE cannot be won by shrinking both
+    embeddings to a constant.
+    """
+
+    def __init__(self, vocab_size: int, dim: int = 256, width: int = 32) -> None:
         super().__init__()
+
+        def block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
+                    nn.ReLU()]
+
         self.image = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3, 1, 1), nn.ReLU(),
+            *block(3, width, 1), *block(width, 2 * width, 2),
+            *block(2 * width, 4 * width, 2), *block(4 * width, 4 * width, 2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, dim),
+            nn.BatchNorm1d(dim, affine=False),
         )
-        self.text = nn.Sequential(nn.Linear(vocab_size, 512), nn.ReLU(), nn.Linear(512, dim))
+        self.text = nn.Sequential(nn.Linear(vocab_size, 512), nn.ReLU(), nn.Linear(512, dim),
+                                  nn.BatchNorm1d(dim, affine=False))
 
     def forward(self, images: torch.Tensor, bow: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.image((images - 0.5) / 0.25), self.text(bow)
@@ -115,40 +128,112 @@ def bag_of_words(texts: list[str], tokenizer) -> torch.Tensor:
     return bow / bow.sum(1, keepdim=True).clamp_min(1)
 
 
+def alignment_loss(img: torch.Tensor, txt: torch.Tensor, owner: torch.Tensor,
+                   contrastive: float, temperature: float) -> torch.Tensor:
+    """MSE between paired embeddings plus a symmetric in-batch contrastive term.
+
+    The contrastive logits are ``-|img_i - txt_j|^2 / (dim * temperature)``; the pairs of
+    another caption of the same image (same ``owner``) are left out of the negatives.
+    """
+    loss = F.mse_loss(img, txt)
+    if contrastive <= 0 or len(owner) < 2:
+        return loss
+    logits = -torch.cdist(img, txt).pow(2) / (img.shape[1] * temperature)
+    same = (owner[:, None] == owner[None, :]) & ~torch.eye(len(owner), dtype=torch.bool,
+                                                          device=owner.device)
+    logits = logits.masked_fill(same, float("-inf"))
+    labels = torch.arange(len(owner), device=owner.device)
+    nce = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    return loss + contrastive * nce
+
+
+def _shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """One random translation of up to ``pixels`` for the whole batch (edges replicated)."""
+    if pixels <= 0:
+        return images
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (pixels,) * 4, mode="replicate")
+    dx, dy = torch.randint(0, 2 * pixels + 1, (2,), generator=generator).tolist()
+    return padded[..., dy:dy + h, dx:dx + w]
+
+
 class M4IFeature(MembershipAttack):
     """Feature-based M4I: |image embedding - caption embedding| -> MLP.
 
-    Call :meth:`prepare` with the attacker's own captioned data first (the audit does).
+    Call :meth:`prepare` with the attacker's own captioned data first (the audit does). Only
+    the image and the generated caption are used at attack time: the references of the
+    audited images are not needed (the paper's setting for this attack).
+
+    Paper / reference code: a frozen ImageNet ResNet-152 + linear + BatchNorm image branch
+    and a bag-of-words -> 512 -> 256 + BatchNorm text branch, trained alternately with the
+    MSE between the two embeddings. Departures, each measured on synthetic captions (the
+    extractor's matched-vs-mismatched caption AUC on unseen images, and the attack's AUC on a
+    memorising CNN-LSTM with a disjoint shadow):
+
+    - no pretrained backbone exists here, so the image branch (a small BatchNorm CNN) is
+      trained from scratch with the text branch, jointly, on every (image, reference) pair
+      each epoch, with a random translation of up to ``shift`` pixels;
+    - MSE alone from scratch aligns only the easiest factor shared by images and captions
+      (attack AUC ~0.55-0.62, at chance on some seeds); ``contrastive`` adds an in-batch
+      InfoNCE term on the same squared distances, which makes the embedding tell a right
+      caption from a wrong one on unseen images (AUC 0.92 vs 0.79) and lifts the attack to
+      ~0.79. ``contrastive=0`` gives the paper's pure MSE objective.
     """
 
     name = "m4i-feature"
     sample_kind = "pairs"
 
-    def __init__(self, epochs: int = 30, dim: int = 256, seed: int = 0) -> None:
+    def __init__(self, epochs: int = 20, dim: int = 256, width: int = 32,
+                 contrastive: float = 1.0, temperature: float = 0.1, shift: int = 2,
+                 batch_size: int = 64, lr: float = 1e-3, device: str = "auto",
+                 seed: int = 0) -> None:
         self.epochs = epochs
         self.dim = dim
+        self.width = width
+        self.contrastive = contrastive
+        self.temperature = temperature
+        self.shift = shift
+        self.batch_size = batch_size
+        self.lr = lr
+        self.device = device
         self.seed = seed
 
     def queries_per_image(self, target) -> int:
         return 1
 
     def prepare(self, public: ImageSet) -> M4IFeature:
-        """Train the multimodal extractor to align images and their captions (MSE)."""
-        from leakprobe.data.captions import Tokenizer
+        """Train the multimodal extractor to align images and their captions.
 
+        Args:
+            public: the attacker's own images with ``extras["captions"]``.
+        Returns:
+            self, with ``extractor_`` and ``tokenizer_`` set.
+        """
+        from leakprobe.data.captions import Tokenizer
+        from leakprobe.device import resolve_device
+
+        if self.epochs < 1:
+            raise LeakprobeError(f"m4i-feature needs epochs >= 1, got {self.epochs}")
         refs = _references(public)
+        if len(public) < 2:
+            raise LeakprobeError("m4i-feature needs at least 2 captioned images to prepare")
+        device = resolve_device(self.device)
         self.tokenizer_ = Tokenizer.fit([c for cs in refs for c in cs])
         torch.manual_seed(self.seed)
         g = torch.Generator().manual_seed(self.seed)
-        model = MultimodalExtractor(len(self.tokenizer_), self.dim)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        images = public.images
+        model = MultimodalExtractor(len(self.tokenizer_), self.dim, self.width).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        owner = torch.tensor([i for i, cs in enumerate(refs) for _ in cs])
+        bows = bag_of_words([c for cs in refs for c in cs], self.tokenizer_).to(device)
+        images = public.images.to(device)
+        model.train()
         for _ in range(self.epochs):
-            for idx in torch.randperm(len(public), generator=g).split(64):
-                texts = [refs[i][int(torch.randint(len(refs[i]), (1,), generator=g))]
-                         for i in idx.tolist()]
-                img, txt = model(images[idx], bag_of_words(texts, self.tokenizer_))
-                loss = F.mse_loss(img, txt)
+            for idx in torch.randperm(len(owner), generator=g).split(self.batch_size):
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                who = owner[idx].to(device)
+                img, txt = model(_shift(images[who], self.shift, g), bows[idx.to(device)])
+                loss = alignment_loss(img, txt, who, self.contrastive, self.temperature)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -159,9 +244,11 @@ class M4IFeature(MembershipAttack):
         if not hasattr(self, "extractor_"):
             raise LeakprobeError("m4i-feature needs prepare(public_data) before features")
         captions = target.caption(samples.images)
+        device = next(self.extractor_.parameters()).device
         with torch.inference_mode():
-            img, txt = self.extractor_(samples.images, bag_of_words(captions, self.tokenizer_))
-        return check_features((img - txt).abs().double().numpy(), self.name)
+            img, txt = self.extractor_(samples.images.to(device),
+                                       bag_of_words(captions, self.tokenizer_).to(device))
+        return check_features((img - txt).abs().double().cpu().numpy(), self.name)
 
     def clone(self) -> M4IFeature:
         fresh = super().clone()
