@@ -248,3 +248,25 @@ def test_bad_options_are_refused(name, kwargs, match):
 def test_mae_refuses_a_resnet():
     with pytest.raises(LeakprobeError, match="ViT"):
         create_method("mae", create_model("resnet-tiny"), SSLAugmentation(size=SIZE))
+
+
+@pytest.mark.parametrize("name", ["moco", "dino"])
+def test_resume_restores_teacher_queue_and_center(name, tmp_path):
+    """An interrupted run resumed from its checkpoint ends where a straight run ends."""
+    from leakprobe.training.trainer import Trainer
+
+    images = make_synthetic(32, SIZE, seed=5).images
+    config = TrainConfig(epochs=3, batch_size=16, lr=2e-3, seed=0, device="cpu")
+
+    def run(stop_at, resume, folder):
+        method = build(name)
+        trainer = Trainer(method, config, folder, callbacks=[lambda e, m: e == stop_at])
+        trainer.fit(images, method.loss, resume=resume)
+        return method
+
+    run(1, False, tmp_path / "a")
+    resumed = run(3, True, tmp_path / "a")
+    straight = run(3, False, tmp_path / "b")
+    for (n, a), b in zip(resumed.state_dict().items(), straight.state_dict().values(),
+                         strict=True):
+        torch.testing.assert_close(a, b, msg=n)
