@@ -274,3 +274,18 @@ def test_resume_restores_teacher_queue_and_center(name, tmp_path):
     for (n, a), b in zip(resumed.state_dict().items(), straight.state_dict().values(),
                          strict=True):
         torch.testing.assert_close(a, b, msg=n)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_trains_under_dp_sgd(name):
+    """The DP engine runs each method per image (BatchNorm swapped for GroupNorm)."""
+    from leakprobe.training.dp import DPConfig, batchnorm_modules
+
+    arch, akw = ARCH[name]
+    recipe = EncoderRecipe(name, arch, akw, (0.08, 1.0), KWARGS[name])
+    config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=0, device="cpu",
+                         dp=DPConfig(noise_multiplier=1.0))
+    backbone, history = train_ssl_encoder(make_synthetic(32, SIZE, seed=6).images, recipe,
+                                          config)
+    assert len(history) == 2 and all(math.isfinite(h) for h in history)
+    assert not batchnorm_modules(backbone)
