@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from leakprobe.attacks.membership.blind import Blind
 from leakprobe.attacks.membership.m4i import M4IFeature, M4IMetric
 from leakprobe.audits import audit_captioner
 from leakprobe.errors import LeakprobeError
+from leakprobe.targets.captioner import load_captioner
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads and lose a lot on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 def _aucs(report: dict) -> dict:
     return {r["attack"]: r["metrics"] for r in report["results"]}
@@ -49,12 +59,16 @@ def test_the_feature_attack_needs_its_extractor(memorising_captioner):
         M4IFeature().features(c["target"], c["members"])
 
 
-def test_captioner_audit_runs_from_names_and_trains_its_shadow(memorising_captioner):
+def test_python_api_audit_from_names_trains_its_shadow(memorising_captioner):
+    import leakprobe
+
     c = memorising_captioner
-    report = audit_captioner(c["target"], c["members"].subset(range(20)),
-                             c["nonmembers"].subset(range(20)),
-                             c["shadow_data"].subset(range(60)), "all", seed=0,
-                             shadow_epochs=2, extractor_epochs=1)
+    assert isinstance(c["target"], leakprobe.Captioner)
+    assert leakprobe.load_captioner is load_captioner
+    report = leakprobe.audit_captioner(c["target"], c["members"].subset(range(20)),
+                                       c["nonmembers"].subset(range(20)),
+                                       c["shadow_data"].subset(range(60)), "all", seed=0,
+                                       shadow_epochs=2, extractor_epochs=1)
     assert [r["attack"] for r in report["results"]] == ["m4i-metric", "m4i-feature", "blind"]
     assert report["context"]["shadow_members"] == 30
     assert report["context"]["shadow_epochs"] == 2
