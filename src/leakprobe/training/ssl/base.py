@@ -97,12 +97,19 @@ def flat_views(views: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher <- momentum * teacher + (1 - momentum) * student, parameters and buffers."""
+def ema_update(
+    teacher: nn.Module, student: nn.Module, momentum: float, copy_buffers: bool = True
+) -> None:
+    """teacher <- momentum * teacher + (1 - momentum) * student, parameters and buffers.
+
+    ``copy_buffers=False`` leaves the teacher's buffers (BatchNorm statistics) to its own
+    forward passes, as the MoCo, BYOL and DINO reference code does.
+    """
     for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
-    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
-        t.copy_(s)
+    if copy_buffers:
+        for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+            t.copy_(s)
 
 
 METHODS: dict[str, type[SSLMethod]] = {}

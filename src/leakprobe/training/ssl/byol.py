@@ -59,7 +59,8 @@ class BYOL(SSLMethod):
     projection of the other view, summed over the two directions (symmetric, as the paper).
     The target network (backbone + projector) is an exponential moving average of the
     online one, updated after each step with momentum rising from ``momentum`` to 1 on a
-    cosine schedule. The exported encoder is the online backbone (the paper's).
+    cosine schedule (parameters only: the target's BatchNorm statistics come from its own
+    forward passes, as the reference code). The exported encoder is the online backbone.
 
     Defaults, paper -> ours: projector/predictor 4096 -> 256 with BatchNorm, ours
     ``hidden_dim`` 512 -> ``proj_dim`` 128; base momentum 0.996 -> 0.99, because our CPU runs
@@ -116,4 +117,5 @@ class BYOL(SSLMethod):
 
     def after_step(self, progress: float) -> None:
         online = nn.Sequential(self.backbone, self.projector)
-        ema_update(self.teacher, online, cosine_momentum(self.momentum, progress))
+        ema_update(self.teacher, online, cosine_momentum(self.momentum, progress),
+                   copy_buffers=False)

@@ -30,7 +30,8 @@ class DINO(SSLMethod):
     Each image gives two global crops (``augmentation.size``, area range
     ``augmentation.crop_scale``) and ``n_local`` local crops (``local_size``, area range
     ``local_scale``). The teacher (backbone + head, an EMA of the student with momentum rising
-    from ``momentum`` to 1 on a cosine schedule) sees the global crops only; its outputs are
+    from ``momentum`` to 1 on a cosine schedule; parameters only, its BatchNorm statistics
+    are its own as in the reference code) sees the global crops only; its outputs are
     centred (``center``, an EMA of the batch mean of teacher outputs with
     ``center_momentum``, updated after each step) and sharpened (``teacher_temp``). Loss per
     image: cross-entropy ``-sum softmax((t - c) / teacher_temp) * log_softmax(s /
@@ -162,7 +163,7 @@ class DINO(SSLMethod):
 
     def after_step(self, progress: float) -> None:
         ema_update(self.teacher, nn.Sequential(self.backbone, self.head),
-                   cosine_momentum(self.momentum, progress))
+                   cosine_momentum(self.momentum, progress), copy_buffers=False)
         if self._pending is not None:
             mean = self._pending.to(self.center).mean(dim=(0, 1))
             self.center.mul_(self.center_momentum).add_(mean, alpha=1 - self.center_momentum)

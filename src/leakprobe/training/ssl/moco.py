@@ -27,15 +27,16 @@ class MoCo(SSLMethod):
 
     The query encoder is the backbone plus a 2-layer MLP head (no BatchNorm, as MoCo v2);
     the key encoder is its momentum copy, updated after each step with a constant
-    ``momentum``. Logits are ``[q.k+, q.queue] / temperature`` with the positive first; after
+    ``momentum`` (parameters only; its BatchNorm statistics are its own, as the reference).
+    Logits are ``[q.k+, q.queue] / temperature`` with the positive first; after
     each step the keys of the batch (one per image) replace the oldest queue entries. The
     queue starts as random unit vectors (as the reference code). With ``symmetric`` both
     views are queries (each against the other's key); otherwise view 0 is the query and
     view 1 the key, as the paper. The exported encoder is the query backbone.
 
-    Defaults, paper -> ours: queue 65536 -> ``queue_size`` 4096 (keep it well below the
-    number of training images, or one image's stale keys become its own negatives: e.g.
-    ``{"queue_size": 256}`` for 1000 images); momentum 0.999 -> 0.99 (short runs); temperature
+    Defaults, paper -> ours: queue 65536 -> ``queue_size`` 4096 (a queue longer than the
+    data set holds older keys of each image among its own negatives; with 200 images it did
+    no harm in our runs, see the README); momentum 0.999 -> 0.99 (short runs); temperature
     0.2; head 2048 -> ``hidden_dim`` 512 -> ``proj_dim`` 128; symmetric loss (MoCo v3's; the
     paper's is one-sided). Shuffle-BN (multi-GPU) is not reproduced: the key encoder sees the
     batch in training mode.
@@ -106,7 +107,8 @@ class MoCo(SSLMethod):
         return F.cross_entropy(logits.flatten(0, 1), target.flatten())
 
     def after_step(self, progress: float) -> None:
-        ema_update(self.teacher, nn.Sequential(self.backbone, self.projector), self.momentum)
+        ema_update(self.teacher, nn.Sequential(self.backbone, self.projector), self.momentum,
+                   copy_buffers=False)
         if self._pending is None:
             return
         keys, self._pending = self._pending.to(self.queue), None
