@@ -8,8 +8,13 @@ from torch import nn
 
 from leakprobe.augment import SSLAugmentation
 from leakprobe.models.heads import mlp_head
-from leakprobe.training.ssl.base import SSLBatch, SSLMethod, StudentOutputs, flat_views, \
-    register_method
+from leakprobe.training.ssl.base import (
+    SSLBatch,
+    SSLMethod,
+    StudentOutputs,
+    flat_views,
+    register_method,
+)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
