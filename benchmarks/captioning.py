@@ -20,6 +20,7 @@ import time
 import torch
 
 os.environ.setdefault("LEAKPROBE_PROGRESS", "0")
+os.environ.setdefault("LEAKPROBE_QUIET", "1")
 
 from leakprobe.attacks.membership.blind import Blind  # noqa: E402
 from leakprobe.attacks.membership.m4i import M4IFeature, M4IMetric  # noqa: E402

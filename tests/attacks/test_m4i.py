@@ -79,3 +79,23 @@ def test_shadow_data_overlapping_the_target_is_refused(memorising_captioner):
     with pytest.raises(LeakprobeError, match="shadow data overlaps"):
         audit_captioner(c["target"], c["members"], c["nonmembers"], c["members"],
                         shadow_epochs=1)
+
+
+class _Fixed:
+    """A captioner answering the first image with its own first reference, else nonsense."""
+
+    def __init__(self, refs):
+        self.refs = refs
+
+    def caption(self, images):
+        return [self.refs[0][0]] + ["zebra zebra"] * (len(images) - 1)
+
+
+def test_metric_features_are_rouge_bleu_and_cider(memorising_captioner):
+    data = memorising_captioner["nonmembers"].subset(range(5))
+    target = _Fixed(data.extras["captions"])
+    f = M4IMetric().features(target, data)
+    assert f.shape == (5, 8)
+    assert (f[0] > f[1:]).all()  # the exact reference beats nonsense on every metric
+    assert (f[1:] < 1e-6).all() and f[0, 7] > 1.0  # CIDEr-D column
+    assert M4IMetric(cider=False).features(target, data).shape == (5, 7)

@@ -6,7 +6,8 @@ distribution, on which it trains a shadow captioner (shadow members vs shadow no
 to fit its classifiers; the classifiers then score the target's captions.
 
 - ``m4i-metric``: the generated caption against each reference caption: ROUGE-1, ROUGE-2,
-  ROUGE-L F-scores and BLEU-1..4, averaged over the references -> 7 features -> a classifier
+  ROUGE-L F-scores and BLEU-1..4, averaged over the references, and the caption's CIDEr-D
+  (idf over the references of the set scored together) -> 8 features -> a classifier
   (``svm``: linear SVM as in the paper; ``logreg``; ``mlp``).
 - ``m4i-feature``: a multimodal feature extractor, trained on the attacker's own data to map
   an image (CNN -> 256) and its caption (bag of words -> 512 -> 256) to the same point (MSE,
@@ -64,20 +65,30 @@ class M4IMetric(MembershipAttack):
     name = "m4i-metric"
     sample_kind = "pairs"
 
-    def __init__(self, classifier: str = "svm", seed: int = 0) -> None:
+    def __init__(self, classifier: str = "svm", cider: bool = True, seed: int = 0) -> None:
         self.classifier = classifier
+        self.cider = cider
         self.seed = seed
 
     def queries_per_image(self, target) -> int:
         return 1
 
     def features(self, target, samples: ImageSet) -> np.ndarray:  # type: ignore[override]
-        from leakprobe.evaluation.text_metrics import caption_metric_features
+        """(N, 7) ROUGE/BLEU features, plus CIDEr-D as an 8th column when ``cider``.
+
+        CIDEr-D's document frequencies come from the references of the ``samples`` scored
+        together (the shadow's or the target's audited set); a single image scores 0.
+        """
+        from leakprobe.evaluation.text_metrics import caption_metric_features, cider_d
 
         captions = target.caption(samples.images)
-        rows = [caption_metric_features(c, r) for c, r in zip(captions, _references(samples),
-                                                                strict=True)]
-        return check_features(np.asarray(rows, dtype=np.float64), self.name)
+        refs = _references(samples)
+        rows = np.asarray([caption_metric_features(c, r) for c, r in zip(captions, refs,
+                                                                           strict=True)],
+                          dtype=np.float64).reshape(len(captions), -1)
+        if self.cider:
+            rows = np.c_[rows, cider_d(captions, refs)]
+        return check_features(rows, self.name)
 
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> M4IMetric:
         self.model_ = _fit_classifier(self.classifier, features, np.asarray(is_member, int),
