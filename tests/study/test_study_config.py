@@ -97,5 +97,7 @@ def test_shipped_studies_are_valid():
     paper = load_study_config(root / "paper-cifar.yaml")
     assert {p.method for p in small.paradigms} == {"simclr", "moco", "byol", "dino", "mae"}
     assert {d.kind for d in small.defences} == {"none", "early-stopping", "dp", "scsr"}
+    # real classes, utility on the labelled images outside the split
+    assert small.data == "digits" and small.utility_data == "rest"
     assert paper.data.startswith("cifar10:") and len(paper.seeds) == 3
     assert max(p.train.epochs for p in paper.paradigms) >= 800

@@ -16,7 +16,7 @@ naming the key path (``defences[2].noise_multiplier: ...``)::
     attacks: [partcrop, encodermi, lpla, baseline-norm]
     attack_options: {num_parts: 128, n_views: 10}
     knowledge: {setting: known-subset, folds: 2, repeats: 3}
-    utility: {data: nonmembers}     # or a labelled data spec; 50/50 k-NN / linear probe
+    utility: {data: rest, max_images: 1000}   # nonmembers, rest or a labelled data spec
     train: {epochs: 50, batch_size: 256, lr: 0.001, weight_decay: 1.0e-5,
             optimizer: adamw, amp: true}          # defaults of every paradigm
     paradigms:
@@ -30,6 +30,17 @@ naming the key path (``defences[2].noise_multiplier: ...``)::
     threads: 1                      # torch threads per cell (bitwise results need equal counts)
     device: auto
     ray: {address: null, workers: null, gpus_per_cell: 0}
+
+Utility (k-NN and linear-probe accuracy, 50/50 split of the labelled images, seeded by the
+cell's seed) is measured on ``utility.data``:
+
+- ``nonmembers``: the cell's non-members (default);
+- ``rest``: the labelled images of ``data`` that are in neither side of the cell's split
+  (disjoint from both by content; duplicates dropped), so utility is measured on images the
+  audit never uses; an error when nothing is left or the data has no labels;
+- any other string: a labelled data spec loaded on its own (e.g. ``cifar10:DIR:test``).
+
+``utility.max_images`` caps the set at a seeded random sample of that many images.
 
 Defences (each value of the listed strength is one setting of the grid):
 
@@ -149,6 +160,7 @@ class StudyConfig:
     attack_options: dict = field(default_factory=dict)
     knowledge: Knowledge = field(default_factory=Knowledge)
     utility_data: str = "nonmembers"
+    utility_max_images: int | None = None
     threads: int = 1
     device: str = "auto"
     out: str | None = None
@@ -405,7 +417,10 @@ def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
                                KNOWLEDGE_SETTINGS),
                           _int(kn.get("folds", 2), "knowledge.folds", 2),
                           _int(kn.get("repeats", 3), "knowledge.repeats", 1))
-    util = _check_keys(_mapping(raw.get("utility"), "utility"), ("data",), "utility")
+    util = _check_keys(_mapping(raw.get("utility"), "utility"), ("data", "max_images"),
+                       "utility")
+    max_images = util.get("max_images")
+    max_images = None if max_images is None else _int(max_images, "utility.max_images", 2)
     ray = _check_keys(_mapping(raw.get("ray"), "ray"), ("address", "workers", "gpus_per_cell"),
                       "ray")
     members = _int(raw.get("members", 128), "members", 20)
@@ -425,6 +440,7 @@ def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
         attack_options=options,
         knowledge=knowledge,
         utility_data=_str(util.get("data", "nonmembers"), "utility.data"),
+        utility_max_images=max_images,
         threads=_int(raw.get("threads", 1), "threads", 1),
         device=_str(raw.get("device", "auto"), "device"),
         out=None if out is None else _str(str(out), "out"),

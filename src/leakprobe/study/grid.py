@@ -3,7 +3,7 @@
 A **cell** is one (paradigm, defence setting, seed): one encoder audited and measured. Its
 key is the SHA-256 of its fully resolved config (data, split sizes, seed, SSL recipe,
 training settings, DP settings, which model of the run is evaluated, attacks, knowledge,
-utility data) plus the leakprobe version, so any change that could change its numbers gives
+utility data and cap) plus the leakprobe version, so any change that could change its numbers gives
 a new key, and nothing else does. Its folder is ``OUT/cells/<readable-name>-<key[:8]>/``.
 
 A **training run** is one trained encoder. Cells that evaluate the same training share it:
@@ -139,6 +139,8 @@ def expand_grid(study: StudyConfig, version: str | None = None) -> list[TrainRun
     version = version or leakprobe_version()
     evaluation = {"attacks": list(study.attacks), "attack_options": dict(study.attack_options),
                   "knowledge": asdict(study.knowledge), "utility_data": study.utility_data}
+    if study.utility_max_images is not None:  # only when set: older keys stay valid
+        evaluation["utility_max_images"] = study.utility_max_images
     groups: dict[str, dict] = {}
     order: list[str] = []
     for p in study.paradigms:

@@ -24,6 +24,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,10 @@ from leakprobe.io import write_json
 from leakprobe.progress import log
 from leakprobe.study.config import StudyConfig
 from leakprobe.study.grid import Cell, TrainRun, all_cells, expand_grid
+
+if TYPE_CHECKING:
+    from leakprobe.data.images import ImageSet
+    from leakprobe.data.splits import Split
 
 CELL_FORMAT = "leakprobe-study-cell/1"
 CellCallback = Callable[[dict], None]
@@ -205,17 +210,73 @@ def run_cell(study: StudyConfig, cell: Cell, train_record: dict, split, utility_
     return record
 
 
+def rest_images(data: ImageSet, split: Split) -> ImageSet:
+    """The images of ``data`` on neither side of ``split``, in data order, by content.
+
+    An image is left out when its content equals a member's or a non-member's, and only the
+    first of identical images is kept, so the result is disjoint from both sides by content
+    (as ``make_split`` makes the sides disjoint from each other).
+
+    Args:
+        data: the whole data set the split was drawn from.
+        split: its member / non-member split.
+    Returns:
+        The remaining images (possibly empty), with their ids and labels.
+    """
+    used = set(split.members.content_hashes()) | set(split.nonmembers.content_hashes())
+    keep = []
+    for pos, h in enumerate(data.content_hashes()):
+        if h not in used:
+            used.add(h)
+            keep.append(pos)
+    return data.subset(torch.tensor(keep, dtype=torch.long))
+
+
+def utility_images(study: StudyConfig, data: ImageSet, split: Split, seed: int) -> ImageSet:
+    """The labelled images a cell's utility is measured on (see ``utility`` in the config).
+
+    Args:
+        study: the config (``utility_data``, ``utility_max_images``).
+        data: the study's data set.
+        split: the cell's member / non-member split of ``data``.
+        seed: the cell's seed (draws the ``max_images`` sample).
+    Returns:
+        The labelled ImageSet.
+    Raises:
+        LeakprobeError: ``rest`` leaves fewer than 2 images, or the set has no labels.
+    """
+    from leakprobe.data.loaders import load_dataset
+
+    source = study.utility_data
+    if source == "nonmembers":
+        images = split.nonmembers
+    elif source == "rest":
+        images = rest_images(data, split)
+        if len(images) < 2:
+            raise LeakprobeError(
+                f"utility: rest leaves {len(images)} images of {study.data!r} outside the "
+                f"{study.members} members and {study.nonmembers} non-members; use fewer "
+                "members/non-members, a larger data set or another utility.data")
+    else:
+        images = load_dataset(source, study.image_size, study.data_seed)
+    if images.labels is None:
+        what = study.data if source in ("nonmembers", "rest") else source
+        raise LeakprobeError(f"utility: {what!r} has no labels; set utility.data to a labelled "
+                             "data spec")
+    cap = study.utility_max_images
+    if cap is not None and len(images) > cap:
+        gen = torch.Generator().manual_seed(int(seed))
+        images = images.subset(torch.randperm(len(images), generator=gen)[:cap])
+    return images
+
+
 def _load_split(study: StudyConfig, seed: int):
     from leakprobe.data.loaders import load_dataset
     from leakprobe.data.splits import make_split
 
     data = load_dataset(study.data, study.image_size, study.data_seed)
     split = make_split(data, study.members, study.nonmembers, seed=seed)
-    if study.utility_data == "nonmembers":
-        utility_set = split.nonmembers
-    else:
-        utility_set = load_dataset(study.utility_data, study.image_size, study.data_seed)
-    return split, utility_set
+    return split, utility_images(study, data, split, seed)
 
 
 def run_train_group(study: StudyConfig, run: TrainRun, out: str | Path, device: str,
