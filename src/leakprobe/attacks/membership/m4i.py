@@ -189,6 +189,17 @@ class M4IFeature(MembershipAttack):
       InfoNCE term on the same squared distances, which makes the embedding tell a right
       caption from a wrong one on unseen images (AUC 0.92 vs 0.79) and lifts the attack to
       ~0.79. ``contrastive=0`` gives the paper's pure MSE objective.
+
+    Args:
+        epochs: extractor training epochs (each visits every image-reference pair).
+        dim: embedding size (256 in the paper).
+        width: channels of the image branch's first conv block.
+        contrastive: weight of the in-batch contrastive term (0: MSE only).
+        temperature: of the contrastive logits.
+        shift: largest random translation (pixels) of training images.
+        batch_size, lr: Adam settings of the extractor.
+        device: where the extractor trains and runs.
+        seed: fixes the extractor and the MLP classifier.
     """
 
     name = "m4i-feature"
