@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 import leakprobe
 from leakprobe.data.splits import load_images, make_split, save_manifest
@@ -24,13 +23,7 @@ README_ATTACKS = '"partcrop,encodermi"'
 QUICK_ATTACKS = '"encodermi-threshold,baseline-norm"'
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def readme_snippet() -> str:

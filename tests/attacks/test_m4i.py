@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from leakprobe.attacks.membership.blind import Blind
 from leakprobe.attacks.membership.m4i import M4IFeature, M4IMetric
@@ -11,14 +10,7 @@ from leakprobe.audits import audit_captioner
 from leakprobe.errors import LeakprobeError
 from leakprobe.targets.captioner import load_captioner
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _aucs(report: dict) -> dict:
     return {r["attack"]: r["metrics"] for r in report["results"]}

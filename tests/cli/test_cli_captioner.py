@@ -22,13 +22,7 @@ FAST = ["--shadow-data", "synthetic:40:5", "--shadow-epochs", "1", "--extractor-
         "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:

@@ -42,13 +42,7 @@ class TinyEncoder(nn.Module):
         return self.conv(x).flatten(2).transpose(1, 2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(*args: str, module: bool = True) -> subprocess.CompletedProcess:

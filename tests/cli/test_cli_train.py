@@ -28,13 +28,7 @@ TRAIN = ["train", "encoder", "--data", "synthetic:80", "--members", "40", "--bat
          "--seed", "0", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

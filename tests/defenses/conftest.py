@@ -1,12 +1,8 @@
 """Defence tests train tiny models: one torch thread is faster on a shared, busy machine."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)

@@ -20,14 +20,7 @@ from leakprobe.targets.captioner import ModuleCaptioner, load_captioner
 from leakprobe.targets.http import HTTPCaptioner
 from leakprobe.targets.wire import encode_npy, encode_png
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

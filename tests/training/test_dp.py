@@ -20,14 +20,7 @@ from leakprobe.training.dp import (
 from leakprobe.training.ssl.base import SSLBatch, SSLMethod, create_method
 from leakprobe.training.trainer import TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one thread is faster on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ToyMethod(SSLMethod):

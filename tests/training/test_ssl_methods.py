@@ -32,12 +32,7 @@ DP_KWARGS = {"moco": {"queue_size": 64}, "byol": {"head_norm": False},
              "dino": {"out_dim": 256}, "mae": {}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(name: str, dp: bool = False, **kw):

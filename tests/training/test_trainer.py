@@ -5,14 +5,7 @@ from leakprobe.data.synthetic import make_synthetic
 from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one thread is faster on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_simclr_loss_decreases():
