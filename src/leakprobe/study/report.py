@@ -318,7 +318,10 @@ def render_html(summary: dict, images: dict[str, Path]) -> str:
              "non-members": cfg["nonmembers"], "seeds": cfg["seeds"],
              "knowledge": f"{cfg['knowledge']['setting']}, {cfg['knowledge']['folds']} folds, "
                           f"{cfg['knowledge']['repeats']} repeats",
-             "utility data": cfg["utility_data"], "cells": summary["n_cells"],
+             "utility data": cfg["utility_data"] + (
+                 f" (at most {cfg['utility_max_images']} images)"
+                 if cfg.get("utility_max_images") else ""),
+             "cells": summary["n_cells"],
              "leakprobe version": summary["leakprobe_version"]}
     facts_html = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
                          for k, v in facts.items())
