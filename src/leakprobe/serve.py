@@ -170,19 +170,30 @@ class EncoderService:
             emb = torch.round(emb, decimals=c.round_decimals)
         return emb
 
-    def embed(self, payload: object) -> dict:
-        images = self.parse_images(payload)
-        want_tokens = bool(payload.get("tokens", False))  # type: ignore[union-attr]
+    def run_model(self, fn, images: torch.Tensor):
+        """Charge the budget for ``images`` and run ``fn(images)``; returns (output, used).
+
+        A bad input becomes a 400 and any other model failure a 500: the service stays up.
+        """
         with self.lock:
             self._charge(images.shape[0])
             try:
-                emb = self._perturb(self.encoder.embed(images))
-                tok = self.encoder.tokens(images) if want_tokens else None
+                out = fn(images)
             except LeakprobeError as e:
                 raise ServiceError(400, str(e)) from e
             except Exception as e:  # a model failure must not take the service down
                 raise ServiceError(500, f"model failed: {type(e).__name__}") from e
-            used = self.queries_used
+            return out, self.queries_used
+
+    def embed(self, payload: object) -> dict:
+        images = self.parse_images(payload)
+        want_tokens = bool(payload.get("tokens", False))  # type: ignore[union-attr]
+
+        def query(x: torch.Tensor):
+            return self._perturb(self.encoder.embed(x)), (
+                self.encoder.tokens(x) if want_tokens else None)
+
+        (emb, tok), used = self.run_model(query, images)
         if payload.get("response_encoding") == "npy":  # type: ignore[union-attr]
             return {"embeddings_npy": encode_npy(emb),
                     "tokens_npy": None if tok is None else encode_npy(tok), "queries_used": used}
@@ -204,16 +215,7 @@ class TranslatorService(EncoderService):
                 "queries_used": self.queries_used}
 
     def embed(self, payload: object) -> dict:  # the one handler of this service
-        images = self.parse_images(payload)
-        with self.lock:
-            self._charge(images.shape[0])
-            try:
-                out = self.encoder.translate(images)
-            except LeakprobeError as e:
-                raise ServiceError(400, str(e)) from e
-            except Exception as e:
-                raise ServiceError(500, f"model failed: {type(e).__name__}") from e
-            used = self.queries_used
+        out, used = self.run_model(self.encoder.translate, self.parse_images(payload))
         return {"outputs_npy": encode_npy(out), "queries_used": used}
 
 
@@ -233,16 +235,7 @@ class CaptionerService(EncoderService):
                 "queries_used": self.queries_used}
 
     def embed(self, payload: object) -> dict:  # the one handler of this service
-        images = self.parse_images(payload)
-        with self.lock:
-            self._charge(images.shape[0])
-            try:
-                captions = self.encoder.caption(images)
-            except LeakprobeError as e:
-                raise ServiceError(400, str(e)) from e
-            except Exception as e:
-                raise ServiceError(500, f"model failed: {type(e).__name__}") from e
-            used = self.queries_used
+        captions, used = self.run_model(self.encoder.caption, self.parse_images(payload))
         return {"captions": [str(c) for c in captions], "queries_used": used}
 
 
