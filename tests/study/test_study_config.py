@@ -99,5 +99,7 @@ def test_shipped_studies_are_valid():
     assert {d.kind for d in small.defences} == {"none", "early-stopping", "dp", "scsr"}
     # real classes, utility on the labelled images outside the split
     assert small.data == "digits" and small.utility_data == "rest"
+    epochs = load_study_config(root / "cpu-simclr-epochs.yaml")
+    assert epochs.utility_data == "rest" and epochs.defences[1].values == (120, 240, 400)
     assert paper.data.startswith("cifar10:") and len(paper.seeds) == 3
     assert max(p.train.epochs for p in paper.paradigms) >= 800
