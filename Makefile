@@ -29,6 +29,7 @@ bench: setup
 	$(BIN)/python benchmarks/attack_throughput.py --json runs/bench/attack_throughput.json
 	$(BIN)/python benchmarks/stealing.py --json runs/bench/stealing.json
 	$(BIN)/python benchmarks/predictability.py --json runs/bench/predictability.json
+	$(BIN)/python benchmarks/captioning.py --json runs/bench/captioning.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

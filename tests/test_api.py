@@ -110,3 +110,16 @@ def test_manifest_of_seeded_synthetic_data_reloads(tmp_path):
     path = save_manifest(split, tmp_path / "split.json", seed=0)
     members = load_images(path, 32, side="members")
     assert members.content_hashes() == split.members.content_hashes()
+
+
+def test_every_name_the_readme_python_blocks_import_exists():
+    text = README.read_text(encoding="utf-8").split("## Python API", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    imported = re.findall(r"from leakprobe import \(?([^)]*?)\)?\n\n", "\n".join(blocks) + "\n\n",
+                          re.S)
+    names = {n.strip() for group in imported for n in group.replace("\n", " ").split(",")}
+    names.discard("")
+    assert {"defend_encoder", "run_study", "audit_captioner", "DPConfig"} <= names
+    missing = sorted(n for n in names if not hasattr(leakprobe, n))
+    assert not missing, f"README imports names leakprobe lacks: {missing}"
