@@ -518,6 +518,17 @@ def serve_captioner_cmd(
     run_server(CaptionerService(target, config), host, port)
 
 
+def _audit_reports(path: Path) -> list[Path]:
+    """The audit reports behind ``path``: itself, or each setting's of a defence sweep."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return [path]  # render_reports gives the precise error
+    if isinstance(data, dict) and data.get("kind") == "encoder-defence":
+        return [path.parent / s["report"] for s in data.get("settings", []) if s.get("report")]
+    return [path]
+
+
 @app.command("report")
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="report.json files or folders holding one."),
@@ -526,7 +537,7 @@ def report_cmd(
     """Render one HTML page from one or more report.json files."""
     from leakprobe.report.html import render_reports
 
-    paths = [p / "report.json" if p.is_dir() else p for p in runs]
+    paths = [q for p in runs for q in _audit_reports(p / "report.json" if p.is_dir() else p)]
     written = render_reports(paths, out)
     typer.echo(f"report: {written['html']}")
 

@@ -63,6 +63,10 @@ def test_defend_dp_writes_the_combined_report(tmp_path):
     assert "epsilon" in stdout and f"{dp['epsilon']:.3g}" in stdout
     assert "dp_noise_1" in stdout and "no_dp" in stdout
 
+    code, _, stderr = cli("report", str(out), "--out", str(tmp_path / "combined"))
+    assert code == 0, stderr  # `leakprobe report` renders every setting's audit
+    assert (tmp_path / "combined" / "r2_roc.png").is_file()
+
     code, _, stderr = cli("defend", "encoder", "--defence", "dropout", "--values", "1", *TINY,
                           "--out", str(tmp_path / "bad"))
     assert code == 2 and "unknown defence" in stderr
