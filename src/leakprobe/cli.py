@@ -586,14 +586,20 @@ def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
     members: int = typer.Option(128, help="Member images of the demo target."),
     epochs: int = typer.Option(500, help="Training epochs of the demo target."),
+    families: bool = typer.Option(True, help="Also audit a U-Net and a captioner."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
 ):
-    """Train a small SimCLR encoder on built-in data, audit it with every attack, report."""
+    """Train small targets on built-in data (encoder, U-Net, captioner), audit, report."""
     from leakprobe.demo import run_demo
 
-    report = run_demo(out, members=members, epochs=epochs, seed=seed, device=device)
-    _print_summary(report, out)
+    report = run_demo(out, members=members, epochs=epochs, seed=seed, device=device,
+                      families=families)
+    _print_summary(report, None)
+    for family in ("image2image", "captioner") if families else ():
+        typer.echo(f"\n{family}:")
+        _print_summary(json.loads((out / family / "report.json").read_text()), None)
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 def _parse_values(text: str | None, defence: str) -> list[float | None]:

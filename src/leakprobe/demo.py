@@ -5,12 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from leakprobe.audits import audit_encoder, encoder_utility
+from leakprobe.audits import audit_captioner, audit_encoder, audit_image2image, encoder_utility
+from leakprobe.data.captions import make_synthetic_captioned
 from leakprobe.data.loaders import load_dataset
+from leakprobe.data.paired import load_paired_folder
 from leakprobe.data.splits import make_split
 from leakprobe.progress import log
-from leakprobe.targets.loading import load_encoder
+from leakprobe.report.html import render_reports
+from leakprobe.targets.captioner import load_captioner
+from leakprobe.targets.loading import load_encoder, load_translator
+from leakprobe.training.captioning import train_target_captioner
 from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
+from leakprobe.training.image2image import train_target_image2image
 from leakprobe.training.trainer import TrainConfig
 
 # Long training on few images without a projection head: a target that memorises its
@@ -25,12 +31,19 @@ def run_demo(
     epochs: int = 500,
     seed: int = 0,
     device: str = "auto",
+    families: bool = True,
 ) -> dict:
     """Train a SimCLR ``resnet-tiny`` on ``members`` synthetic images and audit it.
 
     The target is deliberately trained long on few images (it memorises them), so the
     attacks have leakage to find; the blind attack shows the sets do not differ otherwise.
-    Writes ``out/target/`` (weights, TorchScript, split) and ``out/report.{json,html}``.
+    Writes ``out/target/`` (weights, TorchScript, split) and ``out/report.json`` (the
+    encoder audit). With ``families`` it also trains and audits a memorising U-Net
+    (``out/image2image/``) and captioner (``out/captioner/``), and ``out/report.html``
+    shows all three audits on one page.
+
+    Returns:
+        The encoder audit report.
     """
     out = Path(out)
     t0 = time.time()
@@ -48,5 +61,40 @@ def run_demo(
         context={"model": str(paths["weights"]), "demo": True,
                  "train_seconds": round(time.time() - t0, 1)},
     )
+    sections = [out / "report.json"]
+    if families:
+        sections += _demo_image2image(out / "image2image", seed, device)
+        sections += _demo_captioner(out / "captioner", seed, device)
+        render_reports(sections, out)  # one page: every family's section
     log(f"demo finished in {time.time() - t0:.0f}s")
     return report
+
+
+def _demo_image2image(out: Path, seed: int, device: str) -> list[Path]:
+    """A colourising U-Net trained long on 64 synthetic images, audited like the encoder."""
+    data = load_dataset("synthetic:128", 32, seed)
+    split = make_split(data, 64, seed=seed)
+    config = TrainConfig(epochs=150, batch_size=32, lr=1e-3, amp=True, seed=seed, device=device)
+    log("demo: training a colourising U-Net on 64 synthetic images")
+    paths = train_target_image2image(split, "colorize", "unet-small", config, out / "target",
+                                     resume=True)
+    target = load_translator(str(paths["torchscript"]), device=device)
+    audit_image2image(target, load_paired_folder(paths["members"], target.input_size),
+                      load_paired_folder(paths["nonmembers"], target.input_size), seed=seed,
+                      out_dir=out, context={"model": str(paths["torchscript"]), "demo": True})
+    return [out / "report.json"]
+
+
+def _demo_captioner(out: Path, seed: int, device: str) -> list[Path]:
+    """A CNN-LSTM captioner trained long on 60 images; M4I with a shadow on other data."""
+    data = make_synthetic_captioned(120, 32, seed)
+    split = make_split(data, 60, seed=seed)
+    config = TrainConfig(epochs=300, batch_size=32, lr=2e-3, amp=True, seed=seed, device=device)
+    log("demo: training a CNN-LSTM captioner on 60 synthetic captioned images")
+    paths = train_target_captioner(split, config, out / "target", resume=True)
+    target = load_captioner(str(out / "target"), device=device)
+    shadow = make_synthetic_captioned(240, 32, seed + 5)  # the attacker's own data
+    audit_captioner(target, split.members, split.nonmembers, shadow, seed=seed, out_dir=out,
+                    shadow_epochs=300, context={"model": str(paths["model"].parent),
+                                                "demo": True})
+    return [out / "report.json"]

@@ -281,3 +281,14 @@ def test_nonpositive_sizes_give_one_line_and_exit_2(model, tmp_path, option, val
     assert "Traceback" not in err
     assert err.startswith("error: ") and option.strip("-").split("-")[0] in err
     assert not (out / "report.json").exists()
+
+
+def test_demo_runs_small_and_writes_the_encoder_report(tmp_path):
+    out = tmp_path / "demo"
+    result = run("demo", "--members", "24", "--epochs", "2", "--no-families", "--device", "cpu",
+                 "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["kind"] == "encoder-membership"
+    assert {"partcrop", "blind"} <= {r["attack"] for r in report["results"]}
+    assert "utility" in report["context"] and (out / "report.html").is_file()
