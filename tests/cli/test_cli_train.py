@@ -7,20 +7,19 @@ which keeps the file fast (one interpreter start and one torch import instead of
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from cli_runner import run_cli as cli
 
 ENV = {**os.environ, "LEAKPROBE_PROGRESS": "0", "LEAKPROBE_QUIET": "1",
        "OMP_NUM_THREADS": "1"}
@@ -36,26 +35,6 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           text=True, env=ENV, timeout=600)
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    """``leakprobe ARGS`` in this process: (exit status, stdout, stderr)."""
-    from leakprobe.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.argv
-    sys.argv = ["leakprobe", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            except Exception:  # what a real process does with an uncaught exception
-                traceback.print_exc()
-                code = 1
-    finally:
-        sys.argv = saved
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

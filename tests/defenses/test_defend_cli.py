@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import sys
 
+from cli_runner import run_cli as cli
 from leakprobe.data.splits import make_split
 from leakprobe.data.synthetic import make_synthetic
 from leakprobe.defenses import defend_encoder
@@ -20,21 +18,6 @@ SETTING_KEYS = {"name", "setting", "strength", "utility", "epsilon", "results", 
                 "model"}
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    from leakprobe.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved, sys.argv = sys.argv, ["leakprobe", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = saved
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_defend_dp_writes_the_combined_report(tmp_path):

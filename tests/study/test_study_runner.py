@@ -11,6 +11,7 @@ from study_helpers import TWO_CELLS, Killed, numbers
 
 import leakprobe.audits
 import leakprobe.training.encoder
+from cli_runner import run_cli as cli
 from leakprobe.study import load_study_config, plan, run_study
 
 
@@ -130,27 +131,6 @@ def test_killed_mid_training_resumes_from_checkpoint(study, tmp_path, monkeypatc
     assert numbers(resumed) == numbers(fresh)
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    """``leakprobe ARGS`` in this process: (exit status, stdout, stderr)."""
-    import contextlib
-    import io
-    import sys
-
-    from leakprobe.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.argv
-    sys.argv = ["leakprobe", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = saved
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_study_dry_run_run_and_errors(first_run, tmp_path):
