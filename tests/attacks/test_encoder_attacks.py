@@ -107,3 +107,31 @@ def test_encodermi_threshold_learns_a_threshold(memorising_target):
 def test_unknown_attack_name_is_a_clear_error():
     with pytest.raises(LeakprobeError, match="partcrop"):
         expand_attack_names("partcrop,nope")
+
+
+def test_cross_fitted_null_aucs_average_to_chance_across_seeds():
+    """No bias from the protocol: on a model that saw neither side, mean AUC over seeds is 0.5.
+
+    A single null audit may land anywhere in its interval; a protocol bias (e.g. pooling
+    out-of-fold scores of differently fitted scorers) would shift the mean over seeds.
+    """
+    from leakprobe.audits import audit_encoder
+    from leakprobe.data.splits import make_split
+    from leakprobe.data.synthetic import make_synthetic
+    from leakprobe.models import create_model
+    from leakprobe.targets.encoder import ModuleEncoder
+
+    torch.manual_seed(0)
+    target = ModuleEncoder(create_model("resnet-tiny").eval(), device="cpu")
+    data = make_synthetic(1024, 32, seed=3)
+    aucs: dict[str, list[float]] = {}
+    for seed in range(10):
+        pick = torch.randperm(1024, generator=torch.Generator().manual_seed(seed))[:128]
+        split = make_split(data.subset(pick), 64, seed=seed)
+        report = audit_encoder(target, split.members, split.nonmembers,
+                               "encodermi-vector,lpla-p2,baseline-norm", seed=seed, n_views=4)
+        for r in report["results"]:
+            aucs.setdefault(r["attack"], []).append(r["metrics"]["auc"])
+    for name, values in aucs.items():
+        # 10 audits of 64 + 64: the mean's standard error is about 0.016
+        assert abs(np.mean(values) - 0.5) < 0.05, (name, values)
