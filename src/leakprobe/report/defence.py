@@ -11,7 +11,7 @@ from typing import Any
 
 from leakprobe.io import write_json, write_text
 from leakprobe.report.html import _CSS, _esc, _fmt
-from leakprobe.report.plots import _new_figure, _save, plot_curves
+from leakprobe.report.plots import new_figure, plot_curves, save_figure
 
 __all__ = ["defence_rows", "plot_tradeoff", "write_defence_report"]
 
@@ -53,7 +53,7 @@ def plot_tradeoff(report: dict[str, Any], path: str | Path) -> Path:
     """
     attacks, rows = defence_rows(report)
     rows = [r for r in rows if r["probe"] is not None]
-    fig = _new_figure(6.0, 4.4)
+    fig = new_figure(6.0, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     for a in attacks:
         pts = [(r["probe"], r["auc"][a], r["name"]) for r in rows if a in r["auc"]]
@@ -67,7 +67,7 @@ def plot_tradeoff(report: dict[str, Any], path: str | Path) -> Path:
     ax.grid(True, alpha=0.3)
     if attacks:
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plots(report: dict[str, Any], out: Path) -> dict[str, Path]:

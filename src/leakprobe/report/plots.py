@@ -26,13 +26,13 @@ __all__ = ["plot_curves", "plot_histograms", "plot_roc"]
 _DPI = 110
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=_DPI)
     FigureCanvasAgg(fig)  # Agg backend, independent of pyplot's global backend
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     try:
         fig.tight_layout()
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
@@ -84,7 +84,7 @@ def plot_roc(report: dict[str, Any], path: str | Path, loglog: bool = False) -> 
     Returns:
         The PNG path.
     """
-    fig = _new_figure(5.6, 5.0)
+    fig = new_figure(5.6, 5.0)
     ax = fig.add_subplot(1, 1, 1)
     results = report.get("results") or []
     n0_max = max((int(r.get("n_nonmembers") or 0) for r in results), default=0)
@@ -118,7 +118,7 @@ def plot_roc(report: dict[str, Any], path: str | Path, loglog: bool = False) -> 
     ax.set_title(f"ROC{' (log-log)' if loglog else ''} {kind}".strip(), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower right", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_histograms(report: dict[str, Any], path: str | Path, bins: int = 40) -> Path:
@@ -138,7 +138,7 @@ def plot_histograms(report: dict[str, Any], path: str | Path, bins: int = 40) ->
     n = max(1, len(results))
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig = _new_figure(4.0 * cols, 3.0 * rows)
+    fig = new_figure(4.0 * cols, 3.0 * rows)
     for i, r in enumerate(results):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_title(_auc_label(r), fontsize=8)
@@ -174,7 +174,7 @@ def plot_histograms(report: dict[str, Any], path: str | Path, bins: int = 40) ->
     if not results:
         ax = fig.add_subplot(1, 1, 1)
         ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(
@@ -199,7 +199,7 @@ def plot_curves(
     Returns:
         The PNG path.
     """
-    fig = _new_figure(5.6, 4.2)
+    fig = new_figure(5.6, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     for label, (x, y) in series.items():
         ax.plot(
@@ -221,4 +221,4 @@ def plot_curves(
     ax.grid(True, alpha=0.3)
     if series:
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

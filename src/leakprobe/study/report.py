@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from leakprobe.io import atomic_write, write_json, write_text
+from leakprobe.io import write_json, write_text
 from leakprobe.report.html import _CSS, _esc, _fmt, _fmt_ci
-from leakprobe.report.plots import plot_curves
+from leakprobe.report.plots import new_figure, plot_curves, save_figure
 from leakprobe.report.schema import is_blind, leakprobe_version, to_jsonable
 from leakprobe.study.config import StudyConfig
 
@@ -171,20 +169,6 @@ def build_study(study: StudyConfig, records: list[dict]) -> dict:
 # -- plots --------------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    try:
-        fig.tight_layout()
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        fig.clear()
-
-
 _MARKERS = {"none": "o", "early-stopping": "s", "dp": "^", "scsr": "D"}
 
 
@@ -193,7 +177,7 @@ def plot_privacy_utility(summary: dict, path: Path) -> Path:
     attacks = [a for a in summary["attacks"] if not is_blind(a)] or summary["attacks"]
     cols = min(3, max(1, len(attacks)))
     rows = math.ceil(len(attacks) / cols)
-    fig = _figure(4.2 * cols, 3.6 * rows)
+    fig = new_figure(4.2 * cols, 3.6 * rows)
     paradigms = sorted({c["paradigm"] for c in summary["cells"]})
     colours = {p: f"C{i % 10}" for i, p in enumerate(paradigms)}
     for i, attack in enumerate(attacks):
@@ -218,7 +202,7 @@ def plot_privacy_utility(summary: dict, path: Path) -> Path:
                     for k, m in _MARKERS.items()
                     if any(c["defence"] == k for c in summary["cells"])]
         fig.axes[0].legend(handles=handles, fontsize=7, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_plots(summary: dict, out: Path) -> dict[str, Path]:
