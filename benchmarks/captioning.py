@@ -36,7 +36,7 @@ from leakprobe.training.trainer import TrainConfig  # noqa: E402
 def train(members, epochs: int, device: str) -> ModuleCaptioner:
     refs = members.extras["captions"]
     tok = Tokenizer.fit([c for cs in refs for c in cs])
-    config = TrainConfig(epochs=epochs, batch_size=32, lr=2e-3, amp=True, seed=0,
+    config = TrainConfig(epochs=epochs, batch_size=32, lr=2e-3, amp="auto", seed=0,
                          device=device)
     model, _ = train_captioner(members, tok, config)
     return ModuleCaptioner(model, tok, device=device)

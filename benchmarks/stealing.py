@@ -85,7 +85,7 @@ def main() -> None:
     else:
         model, _ = train_ssl_encoder(
             digits.images, EncoderRecipe("simclr", "resnet-tiny"),
-            TrainConfig(epochs=15, batch_size=256, lr=3e-3, amp=True, seed=0, device="cpu"))
+            TrainConfig(epochs=15, batch_size=256, lr=3e-3, amp="auto", seed=0, device="cpu"))
         target = ModuleEncoder(model, device="cpu")
     report = steal_encoder(target, digits.subset(order[100:1100]), args.budgets, args.methods,
                            epochs=args.epochs, device="cpu",

@@ -1,41 +1,110 @@
-"""leakprobe: audit vision models for training-data leakage and theft."""
+"""leakprobe: audit vision models for training-data leakage and theft.
+
+The public names below are imported on first use (PEP 562), so ``import leakprobe`` and
+every ``leakprobe --help`` start without loading torch, scikit-learn or matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from leakprobe.attacks.membership import (  # noqa: E402
-    AugmentationConsistency,
-    Blind,
-    EmbeddingNorm,
-    EncoderMI,
-    LabeledImages,
-    LpLA,
-    PartCrop,
-    create_attack,
-)
-from leakprobe.attacks.membership.m4i import M4IFeature, M4IMetric  # noqa: E402
-from leakprobe.audits import audit_captioner, audit_encoder, encoder_utility  # noqa: E402
-from leakprobe.data.captions import load_coco_captions, make_synthetic_captioned  # noqa: E402
-from leakprobe.data.images import ImageSet  # noqa: E402
-from leakprobe.data.loaders import load_dataset, load_image_folder  # noqa: E402
-from leakprobe.data.splits import Split, load_images, make_split  # noqa: E402
-from leakprobe.defenses import defend_encoder  # noqa: E402
-from leakprobe.errors import LeakprobeError  # noqa: E402
-from leakprobe.evaluation.metrics import compute_metrics  # noqa: E402
-from leakprobe.study import load_study_config, run_study  # noqa: E402
-from leakprobe.targets.captioner import Captioner, ModuleCaptioner, load_captioner  # noqa: E402
-from leakprobe.targets.encoder import Encoder, ModuleEncoder  # noqa: E402
-from leakprobe.targets.loading import load_encoder  # noqa: E402
-from leakprobe.training.dp import DPConfig  # noqa: E402
-from leakprobe.training.encoder import EncoderRecipe, train_target_encoder  # noqa: E402
-from leakprobe.training.trainer import TrainConfig  # noqa: E402
+# public name -> module that defines it
+_EXPORTS = {
+    "AugmentationConsistency": "leakprobe.attacks.membership",
+    "Blind": "leakprobe.attacks.membership",
+    "EmbeddingNorm": "leakprobe.attacks.membership",
+    "EncoderMI": "leakprobe.attacks.membership",
+    "LabeledImages": "leakprobe.attacks.membership",
+    "LpLA": "leakprobe.attacks.membership",
+    "PartCrop": "leakprobe.attacks.membership",
+    "create_attack": "leakprobe.attacks.membership",
+    "M4IFeature": "leakprobe.attacks.membership.m4i",
+    "M4IMetric": "leakprobe.attacks.membership.m4i",
+    "audit_captioner": "leakprobe.audits",
+    "audit_encoder": "leakprobe.audits",
+    "audit_image2image": "leakprobe.audits",
+    "encoder_utility": "leakprobe.audits",
+    "load_coco_captions": "leakprobe.data.captions",
+    "make_synthetic_captioned": "leakprobe.data.captions",
+    "ImageSet": "leakprobe.data.images",
+    "load_dataset": "leakprobe.data.loaders",
+    "load_image_folder": "leakprobe.data.loaders",
+    "Split": "leakprobe.data.splits",
+    "load_images": "leakprobe.data.splits",
+    "make_split": "leakprobe.data.splits",
+    "defend_encoder": "leakprobe.defenses",
+    "LeakprobeError": "leakprobe.errors",
+    "compute_metrics": "leakprobe.evaluation.metrics",
+    "native_bf16": "leakprobe.precision",
+    "resolve_amp": "leakprobe.precision",
+    "steal_encoder": "leakprobe.stealing",
+    "load_study_config": "leakprobe.study",
+    "run_study": "leakprobe.study",
+    "Captioner": "leakprobe.targets.captioner",
+    "ModuleCaptioner": "leakprobe.targets.captioner",
+    "load_captioner": "leakprobe.targets.captioner",
+    "Encoder": "leakprobe.targets.encoder",
+    "ModuleEncoder": "leakprobe.targets.encoder",
+    "load_encoder": "leakprobe.targets.loading",
+    "set_threads": "leakprobe.threads",
+    "single_threaded": "leakprobe.threads",
+    "DPConfig": "leakprobe.training.dp",
+    "EncoderRecipe": "leakprobe.training.encoder",
+    "train_target_encoder": "leakprobe.training.encoder",
+    "TrainConfig": "leakprobe.training.trainer",
+}
 
-__all__ = [
-    "AugmentationConsistency", "Blind", "Captioner", "DPConfig", "EmbeddingNorm", "Encoder",
-    "EncoderMI", "EncoderRecipe", "TrainConfig", "defend_encoder", "load_study_config",
-    "run_study", "train_target_encoder",
-    "ImageSet", "LabeledImages", "LeakprobeError", "LpLA", "M4IFeature", "M4IMetric",
-    "ModuleCaptioner", "ModuleEncoder", "PartCrop", "Split", "audit_captioner", "audit_encoder",
-    "compute_metrics", "create_attack", "encoder_utility", "load_captioner",
-    "load_coco_captions", "load_dataset", "load_encoder", "load_image_folder", "load_images",
-    "make_split", "make_synthetic_captioned",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'leakprobe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # static analysers see the real names
+    from leakprobe.attacks.membership import (  # noqa: F401
+        AugmentationConsistency,
+        Blind,
+        EmbeddingNorm,
+        EncoderMI,
+        LabeledImages,
+        LpLA,
+        PartCrop,
+        create_attack,
+    )
+    from leakprobe.attacks.membership.m4i import M4IFeature, M4IMetric  # noqa: F401
+    from leakprobe.audits import (  # noqa: F401
+        audit_captioner,
+        audit_encoder,
+        audit_image2image,
+        encoder_utility,
+    )
+    from leakprobe.data.captions import load_coco_captions, make_synthetic_captioned  # noqa
+    from leakprobe.data.images import ImageSet  # noqa: F401
+    from leakprobe.data.loaders import load_dataset, load_image_folder  # noqa: F401
+    from leakprobe.data.splits import Split, load_images, make_split  # noqa: F401
+    from leakprobe.defenses import defend_encoder  # noqa: F401
+    from leakprobe.errors import LeakprobeError  # noqa: F401
+    from leakprobe.evaluation.metrics import compute_metrics  # noqa: F401
+    from leakprobe.precision import native_bf16, resolve_amp  # noqa: F401
+    from leakprobe.stealing import steal_encoder  # noqa: F401
+    from leakprobe.study import load_study_config, run_study  # noqa: F401
+    from leakprobe.targets.captioner import Captioner, ModuleCaptioner, load_captioner  # noqa
+    from leakprobe.targets.encoder import Encoder, ModuleEncoder  # noqa: F401
+    from leakprobe.targets.loading import load_encoder  # noqa: F401
+    from leakprobe.threads import set_threads, single_threaded  # noqa: F401
+    from leakprobe.training.dp import DPConfig  # noqa: F401
+    from leakprobe.training.encoder import EncoderRecipe, train_target_encoder  # noqa: F401
+    from leakprobe.training.trainer import TrainConfig  # noqa: F401

@@ -17,6 +17,7 @@ from leakprobe.data.splits import make_split
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.audit import run_audit
 from leakprobe.evaluation.utility import knn_accuracy, linear_probe
+from leakprobe.preflight import check_out_dir
 from leakprobe.progress import log
 from leakprobe.report.html import write_report
 from leakprobe.report.schema import build_report
@@ -25,11 +26,19 @@ from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig
 
 # Attack parameters a user may set from the CLI, and the attacks that take them.
-ATTACK_OPTIONS = {"num_parts": ("partcrop",), "n_views": ("encodermi",)}
+ATTACK_OPTIONS = {"num_parts": ("partcrop",), "n_views": ("encodermi",),
+                  "views": ("encodermi", "lpla", "baseline-consistency")}
 
 
 def build_attacks(names: str | list[str], seed: int = 0, **options) -> list:
     """Attack objects for ``names`` (aliases expanded) plus the blind attack, seeded."""
+    if options.get("views") is not None:
+        from leakprobe.views import parse_views
+
+        parse_views(options["views"])  # a bad --views fails even when no attack draws views
+    for opt, flag in (("num_parts", "--num-parts"), ("n_views", "--n-views")):
+        if options.get(opt) is not None and options[opt] < 1:
+            raise LeakprobeError(f"{flag} must be >= 1, got {options[opt]}")
     attacks = []
     for name in [*expand_attack_names(names), "blind"]:
         if name == "blind" and any(a.name == "blind" for a in attacks):
@@ -97,6 +106,10 @@ def audit_encoder(
         context: extra threat-model facts for the report.
         utility: the encoder's utility, shown beside the attacks.
         repeats: cross-fitting repetitions averaged per sample (known-subset).
+        attack_options: ``num_parts`` (PartCrop), ``n_views`` (EncoderMI) and ``views``
+            (the view recipe of EncoderMI, LpLA and baseline-consistency: a preset such as
+            ``"byol"``, ``"simclr,crop-scale=0.2:1"`` or a dict; see :mod:`leakprobe.views`).
+            The report's context records ``views_setting`` and each attack's ``views``.
     Returns:
         The report dictionary (the JSON schema of the README).
     """
@@ -104,9 +117,23 @@ def audit_encoder(
         attack_objs = build_attacks(attacks, seed, **attack_options)
     else:
         attack_objs = list(attacks)
-    ctx = {"tokens_exposed": bool(getattr(target, "has_tokens", False)), **(context or {})}
+    ctx = {"tokens_exposed": bool(getattr(target, "has_tokens", False)),
+           **views_context(attack_objs), **(context or {})}
     return run_and_report("encoder-membership", target, attack_objs, members, nonmembers,
                           knowledge, folds, seed, out_dir, shadow, ctx, utility, repeats)
+
+
+def views_context(attack_objs: list) -> dict:
+    """Report facts on the augmented views: the setting and each attack's resolved recipe."""
+    drawn = [a for a in attack_objs if callable(getattr(a, "view_spec", None))]
+    if not drawn:
+        return {}
+    given = sorted({a.views if isinstance(a.views, str) else a.view_spec().preset
+                    for a in drawn if getattr(a, "views", None) is not None})
+    setting = ("recipe given (owner's audit): " + ", ".join(given) if given
+               else "default SimCLR views (black box: recipe unknown)")
+    return {"views_setting": setting,
+            "views": {a.name: a.view_spec().to_dict() for a in drawn}}
 
 
 def run_and_report(
@@ -125,6 +152,8 @@ def run_and_report(
     repeats: int = 3,
 ) -> dict:
     """Run attacks under the audit protocol, build the report and (optionally) write it."""
+    check_out_dir(out_dir, "out_dir")  # before the first query, not when the report is written
+    check_target(target, kind)
     t0 = time.time()
     results = run_audit(attack_objs, target, members, nonmembers, knowledge, folds, seed, shadow,
                         repeats)
@@ -139,7 +168,9 @@ def run_and_report(
         "wall_seconds": round(time.time() - t0, 2),
         "device": str(getattr(target, "device", "")),
         "platform": platform.platform(),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(),  # queries; scorer fits always run on one
+        "scorer_threads": 1,
+        "precision": {"queries": "fp32"},
         **(context or {}),
     }
     if utility:
@@ -148,6 +179,24 @@ def run_and_report(
     if out_dir is not None:
         write_report(report, out_dir)
     return report
+
+
+# kind -> (the method an audit queries, what the target must be, the loader that makes one)
+QUERY_METHODS = {
+    "encoder-membership": ("embed", "an encoder", "leakprobe.targets.loading.load_encoder"),
+    "image2image-membership": ("translate", "an image-to-image model",
+                               "leakprobe.targets.loading.load_translator"),
+    "captioner-membership": ("caption", "a captioner",
+                             "leakprobe.targets.captioner.load_captioner"),
+}
+
+
+def check_target(target, kind: str) -> None:
+    """Refuse a target without the query method an audit of ``kind`` calls (before work)."""
+    method, what, loader = QUERY_METHODS[kind]
+    if not callable(getattr(target, method, None)):
+        raise LeakprobeError(f"the target ({type(target).__name__}) is not {what}: it has no "
+                             f"{method}(images) method; load the model with {loader}")
 
 
 def summary_rows(report: dict) -> list[tuple[str, float, list, float, float]]:
@@ -179,6 +228,8 @@ def build_image2image_attacks(names: str | list[str], seed: int = 0, **options) 
     from leakprobe.attacks.membership.reconstruction import SCORES, ReconstructionMIA
 
     wanted = _expand_names(names, list(SCORES), list(SCORES[:3]), "image-to-image")
+    if options.get("seg_error", "l1") not in ("l1", "ce", "iou"):
+        raise LeakprobeError(f"--seg-error must be l1, ce or iou, got {options['seg_error']!r}")
     return [ReconstructionMIA(statistic=n, seed=seed, **options) for n in wanted]
 
 
@@ -223,8 +274,16 @@ def build_caption_attacks(names: str | list[str], seed: int = 0, **options) -> l
     """
     from leakprobe.attacks.membership.blind import Blind
     from leakprobe.attacks.membership.m4i import CAPTION_ATTACKS
+    from leakprobe.device import resolve_device
 
     wanted = _expand_names(names, list(CAPTION_ATTACKS), list(CAPTION_ATTACKS), "captioning")
+    if options.get("classifier") and options["classifier"] not in ("svm", "logreg", "mlp"):
+        raise LeakprobeError(f"--classifier must be svm, logreg or mlp, got "
+                             f"{options['classifier']!r}")
+    if options.get("extractor_epochs") is not None and options["extractor_epochs"] < 1:
+        raise LeakprobeError(f"--extractor-epochs must be >= 1, got {options['extractor_epochs']}")
+    if options.get("device") is not None:
+        resolve_device(options["device"])
     attacks = []
     for n in wanted:
         kwargs = {"seed": seed}
@@ -250,6 +309,7 @@ def audit_captioner(
     shadow_epochs: int = 100,
     shadow_target=None,
     context: dict | None = None,
+    amp: str | bool = "auto",
     **attack_options,
 ) -> dict:
     """Audit a captioner with M4I under the shadow setting.
@@ -271,36 +331,45 @@ def audit_captioner(
         shadow_epochs: training epochs of the shadow captioner (match the target's).
         shadow_target: an already trained shadow captioner for the first half of the split.
         context: extra threat-model facts for the report.
+        amp: bf16 autocast of the shadow captioner's training (``auto``/``on``/``off``).
         attack_options: see :func:`build_caption_attacks`.
     Returns:
         The report dictionary (kind ``captioner-membership``, knowledge ``shadow``).
     """
-    from leakprobe.data.splits import check_disjoint
+    from leakprobe.data.splits import check_shadow_disjoint
+    from leakprobe.device import resolve_device
+    from leakprobe.evaluation.audit import check_audit_plan
 
-    for side, s in (("members", members), ("non-members", nonmembers)):
-        try:
-            check_disjoint(shadow_data, s)
-        except LeakprobeError as e:
-            raise LeakprobeError(f"the shadow data overlaps the target's {side}: {e}") from e
+    # pre-flight: everything that can fail is checked before the shadow captioner trains
+    check_out_dir(out_dir, "out_dir")
+    check_target(target, "captioner-membership")
+    device = str(resolve_device(attack_options.get("device") or getattr(target, "device", None)
+                                or "auto"))
+    attack_options["device"] = device
+    attack_objs = build_caption_attacks(attacks, seed, **attack_options) \
+        if isinstance(attacks, (str, list)) and all(isinstance(a, str) for a in attacks) \
+        else list(attacks)
+    for side, s in (("members", members), ("non-members", nonmembers),
+                    ("shadow data", shadow_data)):
+        if not s.extras.get("captions"):
+            raise LeakprobeError(f"the {side} carry no reference captions "
+                                 "(extras['captions']); M4I needs captioned images")
+    check_audit_plan(attack_objs, target, members, nonmembers, "shadow", 2, 1)
+    check_shadow_disjoint(shadow_data, members, nonmembers)
     split = make_split(shadow_data, len(shadow_data) // 2, seed=seed)
     shadow_given = shadow_target
-    device = str(attack_options.get("device") or getattr(target, "device", "auto"))
-    attack_options["device"] = device
     if shadow_target is None:
         from leakprobe.data.captions import Tokenizer
         from leakprobe.targets.captioner import ModuleCaptioner
         from leakprobe.training.captioning import train_captioner
 
+        config = TrainConfig(epochs=shadow_epochs, batch_size=32, lr=2e-3, amp=amp,
+                             seed=seed, device=device)
         refs = split.members.extras["captions"]
         tokenizer = Tokenizer.fit([c for cs in refs for c in cs])
         log(f"training shadow captioner on {len(split.members)} images")
-        config = TrainConfig(epochs=shadow_epochs, batch_size=32, lr=2e-3, amp=True,
-                             seed=seed, device=device)
         model, _ = train_captioner(split.members, tokenizer, config)
         shadow_target = ModuleCaptioner(model, tokenizer, device=config.device, name="shadow")
-    attack_objs = build_caption_attacks(attacks, seed, **attack_options) \
-        if isinstance(attacks, (str, list)) and all(isinstance(a, str) for a in attacks) \
-        else list(attacks)
     for attack in attack_objs:
         if hasattr(attack, "prepare") and not hasattr(attack, "extractor_"):
             log(f"training the {attack.name} extractor on {len(shadow_data)} images")
@@ -308,6 +377,8 @@ def audit_captioner(
     ctx = {"shadow_data": shadow_data.source, "shadow_members": len(split.members),
            "shadow_nonmembers": len(split.nonmembers),
            "shadow_epochs": shadow_epochs if shadow_given is None else None,
+           "precision": {"queries": "fp32", "shadow_training": None if shadow_given is not None
+                         else config.extra.get("precision")},
            **(context or {})}
     return run_and_report("captioner-membership", target, attack_objs, members, nonmembers,
                           "shadow", 2, seed, out_dir,

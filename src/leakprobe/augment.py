@@ -150,11 +150,23 @@ def gaussian_blur(
     return torch.where(apply, out, images)
 
 
+def solarize(
+    images: torch.Tensor, p: float, generator: torch.Generator, threshold: float = 0.5
+) -> torch.Tensor:
+    """Invert the pixels at or above ``threshold`` (BYOL's solarisation), probability ``p``."""
+    apply = (torch.rand(images.shape[0], generator=generator) < p).to(images.device)
+    out = torch.where(images >= threshold, 1 - images, images)
+    return torch.where(apply.view(-1, 1, 1, 1), out, images)
+
+
 @dataclass
 class SSLAugmentation:
     """The SimCLR augmentation family as one config (``crop_scale`` is what SCSR narrows).
 
-    Calling it on (B, C, H, W) images returns (B, n_views, C, size, size) views.
+    Calling it on (B, C, H, W) images returns (B, n_views, C, size, size) views. ``blur_sigma``
+    is in pixels; blur and solarisation draw random numbers only when their probability is
+    positive, so the defaults give SimCLR's views. :class:`leakprobe.views.ViewSpec` builds
+    one of these from a named recipe (``--views``).
     """
 
     size: int = 32
@@ -168,12 +180,15 @@ class SSLAugmentation:
     gray_p: float = 0.2
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    solarize_p: float = 0.0
 
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator, n_views: int = 1
     ) -> torch.Tensor:
         views = random_resized_crop(
-            images, self.size, n_views, self.crop_scale, flip_p=self.flip_p, generator=generator
+            images, self.size, n_views, self.crop_scale, tuple(self.crop_ratio),
+            flip_p=self.flip_p, generator=generator,
         )
         b = views.shape[0]
         flat = views.reshape(b * n_views, *views.shape[2:])
@@ -185,4 +200,6 @@ class SSLAugmentation:
         flat = torch.where(gray.view(-1, 1, 1, 1), to_grayscale(flat), flat)
         if self.blur_p > 0:
             flat = gaussian_blur(flat, self.blur_sigma, self.blur_p, generator)
+        if self.solarize_p > 0:
+            flat = solarize(flat, self.solarize_p, generator)
         return flat.reshape(b, n_views, *flat.shape[1:])

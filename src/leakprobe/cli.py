@@ -28,7 +28,55 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(steal_app, name="steal")
 app.add_typer(defend_app, name="defend")
 
+
+def _hide_flag_types() -> None:
+    """Show flags in ``--help`` without a value type.
+
+    typer 0.29 prints ``<bool>`` after every flag (``--dp <bool>``, ``--help <bool>``), as if
+    it took a value; a flag takes none, so its type column is left empty. This covers every
+    flag, typer's own ``--help`` too, which no option declaration can reach.
+    """
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_leakprobe_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if self.is_flag and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._leakprobe_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
+
 _state = {"debug": False}
+
+# Machine settings shared by every command that trains or queries (see leakprobe.precision
+# and leakprobe.threads): chosen per machine by default, recorded in every report.
+AMP_OPTION = typer.Option("auto", "--amp", metavar="auto|on|off",
+                          help="bf16 autocast while training: auto = where the device runs "
+                          "bf16 natively; queries to a target always run in fp32.")
+THREADS_OPTION = typer.Option("auto", "--threads", metavar="auto|N",
+                              envvar="LEAKPROBE_THREADS",
+                              help="CPU threads for training and queries (auto = free "
+                              "cores); scorer fits always use one.")
+
+
+def _machine(threads: str, amp: str | None = None) -> None:
+    """Check ``--amp`` and set ``--threads`` before any work (restored when main ends)."""
+    import torch
+
+    from leakprobe.precision import check_amp
+    from leakprobe.threads import set_threads
+
+    if amp is not None:
+        check_amp(amp)
+    _state.setdefault("threads_before", torch.get_num_threads())
+    set_threads(threads)
 
 
 @app.callback()
@@ -98,13 +146,15 @@ def train_encoder(
     snapshot_epochs: str = typer.Option(None, help="Comma list of epochs whose encoder is "
                                         "saved too (early-stopping study), e.g. 10,20,50."),
     image_size: int = typer.Option(32),
-    amp: bool = typer.Option(True, help="bf16 autocast (faster on CPU and GPU)."),
+    amp: str = AMP_OPTION,
     resume: bool = typer.Option(False, help="Continue from out/checkpoints."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    threads: str = THREADS_OPTION,
     out: Path = typer.Option(..., help="Output folder."),
 ):
     """Train an SSL encoder on a member split; write weights, TorchScript and split manifest."""
+    _machine(threads, amp)
     from leakprobe.audits import encoder_utility
     from leakprobe.data.loaders import load_dataset
     from leakprobe.data.splits import make_split
@@ -114,6 +164,7 @@ def train_encoder(
     from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
     from leakprobe.training.trainer import TrainConfig
 
+    _preflight(device, out)
     dataset = load_dataset(data, image_size, seed)
     split = make_split(dataset, members, nonmembers, seed=seed)
     overrides = _parse_json(method_kwargs, "--method-kwargs")
@@ -153,12 +204,25 @@ def train_encoder(
             typer.echo(f"{name}: {path}")
 
 
+def _preflight(device: str | None = None, out: Path | None = None) -> None:
+    """The checks every command runs first: the device, then the output folder (not created)."""
+    from leakprobe.device import resolve_device
+    from leakprobe.preflight import check_out_dir
+
+    if device is not None:
+        resolve_device(device)
+    check_out_dir(out)
+
+
 def _print_summary(report: dict, out: Path | None) -> None:
     from leakprobe.audits import summary_rows
 
-    typer.echo(f"{'attack':24s} {'AUC':>6s} {'95% CI':>15s} {'TPR@1%':>7s} {'bal.acc':>7s}")
-    for name, auc, ci, tpr, bal in summary_rows(report):
-        typer.echo(f"{name:24s} {auc:6.3f} [{ci[0]:.3f}, {ci[1]:.3f}] {tpr:7.3f} {bal:7.3f}")
+    rows = summary_rows(report)
+    width = max([len("attack")] + [len(str(r[0])) for r in rows])  # fits the longest name
+    typer.echo(f"{'attack':{width}s} {'AUC':>6s} {'95% CI':>15s} {'TPR@1%':>7s} {'bal.acc':>7s}")
+    for name, auc, ci, tpr, bal in rows:
+        interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+        typer.echo(f"{name!s:{width}s} {auc:6.3f} {interval:>15s} {tpr:7.3f} {bal:7.3f}")
     for w in report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     if out is not None:
@@ -198,37 +262,65 @@ def audit_encoder_cmd(
     shadow_epochs: int = typer.Option(50),
     num_parts: int = typer.Option(None, help="PartCrop parts per image (default 128)."),
     n_views: int = typer.Option(None, help="EncoderMI views per image (default 10)."),
+    views: str = typer.Option(None, help="View recipe of EncoderMI, LpLA and "
+                              "baseline-consistency: simclr (default, black box), byol, dino, "
+                              "mae, mild, with overrides 'byol,crop-scale=0.2:1,flip=0' or a "
+                              "JSON object. Give the target's training recipe if you know it."),
     utility_data: str = typer.Option(None, help="Labelled data for k-NN/linear-probe utility."),
     batch_size: int = typer.Option(256, help="Images per query batch."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
+    amp: str = AMP_OPTION,
 ):
     """Audit an encoder with membership attacks; write report.json, report.html and plots."""
-    from leakprobe.audits import audit_encoder, encoder_utility, train_shadow
+    _machine(threads, amp)
+    from leakprobe.audits import audit_encoder, build_attacks, encoder_utility, train_shadow
     from leakprobe.data.loaders import load_dataset
-    from leakprobe.data.splits import load_images
+    from leakprobe.data.splits import check_shadow_disjoint, load_images
+    from leakprobe.evaluation.audit import check_audit_plan
     from leakprobe.targets.loading import load_encoder
     from leakprobe.training.encoder import EncoderRecipe
     from leakprobe.training.trainer import TrainConfig
+    from leakprobe.views import parse_views
 
+    _preflight(device, out)
+    if views is not None:
+        parse_views(views)  # a bad recipe fails before any loading or shadow training
+    attack_objs = build_attacks(attacks, seed, num_parts=num_parts, n_views=n_views,
+                                views=views)
+    if knowledge == "shadow" and not shadow_data:
+        raise LeakprobeError("--knowledge shadow needs --shadow-data")
+    config = TrainConfig(epochs=shadow_epochs, batch_size=batch_size, seed=seed,
+                         device=device, amp=amp)
     target = load_encoder(model, arch, image_size, device, batch_size)
     size = target.input_size
     mem = load_images(members, size, side="members")
     non = load_images(nonmembers, size, side="nonmembers")
+    labelled = load_dataset(utility_data, size, seed) if utility_data else None
+    if labelled is not None and labelled.labels is None:
+        raise LeakprobeError(f"--utility-data {utility_data}: needs labelled images "
+                             "(class-per-folder or a labelled data spec)")
+    shadow_images = load_images(shadow_data, size) if knowledge == "shadow" else None
+    # everything that can fail, before the shadow trains and the target is queried
+    check_audit_plan(attack_objs, target, mem, non, knowledge, folds, repeats,
+                     extra_queries=len(labelled) if labelled is not None else 0,
+                     extra_what="utility")
+    if shadow_images is not None:
+        check_shadow_disjoint(shadow_images, mem, non)
     shadow = None
-    if knowledge == "shadow":
-        if not shadow_data:
-            raise LeakprobeError("--knowledge shadow needs --shadow-data")
-        config = TrainConfig(epochs=shadow_epochs, batch_size=batch_size, seed=seed,
-                             device=device, amp=True)
-        shadow = train_shadow(load_images(shadow_data, size), EncoderRecipe(
-            shadow_method, shadow_arch), config, seed)
+    if shadow_images is not None:
+        shadow = train_shadow(shadow_images, EncoderRecipe(shadow_method, shadow_arch), config,
+                              seed)
     utility = _recorded_utility(model)
-    if utility_data:
-        utility = encoder_utility(target, load_dataset(utility_data, size, seed), seed)
-    report = audit_encoder(target, mem, non, attacks, knowledge, folds, seed, out, shadow,
-                           context={"model": model}, utility=utility, repeats=repeats,
-                           num_parts=num_parts, n_views=n_views)
+    if labelled is not None:
+        utility = encoder_utility(target, labelled, seed)
+    context: dict = {"model": model}
+    if shadow is not None:
+        context["precision"] = {"queries": "fp32",
+                                "shadow_training": config.extra.get("precision")}
+    report = audit_encoder(target, mem, non, attack_objs, knowledge, folds, seed, out, shadow,
+                           context=context, utility=utility, repeats=repeats)
     _print_summary(report, out)
 
 
@@ -244,18 +336,21 @@ def train_image2image_cmd(
     lr: float = typer.Option(1e-3),
     image_size: int = typer.Option(32),
     num_classes: int = typer.Option(None, help="Segmentation classes (default: from masks)."),
-    amp: bool = typer.Option(True),
+    amp: str = AMP_OPTION,
     resume: bool = typer.Option(False),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
     out: Path = typer.Option(..., help="Output folder."),
 ):
     """Train an image-to-image U-Net on a member split; export it with its paired folders."""
+    _machine(threads, amp)
     from leakprobe.data.loaders import load_dataset
     from leakprobe.data.splits import make_split
     from leakprobe.training.image2image import train_target_image2image
     from leakprobe.training.trainer import TrainConfig
 
+    _preflight(device, out)
     dataset = load_dataset(data, image_size, seed)
     split = make_split(dataset, members, nonmembers, seed=seed)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, amp=amp, seed=seed,
@@ -286,12 +381,16 @@ def audit_image2image_cmd(
     batch_size: int = typer.Option(32),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
 ):
     """Audit an image-to-image model: reconstruction, predictability and membership error."""
-    from leakprobe.audits import audit_image2image
+    _machine(threads)
+    from leakprobe.audits import audit_image2image, build_image2image_attacks
     from leakprobe.data.paired import load_paired_folder
     from leakprobe.targets.loading import load_translator
 
+    _preflight(device, out)
+    build_image2image_attacks(attacks, seed, seg_error=seg_error)  # names fail before loading
     target = load_translator(model, arch, image_size, device, batch_size)
     mem = load_paired_folder(members, target.input_size, num_classes)
     non = load_paired_folder(nonmembers, target.input_size, num_classes)
@@ -330,17 +429,20 @@ def train_captioner_cmd(
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(2e-3),
     image_size: int = typer.Option(32),
-    amp: bool = typer.Option(True),
+    amp: str = AMP_OPTION,
     resume: bool = typer.Option(False),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
     out: Path = typer.Option(..., help="Output folder."),
 ):
     """Train a CNN-LSTM captioner on a member split; export it with its tokenizer and split."""
+    _machine(threads, amp)
     from leakprobe.data.splits import make_split
     from leakprobe.training.captioning import train_target_captioner
     from leakprobe.training.trainer import TrainConfig
 
+    _preflight(device, out)
     if arch != "cnn-lstm":
         raise LeakprobeError(f"--arch: only cnn-lstm captioners can be trained, got {arch!r}")
     dataset = _captioned_data(data, image_size, seed)
@@ -371,20 +473,27 @@ def audit_captioner_cmd(
     image_size: int = typer.Option(None),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
+    amp: str = AMP_OPTION,
 ):
     """Audit a captioner with M4I (metric- and feature-based) under the shadow setting."""
-    from leakprobe.audits import audit_captioner
+    _machine(threads, amp)
+    from leakprobe.audits import audit_captioner, build_caption_attacks
     from leakprobe.device import resolve_device
     from leakprobe.targets.captioner import load_captioner
 
+    _preflight(device, out)
+    attack_objs = build_caption_attacks(attacks, seed, classifier=classifier,
+                                        extractor_epochs=extractor_epochs,
+                                        device=str(resolve_device(device)))
     target = load_captioner(model, device=device, budget=budget, image_size=image_size)
     size = image_size or target.input_size
     mem = _captioned_data(members, size, seed, images)
     non = _captioned_data(nonmembers, size, seed, images)
     shadow = _captioned_data(shadow_data, size, seed, images)
-    report = audit_captioner(target, mem, non, shadow, attacks, seed, out, shadow_epochs,
-                             context={"model": model}, classifier=classifier,
-                             extractor_epochs=extractor_epochs,
+    # audit_captioner checks the sets, the shadow data and the budget before it trains
+    report = audit_captioner(target, mem, non, shadow, attack_objs, seed, out, shadow_epochs,
+                             context={"model": model}, amp=amp,
                              device=str(resolve_device(device)))
     _print_summary(report, out)
 
@@ -406,11 +515,14 @@ def serve_encoder_cmd(
     round_decimals: int = typer.Option(None, help="Round embeddings to N decimals."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
 ):
     """Serve an encoder at http://HOST:PORT (/v1/info, /v1/embed) until interrupted."""
+    _machine(threads)
     from leakprobe.serve import EncoderService, ServeConfig, run_server
     from leakprobe.targets.loading import load_encoder
 
+    _preflight(device)
     if model.startswith(("http://", "https://")):
         raise LeakprobeError("serve needs a local model, not a URL")
     encoder = load_encoder(model, arch, image_size, device)
@@ -441,12 +553,21 @@ def steal_encoder_cmd(
     image_size: int = typer.Option(None),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
+    amp: str = AMP_OPTION,
 ):
     """Train surrogate encoders from the target's embeddings within a query budget."""
+    _machine(threads, amp)
+    from leakprobe.attacks.stealing import create_stealing_method
     from leakprobe.data.splits import load_images
-    from leakprobe.stealing import steal_encoder
+    from leakprobe.stealing import parse_budgets, steal_encoder
     from leakprobe.targets.loading import load_encoder
 
+    _preflight(device, out)
+    parse_budgets(budget)
+    for name in (m.strip() for m in method.split(",")):
+        if name:
+            create_stealing_method(name)  # a wrong name fails before the model is loaded
     target = load_encoder(model, arch, image_size, device)
     size = target.input_size
     queries = load_images(query_data, size)
@@ -454,18 +575,23 @@ def steal_encoder_cmd(
     p_test = load_images(probe_test, size) if probe_test else None
     report = steal_encoder(target, queries, budget, method, surrogate_arch,
                            _parse_json(surrogate_kwargs, "--surrogate-kwargs"), epochs,
-                           batch_size, lr, seed, device, out, p_train, p_test, views)
+                           batch_size, lr, seed, device, out, p_train, p_test, views,
+                           amp=amp)
     if report["target_probe_accuracy"] is not None:
         typer.echo(f"target linear-probe accuracy {report['target_probe_accuracy']:.3f}, "
-                   f"random-init surrogate {report['random_init_probe_accuracy']:.3f}")
-    typer.echo(f"{'method':10s} {'budget':>7s} {'queries':>8s} {'probe acc':>9s} "
+                   f"random-init surrogate {report['random_init_probe_accuracy']:.3f}"
+                   + ("" if report.get("probe_informative", True) else " (probe not informative)"))
+    width = max([len("method")] + [len(str(r["method"])) for r in report["results"]])
+    typer.echo(f"{'method':{width}s} {'budget':>7s} {'queries':>8s} {'probe acc':>9s} "
                f"{'agreement':>9s} {'procrustes':>10s}")
     for r in report["results"]:
         m = r["metrics"]
-        typer.echo(f"{r['method']:10s} {r['budget']:7d} {r['queries_used']:8d} "
+        typer.echo(f"{r['method']!s:{width}s} {r['budget']:7d} {r['queries_used']:8d} "
                    f"{m.get('surrogate_probe_accuracy', float('nan')):9.3f} "
                    f"{m.get('agreement', float('nan')):9.3f} "
                    f"{m.get('procrustes_cosine', float('nan')):10.3f}")
+    for warning in report.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"report: {out / 'report.html'}")
 
 
@@ -480,11 +606,14 @@ def serve_image2image_cmd(
     rate: float = typer.Option(None),
     max_batch: int = typer.Option(64),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
 ):
     """Serve an image-to-image model at http://HOST:PORT (/v1/info, /v1/translate)."""
+    _machine(threads)
     from leakprobe.serve import ServeConfig, TranslatorService, run_server
     from leakprobe.targets.loading import load_translator
 
+    _preflight(device)
     target = load_translator(model, arch, image_size, device)
     config = ServeConfig(max_batch=max_batch, max_queries=max_queries, rate=rate)
     typer.echo(f"serving {model} at http://{host}:{port}", err=True)
@@ -504,11 +633,14 @@ def serve_captioner_cmd(
     max_body_mb: float = typer.Option(64.0, help="Request body limit in MiB."),
     max_image_side: int = typer.Option(512, help="Largest accepted image side."),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
 ):
     """Serve a captioner at http://HOST:PORT (/v1/info, /v1/caption) until interrupted."""
+    _machine(threads)
     from leakprobe.serve import CaptionerService, ServeConfig, run_server
     from leakprobe.targets.captioner import load_captioner
 
+    _preflight(device)
     if model.startswith(("http://", "https://")):
         raise LeakprobeError("serve needs a local model, not a URL")
     target = load_captioner(model, device=device, image_size=image_size)
@@ -537,6 +669,7 @@ def report_cmd(
     """Render one HTML page from one or more report.json files."""
     from leakprobe.report.html import render_reports
 
+    _preflight(out=out)
     paths = [q for p in runs for q in _audit_reports(p / "report.json" if p.is_dir() else p)]
     written = render_reports(paths, out)
     typer.echo(f"report: {written['html']}")
@@ -560,15 +693,19 @@ def study_cmd(
                                 "N CPUs."),
     address: str = typer.Option(None, help="Run cells on the Ray cluster at ADDR."),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N (default: the config's)."),
+    threads: str = THREADS_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and which are "
                                  "cached; run nothing."),
 ):
     """Run a privacy-utility study grid (cached, resumable) and write its HTML report."""
+    _machine(threads)
     from leakprobe.study import load_study_config, plan, run_study
     from leakprobe.study.report import print_table
 
     study = load_study_config(config)
     folder = out if out is not None else study.out
+    local = workers is None and address is None  # Ray workers judge their own devices
+    _preflight(device if local else None, None if dry_run else folder)
     if dry_run:
         rows = plan(study, folder)
         for r in rows:
@@ -589,12 +726,16 @@ def demo_cmd(
     families: bool = typer.Option(True, help="Also audit a U-Net and a captioner."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
+    threads: str = THREADS_OPTION,
+    amp: str = AMP_OPTION,
 ):
     """Train small targets on built-in data (encoder, U-Net, captioner), audit, report."""
+    _machine(threads, amp)
     from leakprobe.demo import run_demo
 
+    _preflight(device, out)
     report = run_demo(out, members=members, epochs=epochs, seed=seed, device=device,
-                      families=families)
+                      families=families, amp=amp)
     _print_summary(report, None)
     for family in ("image2image", "captioner") if families else ():
         typer.echo(f"\n{family}:")
@@ -654,13 +795,19 @@ def defend_encoder_cmd(
     repeats: int = typer.Option(3, help="Cross-fitting repetitions."),
     num_parts: int = typer.Option(None, help="PartCrop parts per image (default 128)."),
     n_views: int = typer.Option(None, help="EncoderMI views per image (default 10)."),
+    views: str = typer.Option(None, help="View recipe of EncoderMI, LpLA and "
+                              "baseline-consistency: simclr (default, black box), byol, dino, "
+                              "mae, mild, with overrides 'byol,crop-scale=0.2:1,flip=0' or a "
+                              "JSON object. Give the target's training recipe if you know it."),
     image_size: int = typer.Option(32),
-    amp: bool = typer.Option(True, help="bf16 autocast (ignored by DP-SGD runs)."),
+    amp: str = AMP_OPTION,
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    threads: str = THREADS_OPTION,
     out: Path = typer.Option(..., help="Output folder."),
 ):
     """Train targets at several strengths of one defence, audit each, report the trade-off."""
+    _machine(threads, amp)
     from leakprobe.data.loaders import load_dataset
     from leakprobe.data.splits import make_split
     from leakprobe.defenses import defend_encoder
@@ -668,6 +815,7 @@ def defend_encoder_cmd(
     from leakprobe.training.encoder import EncoderRecipe
     from leakprobe.training.trainer import TrainConfig
 
+    _preflight(device, out)
     vals = _parse_values(values, defence)
     if defence == "early-stopping":
         epochs = int(max(v for v in vals if v is not None))
@@ -684,7 +832,8 @@ def defend_encoder_cmd(
     labelled = load_dataset(utility_data, image_size, seed) if utility_data else None
     report = defend_encoder(split, defence, vals, recipe, config, out, attacks, labelled,
                             folds=folds, repeats=repeats, max_grad_norm=dp_clip,
-                            delta=dp_delta, num_parts=num_parts, n_views=n_views)
+                            delta=dp_delta, num_parts=num_parts, n_views=n_views,
+                            views=views)
     names, rows = defence_rows(report)
     typer.echo(f"{'setting':16s} {'k-NN':>6s} {'probe':>6s} {'epsilon':>8s} "
                + " ".join(f"{n[:12]:>12s}" for n in names))
@@ -709,6 +858,12 @@ def main() -> None:
             raise
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    finally:  # an in-process caller (tests, notebooks) gets its thread setting back
+        before = _state.pop("threads_before", None)
+        if before is not None:
+            import torch
+
+            torch.set_num_threads(before)
 
 
 if __name__ == "__main__":

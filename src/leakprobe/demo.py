@@ -32,6 +32,7 @@ def run_demo(
     seed: int = 0,
     device: str = "auto",
     families: bool = True,
+    amp: str | bool = "auto",
 ) -> dict:
     """Train a SimCLR ``resnet-tiny`` on ``members`` synthetic images and audit it.
 
@@ -40,7 +41,8 @@ def run_demo(
     Writes ``out/target/`` (weights, TorchScript, split) and ``out/report.json`` (the
     encoder audit). With ``families`` it also trains and audits a memorising U-Net
     (``out/image2image/``) and captioner (``out/captioner/``), and ``out/report.html``
-    shows all three audits on one page.
+    shows all three audits on one page. ``amp``: bf16 autocast of every training
+    (``auto``/``on``/``off``, see :mod:`leakprobe.precision`).
 
     Returns:
         The encoder audit report.
@@ -49,7 +51,7 @@ def run_demo(
     t0 = time.time()
     data = load_dataset(f"synthetic:{2 * members}", 32, seed)
     split = make_split(data, members, seed=seed)
-    config = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, amp=True, seed=seed,
+    config = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, amp=amp, seed=seed,
                          device=device)
     log(f"demo: training SimCLR {DEMO_RECIPE.arch} on {members} synthetic images, {epochs} epochs")
     paths = train_target_encoder(split, DEMO_RECIPE, config, out / "target", resume=True)
@@ -63,18 +65,18 @@ def run_demo(
     )
     sections = [out / "report.json"]
     if families:
-        sections += _demo_image2image(out / "image2image", seed, device)
-        sections += _demo_captioner(out / "captioner", seed, device)
+        sections += _demo_image2image(out / "image2image", seed, device, amp)
+        sections += _demo_captioner(out / "captioner", seed, device, amp)
         render_reports(sections, out)  # one page: every family's section
     log(f"demo finished in {time.time() - t0:.0f}s")
     return report
 
 
-def _demo_image2image(out: Path, seed: int, device: str) -> list[Path]:
+def _demo_image2image(out: Path, seed: int, device: str, amp: str | bool) -> list[Path]:
     """A colourising U-Net trained long on 64 synthetic images, audited like the encoder."""
     data = load_dataset("synthetic:128", 32, seed)
     split = make_split(data, 64, seed=seed)
-    config = TrainConfig(epochs=150, batch_size=32, lr=1e-3, amp=True, seed=seed, device=device)
+    config = TrainConfig(epochs=150, batch_size=32, lr=1e-3, amp=amp, seed=seed, device=device)
     log("demo: training a colourising U-Net on 64 synthetic images")
     paths = train_target_image2image(split, "colorize", "unet-small", config, out / "target",
                                      resume=True)
@@ -85,16 +87,16 @@ def _demo_image2image(out: Path, seed: int, device: str) -> list[Path]:
     return [out / "report.json"]
 
 
-def _demo_captioner(out: Path, seed: int, device: str) -> list[Path]:
+def _demo_captioner(out: Path, seed: int, device: str, amp: str | bool) -> list[Path]:
     """A CNN-LSTM captioner trained long on 60 images; M4I with a shadow on other data."""
     data = make_synthetic_captioned(120, 32, seed)
     split = make_split(data, 60, seed=seed)
-    config = TrainConfig(epochs=300, batch_size=32, lr=2e-3, amp=True, seed=seed, device=device)
+    config = TrainConfig(epochs=300, batch_size=32, lr=2e-3, amp=amp, seed=seed, device=device)
     log("demo: training a CNN-LSTM captioner on 60 synthetic captioned images")
     paths = train_target_captioner(split, config, out / "target", resume=True)
     target = load_captioner(str(out / "target"), device=device)
     shadow = make_synthetic_captioned(240, 32, seed + 5)  # the attacker's own data
     audit_captioner(target, split.members, split.nonmembers, shadow, seed=seed, out_dir=out,
-                    shadow_epochs=300, context={"model": str(paths["model"].parent),
-                                                "demo": True})
+                    shadow_epochs=300, amp=amp,
+                    context={"model": str(paths["model"].parent), "demo": True})
     return [out / "report.json"]

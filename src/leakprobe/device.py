@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from leakprobe.errors import LeakprobeError
 
+ACCEPTED = "use auto, cpu, cuda or cuda:N"
+
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a usable ``torch.device``."""
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a usable ``torch.device``.
+
+    Anything else (``gpu``, ``mps``, typos) and CUDA devices this machine lacks are refused
+    with a one-line :class:`LeakprobeError` naming the device, so commands call this before
+    they load a model or data.
+    """
     if isinstance(name, torch.device):
         return name
-    if name == "auto":
+    text = str(name).strip()
+    low = text.lower()
+    if low == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LeakprobeError(f"--device {name}: CUDA is not available on this machine")
-    return device
+    if low == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", low)
+    if match is None:
+        what = "not supported" if low in ("mps", "xpu", "hip", "xla", "meta") else \
+            "unknown device"
+        raise LeakprobeError(f"--device {text}: {what}; {ACCEPTED}")
+    if not torch.cuda.is_available():
+        raise LeakprobeError(f"--device {text}: CUDA is not available on this machine; "
+                             "use auto or cpu")
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        raise LeakprobeError(f"--device {text}: this machine has {count} CUDA device(s) "
+                             f"(cuda:0 to cuda:{count - 1})")
+    return torch.device(low)

@@ -3,10 +3,16 @@
 For every method the attacker pays for one query stream (views of its images embedded by the
 target, cached on disk) up to the largest budget; each budget trains a fresh surrogate on the
 prefix it can afford, so a sweep costs the largest budget once per distinct view count.
+The target's embeddings of the probe sets (evaluation queries) are cached on disk as well.
+
+The linear probe judges theft only where it can tell a useful encoder from an untrained one:
+when the target's probe accuracy does not beat a random-init surrogate's by a margin (see
+:func:`probe_verdict`), the report says ``probe_informative: false`` and warns.
 """
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from pathlib import Path
@@ -14,6 +20,7 @@ from pathlib import Path
 import torch
 
 from leakprobe.attacks.stealing import QueryCache, create_stealing_method
+from leakprobe.attacks.stealing.queries import cached_embeddings
 from leakprobe.data.images import ImageSet
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.theft import theft_metrics
@@ -21,6 +28,7 @@ from leakprobe.evaluation.utility import linear_probe
 from leakprobe.io import write_json
 from leakprobe.models import create_model
 from leakprobe.models.serialization import export_torchscript, save_weights
+from leakprobe.preflight import check_out_dir, check_query_budget
 from leakprobe.progress import log
 from leakprobe.report.html import write_report
 from leakprobe.report.schema import leakprobe_version
@@ -63,6 +71,41 @@ def parse_budgets(text: str | int | list[int]) -> list[int]:
     return sorted(set(values))
 
 
+def check_steal_plan(
+    target,
+    n_available: int,
+    budgets: list[int],
+    caches: dict[int, QueryCache],
+    probe_train: ImageSet | None = None,
+    probe_test: ImageSet | None = None,
+) -> int:
+    """Refuse a stealing run that cannot finish, before its first query.
+
+    Every budget must buy 2 images at each view count, the largest must fit the attacker's
+    images, and the queries still to make (largest budget per view count, minus what the
+    caches already hold, plus the probe sets) must fit the target's remaining budget.
+
+    Returns:
+        The queries the run will make.
+    """
+    for v in sorted(caches):
+        for budget in budgets:
+            if budget // v < 2:
+                raise LeakprobeError(f"budget {budget} buys fewer than 2 images at {v} views")
+        if max(budgets) // v > n_available:
+            raise LeakprobeError(
+                f"the budget needs {max(budgets) // v} query images at {v} views each, only "
+                f"{n_available} given: add query images or raise --views")
+    streams = {v: max(max(budgets) // v - c.n_done, 0) * v for v, c in sorted(caches.items())}
+    probe = sum(len(s) for s in (probe_train, probe_test) if s is not None)
+    needed = sum(streams.values()) + probe
+    how = ", ".join(f"{q} at {v} view{'s' if v > 1 else ''}" for v, q in streams.items())
+    check_query_budget(target, needed,
+                       f"stealing needs {needed} queries ({how}, {probe} probe images)",
+                       "lower --budget, use methods with one view count, or smaller probe sets")
+    return needed
+
+
 def steal_encoder(
     target,
     query_data: ImageSet,
@@ -79,6 +122,7 @@ def steal_encoder(
     probe_train: ImageSet | None = None,
     probe_test: ImageSet | None = None,
     views: int | None = None,
+    amp: str | bool = "auto",
 ) -> dict:
     """Steal ``target`` with each method at each budget; judge the surrogates; report.
 
@@ -92,8 +136,11 @@ def steal_encoder(
         out_dir: where surrogates, the query caches and the report go (resumable).
         probe_train, probe_test: labelled sets for linear-probe judgement.
         views: override the views per image of every method.
+        amp: bf16 autocast of the surrogates' training (``auto``/``on``/``off``).
     Returns:
-        The stealing report (``kind: encoder-stealing``).
+        The stealing report (``kind: encoder-stealing``). With probe sets it has
+        ``probe_informative`` (and ``probe_informative_margin``): false, with a warning in
+        ``warnings``, when the target's probe does not beat the random-init surrogate's.
     """
     t0 = time.time()
     budgets = parse_budgets(budgets)
@@ -102,14 +149,24 @@ def steal_encoder(
     perm = torch.randperm(len(query_data), generator=torch.Generator().manual_seed(seed))
     query_images = query_data.images[perm]
     caches: dict[int, QueryCache] = {}
-    probes = _probe_embeddings(target, probe_train, probe_test)
-    results = []
-    for name in [n.strip() for n in names if n.strip()]:
-        method = create_stealing_method(name, **({"views_per_image": views} if views else {}))
+    # pre-flight: names, output folder, query caches on disk and the target's budget are
+    # checked before the first query
+    options = {"views_per_image": views} if views else {}
+    chosen = [(n, create_stealing_method(n, **options)) for n in (m.strip() for m in names) if n]
+    if not chosen:
+        raise LeakprobeError(f"--method: no stealing method given ({methods!r})")
+    check_out_dir(out, "out_dir")
+    for _, method in chosen:
         v = method.views_per_image
-        if v not in caches:
+        if v not in caches:  # reads a resumable cache, queries nothing
             path = out / f"queries_v{v}.safetensors" if out else None
             caches[v] = QueryCache(query_images, v, target.input_size, seed, path)
+    check_steal_plan(target, len(query_data), budgets, caches, probe_train, probe_test)
+    probes = _probe_embeddings(target, probe_train, probe_test,
+                               out / "probe_embeddings.safetensors" if out else None)
+    results = []
+    for name, method in chosen:
+        v = method.views_per_image
         cache = caches[v]
         cache.fill(target, max(budgets) // v)
         out_dim = cache.embeddings.shape[-1]
@@ -121,7 +178,7 @@ def steal_encoder(
             log(f"steal: {name}, budget {budget} ({n_images} images x {v} views)")
             run_dir = out / f"{name}_b{budget}" if out else None
             config = TrainConfig(epochs=epochs, batch_size=min(batch_size, n_images), lr=lr,
-                                 seed=seed, device=device, amp=True)
+                                 seed=seed, device=device, amp=amp)
             surrogate = train_surrogate(method, cache, n_images, surrogate_arch,
                                         surrogate_kwargs or {}, out_dim, config,
                                         run_dir / "checkpoints" if run_dir else None)
@@ -141,11 +198,22 @@ def steal_encoder(
                                                      surrogate_kwargs or {}, out_dim, entry))
             entry["seconds"] = round(time.time() - t1, 2)
             results.append(entry)
+    random_acc = _random_init_accuracy(surrogate_arch, surrogate_kwargs or {}, target, probes,
+                                       seed) if probes else None
+    warnings: list[str] = []
+    verdict: dict = {}
+    if probes is not None:
+        informative, margin = probe_verdict(probes["target_accuracy"], random_acc,
+                                            len(probes["test"]))
+        verdict = {"probe_informative": informative, "probe_informative_margin": margin}
+        if not informative:
+            warnings.append(_uninformative_warning(probes["target_accuracy"], random_acc,
+                                                   margin, len(probes["test"])))
     report = {
         "leakprobe_version": leakprobe_version(), "kind": "encoder-stealing", "seed": seed,
         "target_probe_accuracy": probes["target_accuracy"] if probes else None,
-        "random_init_probe_accuracy": _random_init_accuracy(
-            surrogate_arch, surrogate_kwargs or {}, target, probes, seed) if probes else None,
+        "random_init_probe_accuracy": random_acc,
+        **verdict,
         "context": {"target": getattr(target, "name", type(target).__name__),
                     "query_data": query_data.source, "query_images_available": len(query_data),
                     "surrogate_arch": surrogate_arch, "budgets": budgets,
@@ -155,7 +223,7 @@ def steal_encoder(
                     "probe_test": probe_test.source if probe_test else None,
                     "wall_seconds": round(time.time() - t0, 2),
                     "platform": platform.platform(), "threads": torch.get_num_threads()},
-        "warnings": [],
+        "warnings": warnings,
         "results": results,
     }
     if out is not None:
@@ -163,18 +231,54 @@ def steal_encoder(
     return report
 
 
-def _probe_embeddings(target, train: ImageSet | None, test: ImageSet | None) -> dict | None:
-    """Target embeddings of the probe sets (evaluation queries, outside the attack budget)."""
+MIN_PROBE_MARGIN = 0.02
+_Z_ONE_SIDED_95 = 1.645
+
+
+def probe_verdict(target_accuracy: float, random_init_accuracy: float, n_test: int,
+                  min_margin: float = MIN_PROBE_MARGIN) -> tuple[bool, float]:
+    """Whether the linear probe can judge theft: the target must clearly beat an untrained copy.
+
+    The margin is the larger of ``min_margin`` and a one-sided 95% binomial bound on the
+    probe-test size: ``1.645 * sqrt(r (1 - r) / n)`` with ``r`` the random-init accuracy,
+    the spread of a probe as good as the random-init one on ``n`` test images.
+
+    Returns:
+        ``(informative, margin)``: informative when ``target >= random_init + margin``.
+    """
+    r = min(max(float(random_init_accuracy), 0.0), 1.0)
+    spread = _Z_ONE_SIDED_95 * math.sqrt(r * (1.0 - r) / max(1, int(n_test)))
+    margin = round(max(float(min_margin), spread), 4)
+    return bool(target_accuracy >= random_init_accuracy + margin), margin
+
+
+def _uninformative_warning(target_acc: float, random_acc: float, margin: float,
+                           n_test: int) -> str:
+    return (f"the target's linear probe ({target_acc:.3f}) does not beat a random-init "
+            f"surrogate's ({random_acc:.3f}) by the margin {margin:.3f} (on {n_test} probe-test "
+            "images): the probe cannot judge theft, so probe accuracy, accuracy ratio and "
+            "agreement would look the same for an untrained copy; use labelled probe images "
+            "of a task the target is good at")
+
+
+def _probe_embeddings(target, train: ImageSet | None, test: ImageSet | None,
+                      cache: Path | None = None) -> dict | None:
+    """Target embeddings of the probe sets (evaluation queries, outside the attack budget).
+
+    With ``cache`` (a file in the output folder) they are paid once: a rerun or a resumed
+    steal reads them back instead of querying the target again.
+    """
     if train is None and test is None:
         return None
     if train is None or test is None or train.labels is None or test.labels is None:
         raise LeakprobeError("--probe-train and --probe-test must both be labelled sets "
                              "(class-per-folder images or a labelled data spec)")
-    q0 = target.queries
-    t_train, t_test = target.embed(train.images), target.embed(test.images)
+    emb, _ = cached_embeddings(target, {"probe_train": train.images, "probe_test": test.images},
+                               cache)
+    t_train, t_test = emb["probe_train"], emb["probe_test"]
     acc, _ = linear_probe(t_train, train.labels, t_test, test.labels)
     return {"train": train, "test": test, "target_train": t_train, "target_test": t_test,
-            "target_accuracy": acc, "queries": target.queries - q0}
+            "target_accuracy": acc, "queries": len(train) + len(test)}
 
 
 def _random_init_accuracy(arch: str, kwargs: dict, target, probes: dict, seed: int) -> float:

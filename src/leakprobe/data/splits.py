@@ -40,6 +40,21 @@ class Split:
     nonmembers: ImageSet
 
 
+def shared_images(first: ImageSet, second: ImageSet) -> list[tuple[str, str]]:
+    """(id in ``first``, id in ``second``) of every image of ``second`` also in ``first``.
+
+    Images are compared by content hash, so a copy under another name is found too.
+    """
+    seen: dict[str, str] = {}
+    for h, image_id in zip(first.content_hashes(), first.ids, strict=True):
+        seen.setdefault(h, image_id)
+    return [
+        (seen[h], i)
+        for h, i in zip(second.content_hashes(), second.ids, strict=True)
+        if h in seen
+    ]
+
+
 def check_disjoint(members: ImageSet, nonmembers: ImageSet) -> None:
     """Raise when an image (by content hash) is on both sides.
 
@@ -49,20 +64,38 @@ def check_disjoint(members: ImageSet, nonmembers: ImageSet) -> None:
     Raises:
         LeakprobeError: naming how many images overlap and one example id pair.
     """
-    first: dict[str, str] = {}
-    for h, image_id in zip(members.content_hashes(), members.ids, strict=True):
-        first.setdefault(h, image_id)
-    overlap = [
-        (first[h], i)
-        for h, i in zip(nonmembers.content_hashes(), nonmembers.ids, strict=True)
-        if h in first
-    ]
+    overlap = shared_images(members, nonmembers)
     if overlap:
         m, n = overlap[0]
         raise LeakprobeError(
             f"members and non-members overlap: {len(overlap)} non-member images are identical "
             f"to member images (e.g. member {m!r} = non-member {n!r})"
         )
+
+
+def check_shadow_disjoint(shadow: ImageSet, members: ImageSet, nonmembers: ImageSet) -> None:
+    """Refuse shadow (attacker-owned) data that shares images with the audited sets.
+
+    Args:
+        shadow: the attacker's own images.
+        members, nonmembers: the target's audited sets.
+    Raises:
+        LeakprobeError: naming the sets that overlap, how many images and one example, e.g.
+            "the shadow data shares 12 images with the target's members (e.g. ...)".
+    """
+    found = []
+    example = ""
+    for side, images in (("members", members), ("non-members", nonmembers)):
+        overlap = shared_images(images, shadow)
+        if overlap:
+            found.append(f"{len(overlap)} images with the target's {side}" if not found
+                         else f"{len(overlap)} with its {side}")
+            if not example:
+                a, s = overlap[0]
+                example = f" (e.g. {side[:-1]} {a!r} = shadow {s!r})"
+    if found:
+        raise LeakprobeError(f"the shadow data shares {' and '.join(found)}{example}; "
+                             "shadow data must be the attacker's own images")
 
 
 def _unique_positions(data: ImageSet) -> list[int]:

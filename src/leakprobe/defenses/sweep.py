@@ -118,6 +118,18 @@ def _train(split, settings, defence, out, resume) -> dict[str, Path]:
     return {}
 
 
+def _preflight(out: Path, attacks, seed: int, split: Split, knowledge: str, folds: int,
+               repeats: int, attack_options: dict) -> None:
+    """Output folder, attack names, sets and protocol: checked before any setting trains."""
+    from leakprobe.audits import build_attacks
+    from leakprobe.evaluation.audit import check_audit_plan
+    from leakprobe.preflight import check_out_dir
+
+    check_out_dir(out, "out_dir")
+    check_audit_plan(build_attacks(attacks, seed, **attack_options), None, split.members,
+                     split.nonmembers, knowledge, folds, repeats)
+
+
 def defend_encoder(
     split: Split,
     defence: str,
@@ -151,7 +163,8 @@ def defend_encoder(
         knowledge, folds, repeats: the audit protocol.
         max_grad_norm, delta, accountant: DP-SGD settings.
         resume: continue interrupted trainings from their checkpoints.
-        **attack_options: attack parameters (``num_parts``, ``n_views``).
+        **attack_options: attack parameters (``num_parts``, ``n_views``, ``views``: the view
+            recipe, see :mod:`leakprobe.views`).
     Returns:
         The combined report: ``{"kind": "encoder-defence", "defence", "settings": [{"name",
         "setting", "strength", "utility", "epsilon", "results", ...}], "context"}``; each
@@ -164,8 +177,13 @@ def defend_encoder(
 
     t0 = time.time()
     out = Path(out_dir)
+    if attack_options.get("views") is not None:
+        from leakprobe.views import parse_views
+
+        parse_views(attack_options["views"])  # fail before training anything
     settings = plan_settings(defence, values, recipe, config, max_grad_norm, delta, accountant)
     seed = config.seed
+    _preflight(out, attacks, seed, split, knowledge, folds, repeats, attack_options)
     labelled = utility_set if utility_set is not None else split.nonmembers
     warnings = []
     if labelled.labels is None:
@@ -216,6 +234,7 @@ def defend_encoder(
             "train": replace(config, snapshot_epochs=()).to_dict(),
             "attacks": attacks if isinstance(attacks, str) else ",".join(attacks),
             "knowledge": knowledge, "folds": folds, "repeats": repeats, "seed": seed,
+            "views": attack_options.get("views"),  # None: the default (black-box) views
             "leakprobe_version": leakprobe_version(),
             "wall_seconds": round(time.time() - t0, 2),
         },

@@ -25,7 +25,8 @@ from leakprobe.data.images import ImageSet, concat
 from leakprobe.data.splits import check_disjoint
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.results import AttackResult
-from leakprobe.progress import log
+from leakprobe.progress import log, task
+from leakprobe.threads import single_threaded
 
 MIN_PER_SIDE = 20
 
@@ -43,6 +44,67 @@ def check_audit_sets(members: ImageSet, nonmembers: ImageSet, min_per_side: int 
             f"(shapes {tuple(members.images.shape[1:])} vs {tuple(nonmembers.images.shape[1:])})"
         )
     check_disjoint(members, nonmembers)
+
+
+def audit_queries(attacks: list, target, n_images: int) -> tuple[int, str]:
+    """Queries ``attacks`` will send ``target`` for ``n_images`` audited images, explained.
+
+    Every attack queries each audited image ``queries_per_image(target)`` times under both
+    knowledge settings (a shadow target is another model and is not counted).
+    """
+    per = {a.name: int(a.queries_per_image(target)) for a in attacks}
+    paying = ", ".join(f"{name} {q}" for name, q in per.items() if q)
+    total = sum(per.values()) * n_images
+    return total, f"{n_images} images x {sum(per.values())} per image: {paying or 'none'}"
+
+
+def check_audit_plan(
+    attacks: list,
+    target,
+    members: ImageSet,
+    nonmembers: ImageSet,
+    knowledge: str = "known-subset",
+    folds: int = 2,
+    repeats: int = 3,
+    extra_queries: int = 0,
+    extra_what: str = "",
+) -> int:
+    """Everything an audit can fail on, checked before it trains or queries anything.
+
+    The sets (sizes, shapes, overlap), the protocol (knowledge, folds, repeats) and the
+    target's query budget against what the attacks will need (plus ``extra_queries``, e.g.
+    utility images, described by ``extra_what``).
+
+    Returns:
+        The queries the audit will make (``extra_queries`` included).
+    Raises:
+        LeakprobeError: one line naming the problem, e.g. "this audit needs 1920 queries
+            (...); the target's budget allows 500: ...".
+    """
+    from leakprobe.preflight import check_query_budget
+
+    if knowledge not in ("known-subset", "shadow"):
+        raise LeakprobeError(f"--knowledge must be known-subset or shadow, got {knowledge!r}")
+    if repeats < 1:
+        raise LeakprobeError(f"--repeats must be >= 1, got {repeats}")
+    crossfitted = [a for a in attacks if knowledge == "known-subset" or not a.needs_fit
+                   or getattr(a, "model_free", False)]
+    if crossfitted:
+        if folds < 2:
+            raise LeakprobeError(f"--folds must be >= 2, got {folds}")
+        smaller = min(len(members), len(nonmembers))
+        if smaller < folds:
+            raise LeakprobeError(f"{smaller} samples in a class cannot fill {folds} folds")
+    check_audit_sets(members, nonmembers)
+    needed, how = audit_queries(attacks, target, len(members) + len(nonmembers))
+    needed += extra_queries
+    if extra_queries:
+        how += f"; + {extra_queries} {extra_what or 'other'} queries"
+    tunable = any(hasattr(a, "n_views") or hasattr(a, "num_parts") for a in attacks)
+    hint = ("lower --n-views/--num-parts, use fewer attacks or images" if tunable
+            else "use fewer attacks or images")
+    check_query_budget(target, needed, f"this audit needs {needed} queries ({how})", hint)
+    return needed
 
 
 def stratified_folds(is_member: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -77,7 +139,9 @@ def shuffled_features(attack, target, samples: ImageSet, seed: int) -> np.ndarra
     perm = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
     batch = samples.subset(perm) if getattr(attack, "sample_kind", "images") == "pairs" \
         else samples.images[perm]
-    feats = attack.features(target, batch)
+    total = attack.queries_per_image(target) * len(samples)
+    with task(f"{attack.name}: querying", total or None, unit="queries"):
+        feats = attack.features(target, batch)
     out = np.empty_like(feats)
     out[perm.numpy()] = feats
     return out
@@ -104,15 +168,18 @@ def crossfit(
     first_folds = stratified_folds(is_member, folds, seed)
     if not attack.needs_fit:
         scores = attack.score_features(feats)
-    else:
+    else:  # small scorers: one thread each (see leakprobe.threads)
         scores = np.zeros(len(is_member))
-        for r in range(max(repeats, 1)):
-            fold = first_folds if r == 0 else stratified_folds(is_member, folds, seed + r)
-            for k in range(folds):
-                test = fold == k
-                fitted = attack.clone()
-                fitted.fit_features(feats[~test], is_member[~test])
-                scores[test] += fitted.score_features(feats[test]) / max(repeats, 1)
+        n_fits = max(repeats, 1) * folds
+        with single_threaded(), task(f"{attack.name}: cross-fitting", n_fits, "fits") as bar:
+            for r in range(max(repeats, 1)):
+                fold = first_folds if r == 0 else stratified_folds(is_member, folds, seed + r)
+                for k in range(folds):
+                    test = fold == k
+                    fitted = attack.clone()
+                    fitted.fit_features(feats[~test], is_member[~test])
+                    scores[test] += fitted.score_features(feats[test]) / max(repeats, 1)
+                    bar.advance()
     return AttackResult(
         attack.name, _params(attack), scores, is_member, ids,
         first_folds if attack.needs_fit else None, _queries(target) - q0, time.time() - t0,
@@ -134,7 +201,9 @@ def shadow_fit_score(
     if fitted.needs_fit:
         s_samples, s_member, _ = _stack(shadow_members, shadow_nonmembers)
         s_feats = shuffled_features(fitted, shadow_target, s_samples, 0)
-        fitted.fit_features(s_feats, s_member)
+        with single_threaded(), task(f"{attack.name}: fitting on the shadow", 1, "fits") as b:
+            fitted.fit_features(s_feats, s_member)
+            b.advance()
     samples, is_member, ids = _stack(members, nonmembers)
     q0 = _queries(target)
     scores = fitted.score_features(shuffled_features(fitted, target, samples, 0))
@@ -167,11 +236,7 @@ def run_audit(
         repeats: cross-fitting repetitions averaged per sample (known-subset).
         shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
     """
-    check_audit_sets(members, nonmembers)
-    if repeats < 1:
-        raise LeakprobeError(f"--repeats must be >= 1, got {repeats}")
-    if knowledge not in ("known-subset", "shadow"):
-        raise LeakprobeError(f"--knowledge must be known-subset or shadow, got {knowledge!r}")
+    check_audit_plan(attacks, target, members, nonmembers, knowledge, folds, repeats)
     if knowledge == "shadow" and shadow is None:
         raise LeakprobeError("knowledge 'shadow' needs a shadow target and its split")
     results = []

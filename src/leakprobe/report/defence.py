@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from leakprobe.io import write_json, write_text
-from leakprobe.report.html import _CSS, _esc, _fmt
+from leakprobe.report.html import _CSS, _esc, _fmt, figure_html, kind_blurb
 from leakprobe.report.plots import new_figure, plot_curves, save_figure
 
 __all__ = ["defence_rows", "plot_tradeoff", "write_defence_report"]
@@ -118,6 +118,9 @@ def _table_html(report: dict[str, Any]) -> str:
 def write_defence_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``report.json``, ``tradeoff.png``, ``strength.png`` and ``report.html``.
 
+    ``report.html`` inlines the PNGs (data URIs); the links to the settings' own reports
+    are relative, so send the folder to keep them.
+
     Args:
         report: an ``encoder-defence`` report.
         out_dir: destination folder.
@@ -134,15 +137,14 @@ def write_defence_report(report: dict[str, Any], out_dir: str | Path) -> dict[st
                       ("data", "members", "nonmembers", "attacks", "knowledge", "seed")
                       if k in ctx)
     recipe = ctx.get("recipe", {})
-    plots = "".join(f'<img src="{_esc(p.name)}" alt="{_esc(k)}">' for k, p in paths.items()
-                    if k in ("tradeoff", "strength"))
+    captions = {"tradeoff": "Attack AUC vs linear-probe utility",
+                "strength": "AUC and utility vs defence strength"}
+    plots = "".join(figure_html(p, captions[k]) for k, p in paths.items() if k in captions)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_esc(title)}</h1>"
-        '<p class="muted">Membership attack AUC (0.5 is chance, 95% bootstrap intervals) '
-        "against utility (k-NN and linear-probe accuracy on the non-member split) for each "
-        "strength of the defence. epsilon is DP-SGD's at the recorded delta.</p>"
+        f"{kind_blurb('encoder-defence')}"
         f"{warn}<p>{facts}</p>"
         f'<p class="muted">recipe: {_esc(recipe.get("method"))} / {_esc(recipe.get("arch"))},'
         f" crop scale {_esc(recipe.get('crop_scale'))}</p>"

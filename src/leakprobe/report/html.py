@@ -1,4 +1,7 @@
-"""Self-contained HTML report (inline CSS, PNG plots referenced by relative file name).
+"""Self-contained HTML report: one file with inline CSS and the plots inlined as PNG data URIs.
+
+The PNG files are written beside ``report.html`` too, for whoever wants them on their own;
+the page needs none of them, so it can be sent as one file.
 
 Every string taken from a report (attack names, parameters, context, warnings, notes) is
 HTML-escaped: reports may carry names chosen by whoever supplied the model or data.
@@ -14,10 +17,10 @@ from typing import Any
 
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json, write_text
-from leakprobe.report.plots import plot_curves, plot_histograms, plot_roc
+from leakprobe.report.plots import plot_curves, plot_histograms, plot_roc, png_data_uri
 from leakprobe.report.schema import is_blind, load_report
 
-__all__ = ["render_reports", "write_report"]
+__all__ = ["KIND_BLURBS", "figure_html", "kind_blurb", "render_reports", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
@@ -28,6 +31,10 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.88rem}
 th,td{border:1px solid #d6dbe3;padding:.28rem .55rem;text-align:left;vertical-align:top}
 th{background:#f3f5f9;font-weight:600}
 table.metrics td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.metrics td.num .muted{display:block;font-size:.78rem}
+.scroll{overflow-x:auto;max-width:100%}
+p.blurb{margin:.3rem 0 .8rem;max-width:60rem}
+p.foot{margin:.2rem 0;color:#667085;font-size:.82rem;max-width:60rem}
 table.metrics tr.blind td{background:#f7f7f7;color:#555;font-style:italic}
 table.kv table.kv{margin:0;font-size:.95em}
 .tag{display:inline-block;font-size:.72rem;font-style:normal;background:#e9ecf2;
@@ -36,6 +43,7 @@ border-radius:3px;padding:0 .35rem;margin-left:.35rem;color:#333}
 padding:.6rem .9rem;margin:.6rem 0;border-radius:4px}
 .muted{color:#667085;font-size:.85rem}
 .plots{display:flex;flex-wrap:wrap;gap:1rem;margin-top:.6rem}
+.plots figure{margin:0;flex:1 1 460px;max-width:100%}
 .plots img{max-width:100%;border:1px solid #e3e7ee;border-radius:4px}
 pre{background:#f6f8fa;padding:.5rem;overflow-x:auto;font-size:.8rem}
 """
@@ -46,6 +54,44 @@ _PLOT_FILES = {
     "scores_hist": "scores_hist.png",
 }
 _MAX_DEPTH = 6
+
+_SCORES_NOTE = (
+    "Higher attack scores mean &ldquo;more likely a training member&rdquo;; AUC 0.5 is chance, "
+    "and the TPR at a low FPR is the share of members exposed while few non-members are "
+    "accused. Intervals are stratified-bootstrap 95% percentile intervals."
+)
+# The opening paragraph of each kind of report: what it measures (trusted HTML).
+KIND_BLURBS = {
+    "encoder-membership": (
+        "<strong>Encoder membership inference.</strong> Can an attacker who queries the "
+        "encoder's embeddings tell the images it was trained on (members) from images it never "
+        "saw (non-members)? " + _SCORES_NOTE
+    ),
+    "image2image-membership": (
+        "<strong>Image-to-image membership inference.</strong> Can an attacker who sends inputs "
+        "to the model and sees its outputs tell its training pairs from unseen ones, by how "
+        "well it reconstructs them? " + _SCORES_NOTE
+    ),
+    "captioner-membership": (
+        "<strong>Captioner membership inference.</strong> Can an attacker who sees only the "
+        "captions the model writes (trained on a shadow captioner of its own) tell the images "
+        "it was trained on from unseen ones? " + _SCORES_NOTE
+    ),
+    "encoder-stealing": (
+        "<strong>Encoder stealing.</strong> How much of the target encoder an attacker copies "
+        "by training a surrogate on the target's embeddings of the attacker's own images, for "
+        "the queries it pays. A linear probe on labelled images judges each surrogate: its "
+        "accuracy against the target's and against an untrained (random-init) surrogate's, "
+        "and the agreement of its predictions with the target probe's. The judgement holds "
+        "only where the target's probe clearly beats the random-init one."
+    ),
+    "encoder-defence": (
+        "<strong>Defence sweep.</strong> Membership attack AUC (0.5 is chance, 95% bootstrap "
+        "intervals) against utility (k-NN and linear-probe accuracy on the non-member split) "
+        "for each strength of the defence. epsilon is DP-SGD's at the recorded delta."
+    ),
+}
+_ZERO_FP_NOTE = "the TPR at zero false positives"
 
 
 def _esc(value: Any) -> str:
@@ -67,6 +113,23 @@ def _fmt(value: Any, digits: int = 3) -> str:
             return _esc(f"{value:.2e}")
         return _esc(f"{value:.{digits}f}")
     return _esc(value)
+
+
+def kind_blurb(kind: str) -> str:
+    """The opening paragraph of a report of ``kind`` (what it measures), as HTML."""
+    text = KIND_BLURBS.get(str(kind))
+    if text is None:
+        text = f"<strong>{_esc(kind)}</strong> report."
+    return f'<p class="blurb">{text}</p>'
+
+
+def figure_html(path: str | Path, caption: str) -> str:
+    """A ``<figure>`` with the PNG at ``path`` inlined (data URI) and a caption naming its file."""
+    path = Path(path)
+    return (
+        f'<figure><img src="{png_data_uri(path)}" alt="{_esc(caption)}">'
+        f'<figcaption class="muted">{_esc(caption)} ({_esc(path.name)})</figcaption></figure>'
+    )
 
 
 def _fmt_ci(ci: Any) -> str:
@@ -126,11 +189,22 @@ def _queries_per_image(result: dict[str, Any]) -> float:
     return int(result.get("queries") or 0) / max(1, n)
 
 
+def _context_facts(report: dict[str, Any], shown: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The report's context as (key, value) rows, less what ``shown`` already states."""
+    context = dict(report.get("context") or {})
+    context.pop("utility", None)  # its own section
+    for key, value in shown.items():
+        if key in context and context[key] == value:
+            del context[key]
+    versions = context.get("versions")
+    if isinstance(versions, dict) and versions.get("leakprobe") == report.get("leakprobe_version"):
+        context["versions"] = {k: v for k, v in versions.items() if k != "leakprobe"}
+    return list(context.items())
+
+
 def _card_html(report: dict[str, Any]) -> str:
     results = report.get("results") or []
-    context = dict(report.get("context") or {})
-    context.pop("utility", None)
-    per_image = {str(r.get("attack")): f"{_queries_per_image(r):.1f}" for r in results}
+    context = report.get("context") or {}
     rows: list[tuple[str, Any]] = [
         ("knowledge setting", report.get("knowledge")),
         ("seed", report.get("seed")),
@@ -138,11 +212,11 @@ def _card_html(report: dict[str, Any]) -> str:
     ]
     if "total_queries" not in context:
         rows.append(("total_queries", sum(int(r.get("queries") or 0) for r in results)))
-    rows.append(("queries per evaluated image", per_image))
     if "total_attack_seconds" not in context:
         seconds = sum(float(r.get("seconds") or 0.0) for r in results)
         rows.append(("total_attack_seconds", seconds))
-    rows.extend((k, v) for k, v in context.items())
+    rows += _context_facts(report, {"knowledge": report.get("knowledge"),
+                                    "seed": report.get("seed")})
     body = "".join(f"<tr><th>{_esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in rows)
     return f'<h3>Threat model</h3><table class="kv card">{body}</table>'
 
@@ -158,11 +232,11 @@ def _metrics_html(report: dict[str, Any]) -> str:
         "<tr><th>attack</th><th>AUC [95% CI]</th><th>balanced acc. (cross-fit)</th>"
         "<th>balanced acc. (best threshold, optimistic)</th>"
         + "".join(f"<th>TPR @ {_fpr_label(k)} FPR [95% CI]</th>" for k in fpr_keys)
-        + "<th>members</th><th>non-members</th><th>queries</th><th>queries / image</th>"
+        + "<th>members / non-members</th><th>queries</th><th>queries / image</th>"
         "<th>seconds</th></tr>"
     )
     rows = []
-    unresolved_any = False
+    unresolved: dict[int, list[str]] = {}  # non-member count -> FPRs it cannot resolve
     has_blind = False
     for r in results:
         m = r.get("metrics") or {}
@@ -190,50 +264,76 @@ def _metrics_html(report: dict[str, Any]) -> str:
             mark = ""
             try:
                 if n0 and float(k) * n0 + 1e-9 < 1.0:
-                    mark, unresolved_any = "<sup>*</sup>", True
+                    mark = "<sup>*</sup>"
+                    keys = unresolved.setdefault(n0, [])
+                    if k not in keys:
+                        keys.append(k)
             except ValueError:
                 pass
             cells.append(f'<td class="num">{_fmt(tprs.get(k))}{mark} {_fmt_ci(cis.get(k))}</td>')
         queries = int(r.get("queries") or 0)
         cells += [
-            f'<td class="num">{_fmt(n1)}</td>',
-            f'<td class="num">{_fmt(n0)}</td>',
+            f'<td class="num">{_fmt(n1)} / {_fmt(n0)}</td>',
             f'<td class="num">{_fmt(queries)}</td>',
             f'<td class="num">{_fmt(_queries_per_image(r), 1)}</td>',
             f'<td class="num">{_fmt(float(r.get("seconds") or 0.0), 1)}</td>',
         ]
         rows.append(f'<tr class="{"blind" if blind else "attack"}">{"".join(cells)}</tr>')
     notes = []
+    if unresolved:
+        # one footnote for the table, not one note per attack
+        parts = [
+            f"with {n0:,} non-members the smallest non-zero FPR is 1/{n0:,}, so the TPR at "
+            f"{', '.join(_fpr_label(k) for k in keys)} FPR is {_ZERO_FP_NOTE}"
+            for n0, keys in sorted(unresolved.items())
+        ]
+        text = "; ".join(parts)
+        notes.append(f"* {text[0].upper()}{text[1:]}.")
     if has_blind:
         notes.append(
             "The blind attack sees only the images, never the model: its AUC is the floor "
             "set by distribution differences between members and non-members. An attack "
             "shows leakage only to the extent that it exceeds this floor."
         )
-    if unresolved_any:
-        notes.append(
-            "* fewer non-members than 1/FPR: the value is the TPR at zero false positives."
-        )
     notes.append(
         "Balanced accuracy (cross-fit) uses a threshold chosen on other folds; the "
         "best-threshold value is fitted on the evaluated scores and therefore optimistic."
     )
-    foot = "".join(f'<p class="muted">{_esc(n)}</p>' for n in notes)
-    attack_notes = "".join(
-        f"<li><strong>{_esc(r.get('attack'))}</strong>: {_esc(n)}</li>"
-        for r in results
-        for n in r.get("notes") or []
+    foot = "".join(f'<p class="foot">{_esc(n)}</p>' for n in notes)
+    out = (
+        f'<h3>Membership metrics</h3><div class="scroll"><table class="metrics">{head}'
+        f'{"".join(rows)}</table></div>{foot}'
     )
+    out += _attack_notes_html(results)
     params = "".join(
         f"<tr><th>{_esc(r.get('attack'))}</th><td>{_value_html(r.get('params') or {})}</td></tr>"
         for r in results
     )
-    out = f'<h3>Membership metrics</h3><table class="metrics">{head}{"".join(rows)}</table>{foot}'
-    if attack_notes:
-        out += f"<h3>Notes</h3><ul>{attack_notes}</ul>"
     if params:
         out += f'<h3>Attack parameters</h3><table class="kv">{params}</table>'
     return out
+
+
+def _attack_notes_html(results: list[dict[str, Any]]) -> str:
+    """The attacks' notes, each text once with the attacks it concerns.
+
+    The zero-false-positive note of every attack is left out: the table's footnote says it.
+    """
+    by_text: dict[str, list[str]] = {}
+    for r in results:
+        for n in r.get("notes") or []:
+            if _ZERO_FP_NOTE in str(n):
+                continue
+            names = by_text.setdefault(str(n), [])
+            if str(r.get("attack")) not in names:
+                names.append(str(r.get("attack")))
+    if not by_text:
+        return ""
+    items = "".join(
+        f"<li><strong>{_esc(', '.join(names))}</strong>: {_esc(text)}</li>"
+        for text, names in by_text.items()
+    )
+    return f"<h3>Notes</h3><ul>{items}</ul>"
 
 
 def _utility_html(report: dict[str, Any]) -> str:
@@ -248,13 +348,15 @@ def _plots_html(images: dict[str, Path]) -> str:
         "roc": "ROC",
         "roc_loglog": "ROC, log-log (low-FPR regime)",
         "scores_hist": "Score distributions",
+        "surrogate_probe_accuracy": "Surrogate linear-probe accuracy vs queries",
+        "agreement": "Agreement with the target's probe vs queries",
     }
-    figs = "".join(
-        f'<figure><img src="{_esc(p.name)}" alt="{_esc(captions.get(k, k))}">'
-        f'<figcaption class="muted">{_esc(captions.get(k, k))}</figcaption></figure>'
-        for k, p in images.items()
-    )
+    figs = "".join(figure_html(p, captions.get(k, k)) for k, p in images.items())
     return f'<h3>Plots</h3><div class="plots">{figs}</div>' if figs else ""
+
+
+_STEALING_FACTS = ("target_probe_accuracy", "random_init_probe_accuracy", "probe_informative",
+                   "probe_informative_margin", "seed", "leakprobe_version")
 
 
 def _stealing_html(report: dict[str, Any]) -> str:
@@ -279,10 +381,22 @@ def _stealing_html(report: dict[str, Any]) -> str:
         + "</tr>"
         for r in results
     )
-    extra = {k: v for k, v in report.items() if k not in ("kind", "results", "warnings")}
+    # every fact once: the probe verdict first, then the context, then any other key
+    facts: list[tuple[str, Any]] = [(k, report[k]) for k in _STEALING_FACTS if k in report]
+    facts += _context_facts(report, dict(facts))
+    skip = {"kind", "results", "warnings", "context", *_STEALING_FACTS}
+    facts += [(k, v) for k, v in report.items() if k not in skip]
+    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in facts)
+    foot = ""
+    if report.get("probe_informative") is False:
+        foot = ('<p class="foot">The target&rsquo;s probe is no better than a random-init '
+                "encoder&rsquo;s (see the warning): probe accuracy, accuracy ratio and "
+                "agreement do not show theft here; procrustes_cosine compares the embeddings "
+                "directly.</p>")
     return (
-        f"<h3>Overview</h3>{_value_html(extra)}"
-        f'<h3>Stealing results</h3><table class="metrics">{head}{rows}</table>'
+        f'<h3>Setting</h3><table class="kv card">{body}</table>'
+        f'<h3>Stealing results</h3><div class="scroll"><table class="metrics">{head}{rows}'
+        f"</table></div>{foot}"
     )
 
 
@@ -300,9 +414,12 @@ def _stealing_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[
                 ys.append(value)
         if not series:
             continue
-        if key == "surrogate_probe_accuracy" and report.get("target_probe_accuracy") is not None:
-            budgets = sorted({x for xs, _ in series.values() for x in xs})
-            series["target"] = (budgets, [report["target_probe_accuracy"]] * len(budgets))
+        budgets = sorted({x for xs, _ in series.values() for x in xs})
+        if key == "surrogate_probe_accuracy":
+            for ref, ref_key in (("target", "target_probe_accuracy"),
+                                 ("random-init surrogate", "random_init_probe_accuracy")):
+                if report.get(ref_key) is not None:
+                    series[ref] = (budgets, [report[ref_key]] * len(budgets))
         series = {k: tuple(zip(*sorted(zip(*v, strict=True)), strict=True))
                   for k, v in series.items()}
         images[key] = plot_curves(series, "queries spent", label,
@@ -342,15 +459,14 @@ def _section_html(
     return "".join(parts)
 
 
-def _page_html(title: str, sections: Sequence[str]) -> str:
+def _page_html(title: str, sections: Sequence[str], kinds: Sequence[str]) -> str:
+    """The page: title, one blurb per kind of report on it, then the sections."""
+    blurbs = "".join(kind_blurb(k) for k in dict.fromkeys(kinds))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1>"
-        '<p class="muted">Membership: higher attack scores mean &quot;more likely a training '
-        "member&quot;; AUC 0.5 is chance. Intervals are stratified bootstrap 95% percentile "
-        "intervals.</p>" + "".join(sections) + "</body></html>\n"
+        f"<h1>{_esc(title)}</h1>{blurbs}" + "".join(sections) + "</body></html>\n"
     )
 
 
@@ -362,6 +478,8 @@ def _heading(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``report.json``, the ROC / log-log ROC / histogram PNGs and ``report.html``.
+
+    ``report.html`` inlines the PNGs (data URIs): it is complete on its own.
 
     Args:
         report: a report dict (see :func:`leakprobe.report.schema.build_report`).
@@ -375,7 +493,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     images = _write_plots(report, out, prefix="")
     paths.update(images)
     title = f"leakprobe report: {report.get('kind', '')}"
-    page = _page_html(title, [_section_html(report, images, _heading(report))])
+    page = _page_html(title, [_section_html(report, images, _heading(report))],
+                      [str(report.get("kind", ""))])
     paths["html"] = write_text(out / "report.html", page)
     return paths
 
@@ -383,7 +502,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
 def render_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """Merge several ``report.json`` files into one HTML page.
 
-    Each report gets its own section and its own plots (``r1_roc.png``, ...).
+    Each report gets its own section and its own plots (``r1_roc.png``, ...), inlined in
+    the page as in :func:`write_report`.
 
     Args:
         paths: report JSON files (validated with :func:`load_report`).
@@ -407,5 +527,6 @@ def render_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str
     title = f"leakprobe report: {len(reports)} audit{'s' if len(reports) != 1 else ''}"
     if len(kinds) == 1:
         title += f" ({kinds[0]})"
-    written["html"] = write_text(out / "report.html", _page_html(title, sections))
+    page = _page_html(title, sections, [str(r.get("kind", "")) for r in reports])
+    written["html"] = write_text(out / "report.html", page)
     return written

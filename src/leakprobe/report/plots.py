@@ -3,11 +3,12 @@
 Figures are built as ``matplotlib.figure.Figure`` objects on the Agg canvas, never through
 pyplot: nothing is registered in pyplot's global figure list, no GUI backend is touched
 (safe in threads and on headless machines), and each figure is released after saving.
-PNG files are written atomically.
+PNG files are written atomically; :func:`png_data_uri` inlines one into an HTML page.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from leakprobe.evaluation.metrics import roc_points
 from leakprobe.io import atomic_write
 from leakprobe.report.schema import is_blind
 
-__all__ = ["plot_curves", "plot_histograms", "plot_roc"]
+__all__ = ["plot_curves", "plot_histograms", "plot_roc", "png_data_uri"]
 
 _DPI = 110
 
@@ -38,6 +39,12 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         fig.clear()  # free the artists; the figure was never known to pyplot
+
+
+def png_data_uri(path: str | Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI (an ``<img>`` needing no other file)."""
+    data = Path(path).read_bytes()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _samples(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:

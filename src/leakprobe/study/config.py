@@ -14,7 +14,7 @@ naming the key path (``defences[2].noise_multiplier: ...``)::
     nonmembers: 128
     seeds: [0]                      # split, training, attack and utility seed of each cell
     attacks: [partcrop, encodermi, lpla, baseline-norm]
-    attack_options: {num_parts: 128, n_views: 10}
+    attack_options: {num_parts: 128, n_views: 10, views: simclr}   # views: see leakprobe.views
     knowledge: {setting: known-subset, folds: 2, repeats: 3}
     utility: {data: rest, max_images: 1000}   # nonmembers, rest or a labelled data spec
     train: {epochs: 50, batch_size: 256, lr: 0.001, weight_decay: 1.0e-5,
@@ -66,11 +66,12 @@ from pathlib import Path
 from typing import Any
 
 from leakprobe.errors import LeakprobeError
+from leakprobe.precision import AMP_CHOICES
 
 DEFENCE_KINDS = ("none", "early-stopping", "dp", "scsr")
 KNOWLEDGE_SETTINGS = ("known-subset",)
 OPTIMIZERS = ("adamw", "sgd")
-ATTACK_OPTION_KEYS = ("num_parts", "n_views")
+ATTACK_OPTION_KEYS = ("num_parts", "n_views", "views")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "amp")
 
 
@@ -83,7 +84,7 @@ class TrainSettings:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     optimizer: str = "adamw"
-    amp: bool = True
+    amp: str | bool = "auto"
 
 
 @dataclass(frozen=True)
@@ -253,8 +254,9 @@ def _train(obj: Any, where: str, base: TrainSettings) -> TrainSettings:
         elif key == "optimizer":
             values[key] = _str(value, w, OPTIMIZERS)
         elif key == "amp":
-            if not isinstance(value, bool):
-                raise LeakprobeError(f"{w}: expected true or false, got {value!r}")
+            if not isinstance(value, bool) and value not in AMP_CHOICES:
+                raise LeakprobeError(f"{w}: expected auto, on, off, true or false, got "
+                                     f"{value!r}")
             values[key] = value
     return TrainSettings(**values)
 
@@ -360,6 +362,22 @@ def _defence(obj: Any, where: str) -> Defence:
     return Defence(kind, values, strength, paradigms, options, train, arch_kwargs)
 
 
+def _views(value: Any) -> None:
+    """Validate ``attack_options.views`` (a preset / ``PRESET,KEY=VALUE`` text or a mapping).
+
+    The value is kept as written (it is part of the cells' keys); the attacks resolve it.
+    """
+    from leakprobe.views import parse_views
+
+    if not isinstance(value, (str, dict)):
+        raise LeakprobeError(f"attack_options.views: expected a preset name, KEY=VALUE text or "
+                             f"a mapping, got {value!r}")
+    try:
+        parse_views(value)
+    except LeakprobeError as e:
+        raise LeakprobeError(f"attack_options.{e}") from e
+
+
 _TOP_KEYS = ("name", "out", "data", "data_seed", "image_size", "members", "nonmembers", "seeds",
              "attacks", "attack_options", "knowledge", "utility", "train", "paradigms",
              "defences", "threads", "device", "ray")
@@ -410,7 +428,10 @@ def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
     options = _check_keys(_mapping(raw.get("attack_options"), "attack_options"),
                           ATTACK_OPTION_KEYS, "attack_options")
     for k, v in options.items():
-        _int(v, f"attack_options.{k}", 1)
+        if k == "views":
+            _views(v)
+        else:
+            _int(v, f"attack_options.{k}", 1)
     kn = _check_keys(_mapping(raw.get("knowledge"), "knowledge"),
                      ("setting", "folds", "repeats"), "knowledge")
     knowledge = Knowledge(_str(kn.get("setting", "known-subset"), "knowledge.setting",

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from leakprobe.io import write_json, write_text
-from leakprobe.report.html import _CSS, _esc, _fmt, _fmt_ci
+from leakprobe.report.html import _CSS, _esc, _fmt, _fmt_ci, figure_html
 from leakprobe.report.plots import new_figure, plot_curves, save_figure
 from leakprobe.report.schema import is_blind, leakprobe_version, to_jsonable
 from leakprobe.study.config import StudyConfig
@@ -290,8 +290,7 @@ def _ranking_html(summary: dict) -> str:
 
 
 def _figures(images: dict[str, Path], keys: list[str]) -> str:
-    figs = "".join(f'<figure><img src="{_esc(images[k].name)}" alt="{_esc(k)}"></figure>'
-                   for k in keys if k in images)
+    figs = "".join(figure_html(images[k], k.replace("_", " ")) for k in keys if k in images)
     return f'<div class="plots">{figs}</div>'
 
 

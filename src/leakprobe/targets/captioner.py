@@ -273,6 +273,7 @@ def load_captioner(
 
     text = str(spec)
     path = Path(text)
+    device = resolve_device(device)  # first: a bad --device is named before the model is read
     if text.startswith(("http://", "https://")):
         from leakprobe.targets.http import HTTPCaptioner
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from leakprobe.device import resolve_device
 from leakprobe.errors import BudgetExceededError, LeakprobeError
+from leakprobe.progress import count_queries
 
 
 @runtime_checkable
@@ -44,6 +45,7 @@ class QueryCounter:
                 f"query budget exhausted: {self.used} of {self.budget} used, {n} more requested"
             )
         self.used += n
+        count_queries(n)  # advances the progress bar of the step that pays for them
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -49,12 +49,39 @@ def load_safetensors_module(path: str | Path, arch: str | None = None) -> torch.
     if arch and recorded and arch != recorded:
         kwargs = {}
     model = create_model(name, **kwargs)
+    mismatch = _state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise LeakprobeError(f"{path}: weights do not fit architecture '{name}': {mismatch}; "
+                             "for your own architecture use --model file.py:factory")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise LeakprobeError(f"{path}: weights do not fit architecture '{name}': {first}") from e
+        raise LeakprobeError(f"{path}: weights do not fit architecture '{name}': {first}; "
+                             "for your own architecture use --model file.py:factory") from e
     return model
+
+
+def _keys(names: list[str], shown: int = 5) -> str:
+    more = f", ... {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _state_mismatch(expected: dict, given: dict, shown: int = 5) -> str:
+    """What keeps ``given`` from loading into a model whose state is ``expected`` ('' if ok)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    reshaped = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                if k in given and tuple(given[k].shape) != tuple(v.shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({_keys(missing, shown)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({_keys(unexpected, shown)})")
+    if reshaped:
+        parts.append(f"{len(reshaped)} keys of another shape, file vs model "
+                     f"({_keys(reshaped, shown)})")
+    return "; ".join(parts)
 
 
 def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -99,9 +126,23 @@ def load_entry_point(spec: str):
     if not callable(factory):
         raise LeakprobeError(f"{spec}: {target} has no callable '{attr}'")
     try:
-        return factory()
+        built = factory()
     except Exception as e:
         raise LeakprobeError(f"{spec}: the factory failed ({type(e).__name__}: {e})") from e
+    if isinstance(built, type):
+        raise LeakprobeError(f"{spec}: the factory returned the class {built.__name__}, not an "
+                             "instance; return a built model, e.g. return "
+                             f"{built.__name__}()")
+    return built
+
+
+def returned(spec: str, obj: object, wanted: str) -> LeakprobeError:
+    """The error for an entry point whose factory built the wrong kind of object."""
+    kind = type(obj).__name__
+    if obj is None:
+        kind = "None (did the factory forget to return?)"
+    return LeakprobeError(f"{spec}: the factory returned {kind}, which is neither an "
+                          f"nn.Module nor an object with {wanted}")
 
 
 def load_model_module(
@@ -148,21 +189,18 @@ def load_encoder(
     """
     from leakprobe.device import resolve_device
 
+    dev = resolve_device(device)  # first: a bad --device is named before any model is read
     if spec.startswith(("http://", "https://")):
         from leakprobe.targets.http import HTTPEncoder
 
         return HTTPEncoder(spec, batch_size=min(batch_size, 256), budget=budget,
                            image_size=image_size)
-    dev = resolve_device(device)
     model = load_model_module(spec, arch, dev)
     if isinstance(model, torch.nn.Module):
         return ModuleEncoder(model, image_size, dev, batch_size, budget, name=str(spec))
     if callable(getattr(model, "embed", None)):
         return ObjectEncoder(model, image_size, batch_size, budget, name=str(spec))
-    raise LeakprobeError(
-        f"{spec}: the factory returned {type(model).__name__}, which is neither an nn.Module "
-        "nor an object with embed(images)"
-    )
+    raise returned(spec, model, "embed(images)")
 
 
 def load_translator(
@@ -177,16 +215,15 @@ def load_translator(
     from leakprobe.device import resolve_device
     from leakprobe.targets.image2image import ModuleTranslator
 
+    dev = resolve_device(device)  # first: a bad --device is named before any model is read
     if spec.startswith(("http://", "https://")):
         from leakprobe.targets.http import HTTPTranslator
 
         return HTTPTranslator(spec, batch_size=batch_size, budget=budget, image_size=image_size)
-    dev = resolve_device(device)
     model = load_model_module(spec, arch, dev)
     if isinstance(model, torch.nn.Module):
         return ModuleTranslator(model, image_size, dev, batch_size, budget, name=str(spec))
     if callable(getattr(model, "translate", None)):
         return ModuleTranslator(model.translate, image_size or getattr(model, "input_size", None),
                                 "cpu", batch_size, budget, name=str(spec))
-    raise LeakprobeError(f"{spec}: the factory returned {type(model).__name__}, which is "
-                         "neither an nn.Module nor an object with translate(images)")
+    raise returned(spec, model, "translate(images)")

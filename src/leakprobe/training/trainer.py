@@ -14,6 +14,7 @@ from torch import nn
 from leakprobe.device import resolve_device
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import atomic_write
+from leakprobe.precision import check_amp, precision_name, resolve_amp
 from leakprobe.progress import log, track
 from leakprobe.training.dp import DPSGD, DPConfig
 
@@ -32,7 +33,9 @@ class TrainConfig:
         lr: peak learning rate (cosine decay to 0 after a one-epoch warm-up).
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9).
-        amp: bf16 autocast (about twice as fast on recent CPUs, supported on CUDA).
+        amp: bf16 autocast: ``auto`` (on where the device runs bf16 natively, see
+            :mod:`leakprobe.precision`), ``on``, ``off`` or a bool. A model whose ops fail
+            under autocast is trained in fp32 instead (one line says so).
         seed: seeds initialisation, batch order and augmentation.
         device: ``auto``, ``cpu``, ``cuda``...
         dp: DP-SGD settings (None: ordinary training); SSL methods only (the model must have
@@ -45,7 +48,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     optimizer: str = "adamw"
-    amp: bool = False
+    amp: str | bool = "auto"
     seed: int = 0
     device: str = "auto"
     dp: DPConfig | None = None
@@ -58,6 +61,7 @@ class TrainConfig:
                 raise LeakprobeError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise LeakprobeError(f"lr must be > 0, got {self.lr}")
+        check_amp(self.amp)
         self.snapshot_epochs = tuple(sorted({int(e) for e in self.snapshot_epochs}))
         if self.snapshot_epochs and not 1 <= self.snapshot_epochs[0] <= \
                 self.snapshot_epochs[-1] <= self.epochs:
@@ -83,10 +87,14 @@ class Trainer:
         config: TrainConfig,
         checkpoint_dir: str | Path | None = None,
         callbacks: list[EpochCallback] | None = None,
+        description: str = "training",
     ) -> None:
         self.model = model
         self.config = config
         self.device = resolve_device(config.device)
+        # bf16 autocast resolved once for this device; DP-SGD always runs in fp32
+        self.amp = resolve_amp(config.amp, self.device) and config.dp is None
+        self.description = description
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.callbacks = callbacks or []
         self.history: list[float] = []
@@ -138,7 +146,9 @@ class Trainer:
         if self.dp_engine is not None:  # the accountant only needs the number of steps
             self.dp_engine.steps = start * steps_per_epoch
         every = max(1, c.epochs // 20)
-        for epoch in track(range(start, c.epochs), "training", c.epochs - start):
+        self._record_precision()
+        for epoch in track(range(start, c.epochs), self.description, c.epochs - start,
+                           unit="epochs"):
             t0 = time.time()
             losses = self._run_epoch(data, loss_fn, optimizer, schedule, g, batch, epoch)
             self.history.append(sum(losses) / max(len(losses), 1))
@@ -158,6 +168,11 @@ class Trainer:
         self.model.eval()
         return self.history
 
+    def _record_precision(self) -> None:
+        """Keep what is really used (after any fallback) in the config, so ``model.json``
+        (``train.extra.precision``) says it."""
+        self.config.extra = {**self.config.extra, "precision": self.precision}
+
     def _run_epoch(self, data, loss_fn, optimizer, schedule, g, batch, epoch) -> list[float]:
         self.model.train()
         order = torch.randperm(data.shape[0], generator=g)
@@ -170,9 +185,7 @@ class Trainer:
             if self.dp_engine is not None:
                 loss = self.dp_engine.step(x, g)  # sets p.grad: clipped, noised, averaged
             else:
-                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.amp):
-                    loss = loss_fn(x, g)
-                loss.float().backward()
+                loss = self._forward_backward(loss_fn, x, g)
             optimizer.step()
             schedule.step()
             after = getattr(self.model, "after_step", None)
@@ -180,6 +193,40 @@ class Trainer:
                 after((epoch * n_steps + step + 1) / max(n_steps * self.config.epochs, 1))
             losses.append(float(loss.detach()))
         return losses
+
+    @property
+    def precision(self) -> str:
+        """What this trainer computes in: ``bf16-autocast`` or ``fp32`` (for reports)."""
+        return precision_name(self.amp)
+
+    def _forward_backward(self, loss_fn: LossFn, x: torch.Tensor, g: torch.Generator):
+        """Loss and gradients of one batch; falls back to fp32 once if autocast fails.
+
+        Some ops have no bf16 kernel on some machines (oneDNN's LSTM on CPUs without native
+        bf16 raises ``could not create a primitive descriptor``). The failed step consumed no
+        optimiser state; the generator is rewound so the fp32 retry draws the same batch
+        augmentation, and every later step runs in fp32.
+        """
+        if not self.amp:
+            loss = loss_fn(x, g)
+            loss.float().backward()
+            return loss
+        state = g.get_state()
+        try:
+            with torch.autocast(self.device.type, torch.bfloat16):
+                loss = loss_fn(x, g)
+            loss.float().backward()
+            return loss
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log(f"bf16 autocast failed for this model ({first[:120]}); training in fp32")
+            self.amp = False
+            self._record_precision()
+            self.model.zero_grad(set_to_none=True)
+            g.set_state(state)
+            loss = loss_fn(x, g)
+            loss.float().backward()
+            return loss
 
     def _save_checkpoint(self, optimizer, schedule, g, epoch: int) -> None:
         if self.checkpoint_path is None:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leakprobe.errors import LeakprobeError
+from leakprobe.threads import single_threaded
 
 
 @dataclass
@@ -145,6 +146,11 @@ class NeuralScorer:
         return MLP(in_dim) if self.network == "mlp" else DeepSet()
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> NeuralScorer:
+        """Train on (N, F) features and 0/1 labels, on one thread (see leakprobe.threads)."""
+        with single_threaded():
+            return self._fit(x, y)
+
+    def _fit(self, x: np.ndarray, y: np.ndarray) -> NeuralScorer:
         y = np.asarray(y, dtype=np.float32)
         if self.network == "mlp":
             self.mean_, self.std_ = standardize_fit(x)
@@ -181,7 +187,7 @@ class NeuralScorer:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         z = torch.as_tensor((x - self.mean_) / self.std_, dtype=torch.float32)
-        with torch.inference_mode():
+        with single_threaded(), torch.inference_mode():
             return torch.sigmoid(self.net_(z)).double().numpy()
 
 

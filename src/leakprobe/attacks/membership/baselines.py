@@ -2,7 +2,8 @@
 
 - ``baseline-norm``: the L2 norm of the clean image's embedding (larger = member).
 - ``baseline-consistency``: mean cosine similarity between the clean embedding and those of
-  ``n_views`` augmented views (more consistent = member, the intuition of EncoderMI).
+  ``n_views`` augmented views (more consistent = member, the intuition of EncoderMI); the
+  views are SimCLR's unless ``views`` names the target's recipe (see :mod:`leakprobe.views`).
 Both directions are fixed in advance, so these attacks use no known samples at all.
 """
 
@@ -13,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from leakprobe.attacks.membership._common import MembershipAttack, check_features
-from leakprobe.augment import SSLAugmentation
 from leakprobe.targets.encoder import resize
+from leakprobe.views import ViewSpec, attack_views
 
 
 class EmbeddingNorm(MembershipAttack):
@@ -39,7 +40,11 @@ class EmbeddingNorm(MembershipAttack):
 
 
 class AugmentationConsistency(MembershipAttack):
-    """Score = mean cosine(clean embedding, augmented-view embedding)."""
+    """Score = mean cosine(clean embedding, augmented-view embedding).
+
+    ``views`` (see :func:`leakprobe.views.parse_views`) sets the view recipe; None draws
+    SimCLR's views with ``crop_scale`` (given views replace ``crop_scale``).
+    """
 
     name = "baseline-consistency"
     needs_fit = False
@@ -47,18 +52,25 @@ class AugmentationConsistency(MembershipAttack):
     def __init__(
         self, n_views: int = 4, crop_scale: tuple[float, float] = (0.2, 1.0),
         images_per_batch: int = 256, seed: int = 0,
+        views: str | dict | ViewSpec | None = None,
     ) -> None:
         self.n_views = n_views
         self.crop_scale = crop_scale
         self.images_per_batch = images_per_batch
         self.seed = seed
+        self.views = views
+        self.view_spec()  # a bad recipe fails here, not after the first queries
+
+    def view_spec(self) -> ViewSpec:
+        """The resolved view recipe the attack draws from."""
+        return attack_views(self.views, self.crop_scale)
 
     def queries_per_image(self, target) -> int:
         return self.n_views + 1
 
     def features(self, target, images: torch.Tensor) -> np.ndarray:
         g = torch.Generator().manual_seed(self.seed)
-        aug = SSLAugmentation(size=target.input_size, crop_scale=tuple(self.crop_scale))
+        aug = self.view_spec().augmentation(target.input_size)
         out = []
         for chunk in resize(images, target.input_size).split(self.images_per_batch):
             views = torch.cat([chunk[:, None], aug(chunk, g, self.n_views)], dim=1)

@@ -13,6 +13,8 @@ Variants:
 
 The augmentation defaults to SimCLR's (random-resized-crop scale (0.08, 1), flip, colour
 jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale p 0.2): the recipe is unknown to the attacker.
+``views`` (a preset of :mod:`leakprobe.views` such as ``byol`` or ``mae``, or explicit
+settings) draws the views from the target's own recipe instead: an owner's audit.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from leakprobe.attacks.membership._common import (
     check_features,
     pairwise_cosines,
 )
-from leakprobe.augment import SSLAugmentation
 from leakprobe.targets.encoder import resize
+from leakprobe.views import ViewSpec, attack_views
 
 VARIANTS = ("vector", "set", "threshold")
 
@@ -39,10 +41,13 @@ class EncoderMI(MembershipAttack):
     Args:
         variant: ``vector``, ``set`` or ``threshold``.
         n_views: augmented views per image.
-        crop_scale: random-resized-crop area range of the views.
+        crop_scale: random-resized-crop area range of the default views.
         images_per_batch: images whose views are embedded together.
         epochs: classifier epochs (vector and set variants).
         seed: seeds the views and the classifier.
+        views: the view recipe (preset name, ``PRESET,KEY=VALUE...``, dict or ViewSpec; see
+            :func:`leakprobe.views.parse_views`); None: SimCLR's views with ``crop_scale``.
+            Given views replace ``crop_scale``.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class EncoderMI(MembershipAttack):
         images_per_batch: int = 128,
         epochs: int = 100,
         seed: int = 0,
+        views: str | dict | ViewSpec | None = None,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -62,6 +68,12 @@ class EncoderMI(MembershipAttack):
         self.images_per_batch = images_per_batch
         self.epochs = epochs
         self.seed = seed
+        self.views = views
+        self.view_spec()  # a bad recipe fails here, not after the first queries
+
+    def view_spec(self) -> ViewSpec:
+        """The resolved view recipe the attack draws from."""
+        return attack_views(self.views, self.crop_scale)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -72,7 +84,7 @@ class EncoderMI(MembershipAttack):
 
     def features(self, target, images: torch.Tensor) -> np.ndarray:
         g = torch.Generator().manual_seed(self.seed)
-        aug = SSLAugmentation(size=target.input_size, crop_scale=tuple(self.crop_scale))
+        aug = self.view_spec().augmentation(target.input_size)
         out = []
         for chunk in resize(images, target.input_size).split(self.images_per_batch):
             views = aug(chunk, g, self.n_views)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from leakprobe.attacks.membership._common import MembershipAttack, check_features
-from leakprobe.augment import SSLAugmentation
 from leakprobe.targets.encoder import resize
+from leakprobe.views import ViewSpec, attack_views
 
 
 def parse_p(p: float | str) -> float:
@@ -39,8 +39,10 @@ class LpLA(MembershipAttack):
     Args:
         p: the norm (1, 2, ``inf``, ...).
         n_views: embeddings averaged per image (the clean image plus augmented views).
-        crop_scale: area range of the augmented views' crops.
+        crop_scale: area range of the default augmented views' crops.
         seed: seeds the views.
+        views: the view recipe (see :func:`leakprobe.views.parse_views`); None: SimCLR's
+            views with ``crop_scale``. Given views replace ``crop_scale``.
     """
 
     def __init__(
@@ -50,12 +52,19 @@ class LpLA(MembershipAttack):
         crop_scale: tuple[float, float] = (0.2, 1.0),
         images_per_batch: int = 256,
         seed: int = 0,
+        views: str | dict | ViewSpec | None = None,
     ) -> None:
         self.p = p
         self.n_views = n_views
         self.crop_scale = crop_scale
         self.images_per_batch = images_per_batch
         self.seed = seed
+        self.views = views
+        self.view_spec()  # a bad recipe fails here, not after the first queries
+
+    def view_spec(self) -> ViewSpec:
+        """The resolved view recipe the attack draws from."""
+        return attack_views(self.views, self.crop_scale)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -68,7 +77,7 @@ class LpLA(MembershipAttack):
     def features(self, target, images: torch.Tensor) -> np.ndarray:
         p = parse_p(self.p)
         g = torch.Generator().manual_seed(self.seed)
-        aug = SSLAugmentation(size=target.input_size, crop_scale=tuple(self.crop_scale))
+        aug = self.view_spec().augmentation(target.input_size)
         out = []
         for chunk in resize(images, target.input_size).split(self.images_per_batch):
             views = [chunk[:, None]]

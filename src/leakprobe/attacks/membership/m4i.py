@@ -33,6 +33,7 @@ from torch import nn
 from leakprobe.attacks.membership._common import MembershipAttack, NeuralScorer, check_features
 from leakprobe.data.images import ImageSet
 from leakprobe.errors import LeakprobeError
+from leakprobe.progress import track
 
 
 def _references(samples: ImageSet) -> list[list[str]]:
@@ -249,7 +250,8 @@ class M4IFeature(MembershipAttack):
         bows = bag_of_words([c for cs in refs for c in cs], self.tokenizer_).to(device)
         images = public.images.to(device)
         model.train()
-        for _ in range(self.epochs):
+        for _ in track(range(self.epochs), "m4i-feature: training the extractor",
+                       unit="epochs"):
             for idx in torch.randperm(len(owner), generator=g).split(self.batch_size):
                 if len(idx) < 2:  # BatchNorm needs two samples
                     continue

@@ -30,6 +30,9 @@ Departures from the reference code:
 
 When the target exposes no tokens, the response of a part is the cosine of its embedding with
 the whole image's embedding, and the K sorted cosines are the features.
+
+The part crops are the method's own probe (``num_parts``, ``crop_scale``, ``part_size``), not
+a guess of the training augmentation, so ``--views`` does not change them.
 """
 
 from __future__ import annotations

@@ -2,20 +2,23 @@
 
 Each query is paid once: views and embeddings are cached on disk (safetensors, written
 atomically after every chunk), so an interrupted steal resumes where it stopped and a budget
-sweep reuses the prefix of one query stream.
+sweep reuses the prefix of one query stream. :func:`cached_embeddings` does the same for the
+evaluation queries (the target's embeddings of the labelled probe images).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from leakprobe.augment import SSLAugmentation
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import atomic_write
-from leakprobe.progress import log, track
+from leakprobe.progress import log, task
 from leakprobe.targets.encoder import resize
 
 
@@ -84,12 +87,75 @@ class QueryCache:
                 f"the budget needs {n_images} query images at {self.views_per_image} views "
                 f"each, only {self.images.shape[0]} given: add query images or raise --views")
         starts = range(self.n_done, n_images, chunk)
-        for start in track(starts, "querying the target", len(starts)):
-            stop = min(start + chunk, n_images)
-            views = self._make_views(start, stop)
-            b, v = views.shape[:2]
-            emb = target.embed(views.reshape(b * v, *views.shape[2:])).view(b, v, -1)
-            self.views = torch.cat([self.views, views])
-            self.embeddings = emb if self.embeddings.numel() == 0 else \
-                torch.cat([self.embeddings, emb])
-            self._save()
+        total = (n_images - self.n_done) * self.views_per_image
+        with task("stealing: querying the target", max(total, 0), unit="queries"):
+            for start in starts:
+                self._fill_chunk(target, start, min(start + chunk, n_images))
+
+    def _fill_chunk(self, target, start: int, stop: int) -> None:
+        """Embed the views of images ``start:stop`` and save the cache."""
+        views = self._make_views(start, stop)
+        b, v = views.shape[:2]
+        emb = target.embed(views.reshape(b * v, *views.shape[2:])).view(b, v, -1)
+        self.views = torch.cat([self.views, views])
+        self.embeddings = emb if self.embeddings.numel() == 0 else \
+            torch.cat([self.embeddings, emb])
+        self._save()
+
+
+def _fingerprint(images: torch.Tensor, target) -> str:
+    """What an embedding depends on: the exact images and the target's identity."""
+    h = hashlib.sha256()
+    h.update(repr((tuple(images.shape), str(images.dtype), getattr(target, "name", None),
+                   getattr(target, "embed_dim", None))).encode())
+    h.update(images.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_embeddings(
+    target, sets: dict[str, torch.Tensor], path: str | Path | None = None
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The target's embeddings of named image sets, each query paid once across runs.
+
+    Every set is stored in ``path`` (safetensors, written atomically after each set) with a
+    fingerprint of its images and of the target; a rerun with the same images and target
+    reads them back without querying. A set whose images or target changed is embedded anew.
+
+    Args:
+        target: the queried encoder (``embed`` and, ideally, ``name`` / ``embed_dim``).
+        sets: name -> images (N, 3, H, W), e.g. ``{"probe_train": ..., "probe_test": ...}``.
+        path: cache file (None: no cache, every set is queried).
+    Returns:
+        ``(embeddings, queries)``: name -> embeddings (N, D), and the images sent to the
+        target by this call (0 when everything came from the cache).
+    """
+    path = Path(path) if path else None
+    stored: dict[str, torch.Tensor] = {}
+    meta: dict[str, str] = {}
+    if path is not None and path.exists():
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+            stored = load_file(str(path))
+        except Exception as e:  # a torn or foreign file: pay the queries again
+            log(f"ignoring unreadable embedding cache {path}: {e}")
+            stored, meta = {}, {}
+    out: dict[str, torch.Tensor] = {}
+    paid = 0
+    for name, images in sets.items():
+        key = _fingerprint(images, target)
+        if name in stored and meta.get(name) == key and len(stored[name]) == len(images):
+            out[name] = stored[name]
+            continue
+        if name in stored:
+            log(f"{path}: the {name} images or the target changed; embedding them again")
+        out[name] = target.embed(images).float().cpu()
+        paid += len(images)
+        stored[name], meta[name] = out[name], key
+        if path is not None:
+            state = {k: v.contiguous() for k, v in stored.items()}
+            atomic_write(path, lambda p, st=state, md=dict(meta): save_file(st, str(p), md))
+    if path is not None and paid < sum(len(v) for v in sets.values()):
+        log(f"resuming: {sum(len(v) for v in sets.values()) - paid} evaluation queries "
+            f"already paid ({path})")
+    return out, paid
