@@ -368,7 +368,9 @@ def audit_image2image_cmd(
     nonmembers: Path = typer.Option(..., help="Folder with inputs/ and targets/."),
     out: Path = typer.Option(..., help="Report folder."),
     attacks: str = typer.Option("reconstruction,predictability,membership-error",
-                                help="Also membership-error-weighted; all = the first three."),
+                                show_default=False,  # a long default typer cuts: in the help
+                                help="Comma list; default: reconstruction, predictability, "
+                                "membership-error (= all). Also membership-error-weighted."),
     num_classes: int = typer.Option(None, help="Targets are label maps with N classes."),
     features: str = typer.Option("builtin", help="Pixel features: builtin or a backbone "
                                  "name such as wide-resnet50-2 (needs --features-weights)."),

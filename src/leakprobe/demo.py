@@ -87,16 +87,19 @@ def _demo_image2image(out: Path, seed: int, device: str, amp: str | bool) -> lis
     return [out / "report.json"]
 
 
-def _demo_captioner(out: Path, seed: int, device: str, amp: str | bool) -> list[Path]:
-    """A CNN-LSTM captioner trained long on 60 images; M4I with a shadow on other data."""
+def _demo_captioner(out: Path, seed: int, device: str, amp: str | bool,
+                    epochs: int = 300, extractor_epochs: int = 20) -> list[Path]:
+    """A CNN-LSTM captioner trained ``epochs`` on 60 images; M4I with a shadow of the same
+    training on other data."""
     data = make_synthetic_captioned(120, 32, seed)
     split = make_split(data, 60, seed=seed)
-    config = TrainConfig(epochs=300, batch_size=32, lr=2e-3, amp=amp, seed=seed, device=device)
+    config = TrainConfig(epochs=epochs, batch_size=32, lr=2e-3, amp=amp, seed=seed,
+                         device=device)
     log("demo: training a CNN-LSTM captioner on 60 synthetic captioned images")
     paths = train_target_captioner(split, config, out / "target", resume=True)
     target = load_captioner(str(out / "target"), device=device)
     shadow = make_synthetic_captioned(240, 32, seed + 5)  # the attacker's own data
     audit_captioner(target, split.members, split.nonmembers, shadow, seed=seed, out_dir=out,
-                    shadow_epochs=300, amp=amp,
+                    shadow_epochs=epochs, amp=amp, extractor_epochs=extractor_epochs,
                     context={"model": str(paths["model"].parent), "demo": True})
     return [out / "report.json"]

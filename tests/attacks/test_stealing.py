@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from leakprobe.attacks.stealing import ContSteal, QueryCache, contsteal_loss
+from leakprobe.attacks.stealing.queries import cached_embeddings
 from leakprobe.errors import BudgetExceededError, LeakprobeError
 from leakprobe.evaluation.theft import procrustes_cosine
-from leakprobe.stealing import parse_budgets, steal_encoder
+from leakprobe.stealing import parse_budgets, probe_verdict, steal_encoder
 from leakprobe.targets.encoder import ModuleEncoder
 
 
@@ -96,3 +99,84 @@ def test_budget_larger_than_the_query_data_is_a_clear_error(digits_target):
     with pytest.raises(LeakprobeError, match="query images"):
         steal_encoder(t["target"], t["query"].subset(range(20)), budgets=[100],
                       methods="mse", epochs=1, device="cpu")
+
+
+def test_the_target_probe_beats_the_random_init_one(contsteal_report):
+    assert contsteal_report["probe_informative"] is True
+    assert contsteal_report["probe_informative_margin"] >= 0.02
+    assert not contsteal_report["warnings"]
+
+
+def test_probe_verdict_margin():
+    # a newcomer's run: the target's probe is worse than an untrained encoder's
+    assert probe_verdict(0.338, 0.375, 697) == (False, pytest.approx(0.0302, abs=1e-4))
+    assert probe_verdict(0.884, 0.66, 697)[0] is True
+    # within the binomial spread of the random-init probe: not informative either
+    assert probe_verdict(0.40, 0.375, 697)[0] is False
+    # at least 0.02 however many test images
+    assert probe_verdict(0.51, 0.5, 10**7) == (False, 0.02)
+
+
+class ConstantEncoder(torch.nn.Module):
+    """Embeds every image alike: a probe on it knows nothing (an untrained-looking target)."""
+
+    input_size = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.linspace(-1, 1, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(x.shape[0], -1) + 0 * x.mean()
+
+
+def test_an_uninformative_probe_is_reported_not_trusted(digits_target, tmp_path):
+    t = digits_target
+    out = tmp_path / "steal"
+    report = steal_encoder(ModuleEncoder(ConstantEncoder(), device="cpu"), t["query"],
+                           budgets=[40], methods="mse", epochs=1, device="cpu", out_dir=out,
+                           probe_train=t["probe_train"], probe_test=t["probe_test"].subset(
+                               range(200)))
+    assert report["target_probe_accuracy"] < report["random_init_probe_accuracy"]
+    assert report["probe_informative"] is False
+    assert [w for w in report["warnings"] if "cannot judge theft" in w]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["probe_informative"] is False and saved["warnings"] == report["warnings"]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.index("cannot judge theft") < page.index("Stealing results")
+
+
+def test_a_rerun_pays_no_query_twice(digits_target, tmp_path):
+    """Attack and probe queries are cached in the out folder: a rerun sends the target none."""
+    t = digits_target
+    kwargs = {"budgets": [40], "methods": "mse", "epochs": 1, "device": "cpu",
+              "out_dir": tmp_path / "steal", "probe_train": t["probe_train"].subset(range(60)),
+              "probe_test": t["probe_test"].subset(range(60))}
+    first_target = ModuleEncoder(t["model"], device="cpu")
+    first = steal_encoder(first_target, t["query"], **kwargs)
+    assert first_target.queries == 40 + 60 + 60
+    assert (tmp_path / "steal" / "probe_embeddings.safetensors").is_file()
+    counting = ModuleEncoder(t["model"], device="cpu")
+    second = steal_encoder(counting, t["query"], **kwargs)
+    assert counting.queries == 0
+    assert second["target_probe_accuracy"] == first["target_probe_accuracy"]
+    assert second["context"]["evaluation_queries"] == 120
+    assert not list((tmp_path / "steal").glob("*.tmp"))
+
+
+def test_probe_cache_embeds_changed_images_again(digits_target, tmp_path):
+    model, images = digits_target["model"], digits_target["probe_test"].images[:30]
+    path = tmp_path / "probe.safetensors"
+    target = ModuleEncoder(model, device="cpu")
+    first, paid = cached_embeddings(target, {"a": images[:20], "b": images[20:]}, path)
+    assert paid == 30 and target.queries == 30
+    again, paid = cached_embeddings(target, {"a": images[:20], "b": images[20:]}, path)
+    assert paid == 0 and target.queries == 30
+    torch.testing.assert_close(again["a"], first["a"])
+    changed, paid = cached_embeddings(target, {"a": images[:20], "b": images[20:] * 0.5}, path)
+    assert paid == 10 and target.queries == 40
+    torch.testing.assert_close(changed["a"], first["a"])
+    assert not torch.allclose(changed["b"], first["b"])
+    path.write_bytes(b"torn")
+    _, paid = cached_embeddings(target, {"a": images[:20]}, path)
+    assert paid == 20

@@ -210,3 +210,62 @@ def test_budget_is_enforced(module_name):
         target.embed(images(1))
     with pytest.raises(BudgetExceededError):
         target.tokens(images(1))
+
+
+def test_safetensors_of_another_arch_lists_the_keys_and_the_way_out(tmp_path):
+    _, state = _resnet_tiny_state()
+    path = tmp_path / "weights.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(LeakprobeError) as info:
+        load_encoder(str(path), arch="vit-tiny", device="cpu")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "missing keys (" in message and "unexpected keys (" in message
+    missing = message.split("missing keys (", 1)[1].split(")", 1)[0]
+    assert 1 <= missing.count(",") + 1 <= 6 and "more" in missing  # the first 5, then a count
+    assert "for your own architecture use --model file.py:factory" in message
+
+
+WRONG_TYPES = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def the_class():
+    return Net
+
+
+def nothing():
+    Net()
+"""
+
+
+@pytest.mark.parametrize(("factory", "message"), [
+    ("the_class", "returned the class Net, not an instance"),
+    ("nothing", "returned None (did the factory forget to return?)"),
+])
+def test_entry_point_of_the_wrong_type_names_it_and_the_type(tmp_path, factory, message):
+    from leakprobe.targets.loading import load_translator
+
+    path = tmp_path / "wrong_types.py"
+    path.write_text(WRONG_TYPES)
+    spec = f"{path}:{factory}"
+    for load in (load_encoder, load_translator):
+        with pytest.raises(LeakprobeError) as info:
+            load(spec, device="cpu")
+        assert str(info.value).startswith(f"{spec}: ") and message in str(info.value)
+
+
+@pytest.mark.parametrize("device", ["gpu", "mps"])
+def test_a_bad_device_is_named_before_the_model_is_read(tmp_path, device):
+    from leakprobe.targets.captioner import load_captioner
+    from leakprobe.targets.loading import load_translator
+
+    missing = str(tmp_path / "missing.pt")
+    for load in (load_encoder, load_translator, load_captioner):
+        with pytest.raises(LeakprobeError, match=f"^--device {device}: "):
+            load(missing, device=device)

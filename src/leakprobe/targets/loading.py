@@ -70,7 +70,7 @@ def _keys(names: list[str], shown: int = 5) -> str:
 def _state_mismatch(expected: dict, given: dict, shown: int = 5) -> str:
     """What keeps ``given`` from loading into a model whose state is ``expected`` ('' if ok)."""
     missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
+    unexpected = sorted(k for k in given if k not in expected)
     reshaped = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
                 if k in given and tuple(given[k].shape) != tuple(v.shape)]
     parts = []
