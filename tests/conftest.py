@@ -47,7 +47,7 @@ def memorising_target(cache_dir):
     split = make_split(data, MEMORISER_MEMBERS, seed=0)
     recipe = EncoderRecipe("simclr", "resnet-tiny", {}, (0.08, 1.0),
                            {"temperature": 0.2, "proj_dim": 0})
-    config = TrainConfig(epochs=600, batch_size=64, lr=3e-3, amp=True, seed=0, device="cpu")
+    config = TrainConfig(epochs=600, batch_size=64, lr=3e-3, amp="auto", seed=0, device="cpu")
     backbone, _ = train_ssl_encoder(split.members.images, recipe, config)
     rest = split.nonmembers
     half = len(rest) // 3
@@ -75,7 +75,7 @@ def digits_target():
     digits = load_digits_set(32)
     backbone, _ = train_ssl_encoder(
         digits.images, EncoderRecipe("simclr", "resnet-tiny"),
-        TrainConfig(epochs=15, batch_size=256, lr=3e-3, amp=True, seed=0, device="cpu"),
+        TrainConfig(epochs=15, batch_size=256, lr=3e-3, amp="auto", seed=0, device="cpu"),
     )
     order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
     return {
@@ -107,7 +107,7 @@ def memorising_captioner():
     def train(members):
         refs = members.extras["captions"]
         tok = Tokenizer.fit([c for cs in refs for c in cs])
-        config = TrainConfig(epochs=300, batch_size=32, lr=2e-3, amp=True, seed=0,
+        config = TrainConfig(epochs=300, batch_size=32, lr=2e-3, amp="auto", seed=0,
                              device="cpu")
         model, _ = train_captioner(members, tok, config)
         return ModuleCaptioner(model, tok, device="cpu")

@@ -159,3 +159,17 @@ def test_stealing_options_fail_before_any_query(kwargs, message):
         steal_encoder(target, data, epochs=1, device="cpu", probe_train=probe.subset(range(20)),
                       probe_test=probe.subset(range(20, 40)), **args)
     assert target.queries == 0
+
+
+def test_a_resumed_steal_counts_only_the_queries_still_to_pay(tmp_path):
+    data = make_synthetic(20, 32, seed=1)
+    probe = make_synthetic(20, 32, seed=2)
+    kwargs = {"budgets": "8", "methods": "mse", "epochs": 1, "device": "cpu",
+              "out_dir": tmp_path / "s", "probe_train": probe.subset(range(10)),
+              "probe_test": probe.subset(range(10, 20))}
+    first = ModuleEncoder(Tiny(), device="cpu", budget=28)  # 8 stream + 20 probe queries
+    steal_encoder(first, data, **kwargs)
+    assert first.queries == 28
+    again = ModuleEncoder(Tiny(), device="cpu", budget=0)  # everything is on disk
+    steal_encoder(again, data, **kwargs)
+    assert again.queries == 0

@@ -306,10 +306,9 @@ def audit_encoder_cmd(
     check_audit_plan(attack_objs, target, mem, non, knowledge, folds, repeats,
                      extra_queries=len(labelled) if labelled is not None else 0,
                      extra_what="utility")
-    if shadow_images is not None:
-        check_shadow_disjoint(shadow_images, mem, non)
     shadow = None
     if shadow_images is not None:
+        check_shadow_disjoint(shadow_images, mem, non)
         shadow = train_shadow(shadow_images, EncoderRecipe(shadow_method, shadow_arch), config,
                               seed)
     utility = _recorded_utility(model)

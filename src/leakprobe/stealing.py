@@ -78,12 +78,14 @@ def check_steal_plan(
     caches: dict[int, QueryCache],
     probe_train: ImageSet | None = None,
     probe_test: ImageSet | None = None,
+    probe_cache: Path | None = None,
 ) -> int:
     """Refuse a stealing run that cannot finish, before its first query.
 
     Every budget must buy 2 images at each view count, the largest must fit the attacker's
     images, and the queries still to make (largest budget per view count, minus what the
-    caches already hold, plus the probe sets) must fit the target's remaining budget.
+    caches already hold, plus the probe images ``probe_cache`` lacks) must fit the target's
+    remaining budget.
 
     Returns:
         The queries the run will make.
@@ -97,13 +99,33 @@ def check_steal_plan(
                 f"the budget needs {max(budgets) // v} query images at {v} views each, only "
                 f"{n_available} given: add query images or raise --views")
     streams = {v: max(max(budgets) // v - c.n_done, 0) * v for v, c in sorted(caches.items())}
-    probe = sum(len(s) for s in (probe_train, probe_test) if s is not None)
+    probe = _probe_queries(target, {"probe_train": probe_train, "probe_test": probe_test},
+                           probe_cache)
     needed = sum(streams.values()) + probe
     how = ", ".join(f"{q} at {v} view{'s' if v > 1 else ''}" for v, q in streams.items())
     check_query_budget(target, needed,
                        f"stealing needs {needed} queries ({how}, {probe} probe images)",
                        "lower --budget, use methods with one view count, or smaller probe sets")
     return needed
+
+
+def _probe_queries(target, sets: dict[str, ImageSet | None], cache: Path | None) -> int:
+    """Probe images to embed: those the embedding cache does not hold for this target."""
+    from safetensors import safe_open
+
+    from leakprobe.attacks.stealing.queries import _fingerprint
+
+    meta: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    if cache is not None and cache.exists():
+        try:
+            with safe_open(str(cache), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                rows = {k: f.get_slice(k).get_shape()[0] for k in f.keys()}  # noqa: SIM118
+        except Exception:  # an unreadable cache is ignored by the run too
+            meta, rows = {}, {}
+    return sum(len(s) for name, s in sets.items() if s is not None and not (
+        rows.get(name) == len(s) and meta.get(name) == _fingerprint(s.images, target)))
 
 
 def steal_encoder(
@@ -161,9 +183,10 @@ def steal_encoder(
         if v not in caches:  # reads a resumable cache, queries nothing
             path = out / f"queries_v{v}.safetensors" if out else None
             caches[v] = QueryCache(query_images, v, target.input_size, seed, path)
-    check_steal_plan(target, len(query_data), budgets, caches, probe_train, probe_test)
-    probes = _probe_embeddings(target, probe_train, probe_test,
-                               out / "probe_embeddings.safetensors" if out else None)
+    probe_cache = out / "probe_embeddings.safetensors" if out else None
+    check_steal_plan(target, len(query_data), budgets, caches, probe_train, probe_test,
+                     probe_cache)
+    probes = _probe_embeddings(target, probe_train, probe_test, probe_cache)
     results = []
     for name, method in chosen:
         v = method.views_per_image

@@ -198,31 +198,6 @@ def test_views_change_the_views_and_survive_clone():
         EncoderMI(views="simclar")
 
 
-def test_build_attacks_routes_views_and_the_report_records_them(memorising_target):
-    from leakprobe.audits import audit_encoder, build_attacks
-
-    attacks = build_attacks("partcrop,encodermi-threshold,lpla-p2,baseline", views="byol")
-    given = {a.name: a.get_params().get("views") for a in attacks}
-    assert given == {"partcrop": None, "encodermi-threshold": "byol", "lpla-p2": "byol",
-                     "baseline-norm": None, "baseline-consistency": "byol", "blind": None}
-    with pytest.raises(LeakprobeError, match="unknown preset"):
-        build_attacks("partcrop", views="nope")  # even when no attack draws views
-    t = memorising_target
-    mem, non = t["members"].subset(range(20)), t["nonmembers"].subset(range(20))
-    report = audit_encoder(t["target"], mem, non, "baseline-consistency,lpla-p2", repeats=1,
-                           views="mild,flip=0")
-    ctx = report["context"]
-    assert ctx["views_setting"].startswith("recipe given") and "mild,flip=0" in \
-        ctx["views_setting"]
-    assert set(ctx["views"]) == {"baseline-consistency", "lpla-p2"}
-    assert ctx["views"]["lpla-p2"]["crop_scale"] == [0.5, 1.0]
-    assert ctx["views"]["lpla-p2"]["flip_p"] == 0.0
-    assert report["results"][0]["params"]["views"] == "mild,flip=0"
-    default = audit_encoder(t["target"], mem, non, "baseline-consistency", repeats=1)
-    assert default["context"]["views_setting"].startswith("default SimCLR views (black box")
-    assert default["context"]["views"]["baseline-consistency"]["crop_scale"] == [0.2, 1.0]
-
-
 @pytest.fixture(scope="module")
 def mild_target():
     """A SimCLR resnet-tiny (width 8) trained 100 epochs on 64 images with *mild* views."""
@@ -242,13 +217,38 @@ def mild_target():
                                {"temperature": 0.2, "proj_dim": 0})
         method = build_ssl_method(recipe, 32)
         method.augmentation = VIEW_PRESETS["mild"].augmentation(32)  # the owner's recipe
-        config = TrainConfig(epochs=100, batch_size=64, lr=3e-3, amp=True, seed=0,
+        config = TrainConfig(epochs=100, batch_size=64, lr=3e-3, amp="auto", seed=0,
                              device="cpu")
         Trainer(method, config).fit(split.members.images, method.loss)
         target = ModuleEncoder(export_backbone(method).eval(), device="cpu")
     finally:
         torch.set_num_threads(threads)
     return target, split.members, split.nonmembers.subset(range(64))
+
+
+def test_build_attacks_routes_views_and_the_report_records_them(mild_target):
+    from leakprobe.audits import audit_encoder, build_attacks
+
+    attacks = build_attacks("partcrop,encodermi-threshold,lpla-p2,baseline", views="byol")
+    given = {a.name: a.get_params().get("views") for a in attacks}
+    assert given == {"partcrop": None, "encodermi-threshold": "byol", "lpla-p2": "byol",
+                     "baseline-norm": None, "baseline-consistency": "byol", "blind": None}
+    with pytest.raises(LeakprobeError, match="unknown preset"):
+        build_attacks("partcrop", views="nope")  # even when no attack draws views
+    target, members, nonmembers = mild_target
+    mem, non = members.subset(range(20)), nonmembers.subset(range(20))
+    report = audit_encoder(target, mem, non, "baseline-consistency,lpla-p2", repeats=1,
+                           views="mild,flip=0")
+    ctx = report["context"]
+    assert ctx["views_setting"].startswith("recipe given") and "mild,flip=0" in \
+        ctx["views_setting"]
+    assert set(ctx["views"]) == {"baseline-consistency", "lpla-p2"}
+    assert ctx["views"]["lpla-p2"]["crop_scale"] == [0.5, 1.0]
+    assert ctx["views"]["lpla-p2"]["flip_p"] == 0.0
+    assert report["results"][0]["params"]["views"] == "mild,flip=0"
+    default = audit_encoder(target, mem, non, "baseline-consistency", repeats=1)
+    assert default["context"]["views_setting"].startswith("default SimCLR views (black box")
+    assert default["context"]["views"]["baseline-consistency"]["crop_scale"] == [0.2, 1.0]
 
 
 def test_matching_the_targets_recipe_is_the_stronger_audit(mild_target):

@@ -36,7 +36,7 @@ def colorizer():
     """A U-Net trained long on 48 synthetic images (colourisation), plus unseen sets."""
     data = make_task_pairs(make_synthetic(192, 32, seed=4), "colorize")
     split = make_split(data, 48, seed=0)
-    config = TrainConfig(epochs=150, batch_size=16, lr=2e-3, amp=True, seed=0, device="cpu")
+    config = TrainConfig(epochs=150, batch_size=16, lr=2e-3, amp="auto", seed=0, device="cpu")
     model, _ = train_image2image(split.members, "colorize", "unet-small", config)
     rest = split.nonmembers
     return {"target": ModuleTranslator(model, device="cpu"), "members": split.members,
@@ -70,7 +70,7 @@ def test_membership_error_holds_up_when_easy_and_hard_images_mix():
     # denoising: flat images are easy for the model and for the regression alike
     members = make_task_pairs(ImageSet(members.images, members.ids), "denoise", seed=0)
     nonmembers = make_task_pairs(ImageSet(nonmembers.images, nonmembers.ids), "denoise", seed=1)
-    config = TrainConfig(epochs=40, batch_size=16, lr=2e-3, amp=True, seed=0, device="cpu")
+    config = TrainConfig(epochs=40, batch_size=16, lr=2e-3, amp="auto", seed=0, device="cpu")
     model, _ = train_image2image(members, "denoise", "unet-small", config)
     m = metrics_by_attack(audit_image2image(ModuleTranslator(model, device="cpu"), members,
                                             nonmembers, ATTACKS))

@@ -134,3 +134,43 @@ def test_bad_input_gives_one_line_and_exit_2(folders, model, members, nonmembers
     assert message.lower() in proc.stderr.lower()
     assert "Traceback" not in proc.stderr
     assert not (out / "report.json").exists()  # nothing written half
+
+
+def test_views_reach_the_attacks_and_the_report(folders):
+    from cli_runner import run_cli
+
+    root = folders["root"]
+    out = root / "views"
+    code, _, err = run_cli("audit", "encoder", "--model", str(root / "user.pt"), "--members",
+                           str(root / "members"), "--nonmembers", str(root / "nonmembers"),
+                           "--attacks", "partcrop,encodermi-threshold,baseline-consistency",
+                           "--num-parts", "8", "--n-views", "4", "--views", "mae,flip=0",
+                           "--out", str(out))
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    ctx = report["context"]
+    assert ctx["views_setting"] == "recipe given (owner's audit): mae,flip=0"
+    assert set(ctx["views"]) == {"encodermi-threshold", "baseline-consistency"}
+    spec = ctx["views"]["encodermi-threshold"]
+    assert spec["crop_scale"] == [0.2, 1.0] and spec["flip_p"] == 0 and spec["jitter_p"] == 0
+    params = {r["attack"]: r["params"] for r in report["results"]}
+    assert params["encodermi-threshold"]["views"] == "mae,flip=0"
+    assert "views" not in params["partcrop"]  # part crops are PartCrop's own method
+
+
+@pytest.mark.parametrize("command", ["audit", "defend"])
+def test_bad_views_give_one_line_and_exit_2_before_any_work(folders, command):
+    from cli_runner import run_cli
+
+    root = folders["root"]
+    out = root / f"bad-views-{command}"
+    if command == "audit":
+        args = ["audit", "encoder", "--model", str(root / "user.pt"), "--members",
+                str(root / "members"), "--nonmembers", str(root / "nonmembers")]
+    else:
+        args = ["defend", "encoder", "--defence", "scsr", "--data", "synthetic:60",
+                "--members", "30", "--epochs", "1"]
+    code, _, err = run_cli(*args, "--views", "simclr,crop-scale=0.5", "--out", str(out))
+    assert code == 2, err
+    assert err.strip() == "error: views: crop-scale must be LO:HI, got '0.5'"
+    assert not out.exists()  # nothing trained, nothing written

@@ -12,7 +12,7 @@ from leakprobe.training.trainer import TrainConfig
 
 
 def test_dp_config_and_settings():
-    base = TrainConfig(epochs=2, amp=True)
+    base = TrainConfig(epochs=2, amp="auto")
     cfg = dp_train_config(base, noise_multiplier=1.5, max_grad_norm=0.5)
     assert cfg.dp.noise_multiplier == 1.5 and cfg.dp.max_grad_norm == 0.5 and not cfg.amp
     assert base.dp is None

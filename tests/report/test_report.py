@@ -120,8 +120,10 @@ def test_write_report_files_and_escaping(tmp_path: Path) -> None:
     assert "blind" in page and "distribution-shift floor" in page
     assert "differ in distribution" in page and "Utility" in page
     assert "a &amp; b" in page
+    # self-contained: every figure inlined, the PNG files still written beside it
+    assert page.count('<img src="data:image/png;base64,') == 3
     for img in ("roc.png", "roc_loglog.png", "scores_hist.png"):
-        assert f'src="{img}"' in page
+        assert f'src="{img}"' not in page and f"({img})" in page
     assert not list((tmp_path / "out").glob("*.tmp"))
     assert load_report(paths["json"])["results"][0]["attack"] == "<script>alert(1)</script>"
 
@@ -171,3 +173,121 @@ def test_plot_curves(tmp_path: Path) -> None:
         {"auc": ([1, 2, 3], [0.5, 0.6, 0.7])}, "epoch", "AUC", tmp_path / "c.png", title="t"
     )
     assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+def _page(report: dict, out: Path) -> str:
+    return write_report(report, out)["html"].read_text(encoding="utf-8")
+
+
+def test_notes_and_facts_are_shown_once(tmp_path: Path) -> None:
+    rep = _report(2.0)
+    rep["context"].update({"knowledge": "known-subset", "target": "enc.pt"})
+    page = _page(rep, tmp_path)
+    # both attacks carry the zero-false-positive note: one footnote says it for the table
+    assert all(any("zero false positives" in n for n in r["notes"]) for r in rep["results"])
+    assert page.count("TPR at zero false positives") == 1
+    assert "With 60 non-members the smallest non-zero FPR is 1/60" in page
+    assert page.count("<sup>*</sup>") == 4  # 1% and 0.1% of both attacks
+    assert page.count("<th>knowledge") == 1  # the context's copy is dropped
+    assert "<th>leakprobe</th>" not in page  # versions: the version row says it
+    assert page.count("<th>target</th>") == 1 and "Utility" in page
+
+
+def test_attack_notes_are_grouped_by_text(tmp_path: Path) -> None:
+    rep = _report(0.0)
+    for r in rep["results"]:
+        r["notes"].append("scores were clipped to [0, 1]")
+    rep["results"][0]["notes"].append("only partcrop says this")
+    page = _page(rep, tmp_path)
+    assert page.count("scores were clipped") == 1
+    assert "<strong>partcrop, blind</strong>: scores were clipped" in page
+    assert "<strong>partcrop</strong>: only partcrop says this" in page
+
+
+@pytest.mark.parametrize(
+    "kind, blurb",
+    [
+        ("encoder-membership", "Encoder membership inference."),
+        ("image2image-membership", "Image-to-image membership inference."),
+        ("captioner-membership", "Captioner membership inference."),
+    ],
+)
+def test_each_membership_kind_opens_with_its_blurb(tmp_path: Path, kind: str, blurb: str) -> None:
+    rep = _report(0.0)
+    rep["kind"] = kind
+    page = _page(rep, tmp_path)
+    assert page.count(blurb) == 1
+    others = {"Encoder membership inference.", "Image-to-image membership inference.",
+              "Captioner membership inference.", "Encoder stealing."} - {blurb}
+    assert not any(o in page for o in others)
+    assert page.index(blurb) < page.index("Threat model")
+
+
+def _stealing_report(informative: bool = True) -> dict:
+    return {
+        "leakprobe_version": "0.1.0",
+        "kind": "encoder-stealing",
+        "seed": 0,
+        "target_probe_accuracy": 0.71 if informative else 0.338,
+        "random_init_probe_accuracy": 0.4 if informative else 0.375,
+        "probe_informative": informative,
+        "probe_informative_margin": 0.03,
+        "context": {"target": "enc.pt", "budgets": [100, 200], "probe_test": "digits"},
+        "warnings": [] if informative else ["the target's linear probe ... cannot judge theft"],
+        "results": [
+            {"method": m, "budget": b, "queries_used": b,
+             "metrics": {"surrogate_probe_accuracy": acc, "agreement": acc + 0.1}}
+            for m, b, acc in (("contsteal", 100, 0.5), ("contsteal", 200, 0.6),
+                              ("mse", 100, 0.45), ("mse", 200, 0.5))
+        ],
+    }
+
+
+def test_stealing_page_has_its_own_blurb_and_inlined_plots(tmp_path: Path) -> None:
+    page = _page(_stealing_report(), tmp_path)
+    assert page.count("Encoder stealing.") == 1
+    assert "membership inference" not in page and "training member" not in page
+    assert page.count('<img src="data:image/png;base64,') == 2
+    assert (tmp_path / "steal_surrogate_probe_accuracy.png").is_file()
+    assert page.count("<th>target</th>") == 1 and page.count("<th>seed</th>") == 1
+    assert "probe_informative" in page and "cannot judge theft" not in page
+
+
+def test_stealing_page_warns_first_when_the_probe_cannot_judge(tmp_path: Path) -> None:
+    page = _page(_stealing_report(informative=False), tmp_path)
+    warn = page.index("cannot judge theft")
+    assert warn < page.index("Setting") < page.index("Stealing results")
+    assert "probe accuracy, accuracy ratio and agreement do not show theft" in page
+
+
+def test_merged_page_has_one_blurb_per_kind(tmp_path: Path) -> None:
+    a = write_report(_report(0.0), tmp_path / "a")["json"]
+    b = write_report(_report(1.0), tmp_path / "b")["json"]
+    s = write_report(_stealing_report(), tmp_path / "s")["json"]
+    page = render_reports([a, b, s], tmp_path / "merged")["html"].read_text(encoding="utf-8")
+    assert page.count("Encoder membership inference.") == 1
+    assert page.count("Encoder stealing.") == 1
+    assert page.count('<img src="data:image/png;base64,') == 3 + 3 + 2
+
+
+def test_defence_and_study_pages_inline_their_figures(tmp_path: Path) -> None:
+    from leakprobe.report.defence import write_defence_report
+    from leakprobe.study.report import _figures
+
+    def setting(name: str, strength: float, auc: float, probe: float) -> dict:
+        return {"name": name, "setting": {"noise": strength}, "strength": strength,
+                "dp": True, "epsilon": 8.0 / strength,
+                "utility": {"knn_accuracy": probe - 0.05, "linear_probe_accuracy": probe},
+                "results": [{"attack": "partcrop",
+                             "metrics": {"auc": auc, "auc_ci": [auc - 0.05, auc + 0.05]}}]}
+
+    report = {"kind": "encoder-defence", "defence": "dp", "context": {"seed": 0},
+              "warnings": [], "settings": [setting("n1", 1.0, 0.7, 0.8),
+                                           setting("n2", 2.0, 0.6, 0.7)]}
+    paths = write_defence_report(report, tmp_path / "defence")
+    page = paths["html"].read_text(encoding="utf-8")
+    assert page.count('<img src="data:image/png;base64,') == 2
+    assert "Defence sweep." in page and 'src="tradeoff.png"' not in page
+    assert paths["tradeoff"].is_file() and paths["strength"].is_file()
+    figs = _figures({"privacy_vs_utility": paths["tradeoff"]}, ["privacy_vs_utility"])
+    assert figs.count('<img src="data:image/png;base64,') == 1

@@ -65,6 +65,11 @@ def test_paradigm_inherits_and_overrides_train_block():
     ({"knowledge": {"setting": "shadow"}}, "knowledge.setting: must be one of known-subset"),
     ({"knowledge": {"folds": 1}}, "knowledge.folds: must be >= 2"),
     ({"attack_options": {"num_part": 3}}, "attack_options: unknown key 'num_part'"),
+    ({"attack_options": {"views": "simclar"}}, "attack_options.views: unknown preset 'simclar'"),
+    ({"attack_options": {"views": "mae,zoom=2"}}, "attack_options.views: unknown key 'zoom'"),
+    ({"attack_options": {"views": {"crop_scale": [0.9, 0.1]}}},
+     "attack_options.views: crop-scale must satisfy"),
+    ({"attack_options": {"views": 3}}, "attack_options.views: expected a preset name"),
     ({"train": {"optimizer": "lion"}}, "train.optimizer: must be one of"),
     ({"ray": {"workers": 0}}, "ray.workers: must be >= 1"),
 ])
@@ -74,6 +79,14 @@ def test_bad_configs_raise_one_clear_error(overrides, message):
         parse_study_config(raw)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_attack_views_are_validated_and_kept_as_written():
+    cfg = parse_study_config(base(attack_options={"n_views": 4, "views": "byol,flip=0"}))
+    assert cfg.attack_options == {"n_views": 4, "views": "byol,flip=0"}
+    cfg = parse_study_config(base(attack_options={"views": {"preset": "mae"}}))
+    assert cfg.attack_options["views"] == {"preset": "mae"}
+    assert "views" not in parse_study_config(base()).attack_options  # default: none given
 
 
 def test_missing_required_and_bad_yaml(tmp_path):

@@ -118,8 +118,9 @@ def cached_embeddings(
     """The target's embeddings of named image sets, each query paid once across runs.
 
     Every set is stored in ``path`` (safetensors, written atomically after each set) with a
-    fingerprint of its images and of the target; a rerun with the same images and target
-    reads them back without querying. A set whose images or target changed is embedded anew.
+    fingerprint of its images and of the target (its ``name``, e.g. the model path or URL the
+    CLI loaded, and embedding size); a rerun with the same images and target reads them back
+    without querying. A set whose images or target changed is embedded anew.
 
     Args:
         target: the queried encoder (``embed`` and, ideally, ``name`` / ``embed_dim``).
