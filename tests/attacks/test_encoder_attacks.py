@@ -54,10 +54,17 @@ def test_blind_floor_is_at_chance_for_same_distribution_sets(memoriser_metrics):
     assert lo <= 0.5 <= hi
 
 
+# Null band: the bootstrap interval leaves out the attacker's own fitting noise (sd about
+# 0.06 at 64 + 64, measured over 12 null audits), so one null audit's interval misses 0.5 more
+# often than 5% of the time -- and which attack misses moves with float summation order (the
+# scorer's thread count). The band is about two standard deviations of both noises together;
+# the memorising target's attacks sit far above it.
+NULL_BAND = 0.15
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_null_target_gives_chance(null_metrics, name):
-    lo, hi = null_metrics[name]["auc_ci"]
-    assert lo <= 0.5 <= hi, (name, null_metrics[name])
+    assert abs(null_metrics[name]["auc"] - 0.5) <= NULL_BAND, (name, null_metrics[name])
 
 
 def test_fit_score_api_matches_the_contract(memorising_target):
