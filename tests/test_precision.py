@@ -11,8 +11,8 @@ import json
 
 import pytest
 import torch
-from cli_runner import run_cli
 
+from cli_runner import run_cli
 from leakprobe import precision
 from leakprobe.errors import LeakprobeError
 from leakprobe.training.trainer import TrainConfig, Trainer

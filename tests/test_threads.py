@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from cli_runner import run_cli
 
+from cli_runner import run_cli
 from leakprobe import threads
 from leakprobe.attacks.membership._common import NeuralScorer
 from leakprobe.errors import LeakprobeError
