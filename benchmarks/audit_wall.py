@@ -47,7 +47,12 @@ def run_once(args, threads: str, load: int) -> dict:
             if threads != "default":
                 cmd += ["--threads", threads]
             t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+            try:
+                subprocess.run(cmd, check=True, env=env, capture_output=True, text=True,
+                               timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                return {"threads": threads, "load": load, "wall_seconds": None,
+                        "timed_out_after": args.timeout, "threads_used": None, "auc": {}}
             wall = time.perf_counter() - t0
             report = json.loads((Path(tmp) / "report.json").read_text())
     finally:
@@ -68,14 +73,18 @@ def main() -> None:
     parser.add_argument("--threads", default="default", help="comma list: default, auto, N")
     parser.add_argument("--load", default="0,1", help="comma list of busy processes beside")
     parser.add_argument("--src", default=None, help="PYTHONPATH of another checkout's src")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     rows = [run_once(args, t, int(n)) for n in args.load.split(",")
             for t in args.threads.split(",")]
     print(f"{'threads':>8s} {'load':>4s} {'used':>4s} {'wall s':>7s}  max AUC difference")
-    ref = rows[0]["auc"]
+    ref = next((r["auc"] for r in rows if r["auc"]), {})
     for r in rows:
-        diff = max(abs(r["auc"][k] - ref[k]) for k in ref)
+        if r["wall_seconds"] is None:
+            print(f"{r['threads']:>8s} {r['load']:4d}    - >{r['timed_out_after']:6.0f}  -")
+            continue
+        diff = max((abs(r["auc"][k] - ref[k]) for k in ref), default=0.0)
         print(f"{r['threads']:>8s} {r['load']:4d} {str(r['threads_used']):>4s} "
               f"{r['wall_seconds']:7.1f}  {diff:.4f}")
     if args.json:

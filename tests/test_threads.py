@@ -97,3 +97,26 @@ def test_threads_env_and_bad_value(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LEAKPROBE_THREADS", "nope")
     code, _, err = run_cli("serve", "encoder", "--model", "x.pt")
     assert code == 2 and "'nope'" in err
+
+
+def test_busy_cores_from_cpu_times(monkeypatch) -> None:
+    samples = iter([(100, 1000), (100 + 180, 1000 + 200)])  # 90% busy over the window
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    assert threads.busy_cores(window=0) == 2
+
+
+def test_a_busy_process_takes_a_core_from_auto() -> None:
+    """One CPU-bound process beside: `auto` leaves its core alone (the measured slowdown)."""
+    import subprocess
+    import sys
+    import time
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert threads.busy_cores() >= 1
+        assert threads.auto_threads() <= max(threads.available_cores() - 1, 1)
+    finally:
+        burner.kill()
+        burner.wait()

@@ -6,9 +6,9 @@ Two rules, measured on a busy 2-core machine where OpenMP threads spin-wait for 
   M4I classifiers) always runs on one thread (:func:`single_threaded`). With two torch
   threads the EncoderMI attacker's 100-epoch fit on 154 samples took 146 s, with one 9 s.
 - *Large* work (training and querying models) uses ``--threads``; ``auto`` takes the cores
-  this process may run on minus the cores other processes keep busy (the 1-minute load
-  average), at least one. On an idle 2-core machine that is 2; with one other CPU-bound
-  process running it is 1.
+  this process may run on minus the cores other processes keep busy (measured over 0.2 s
+  from /proc/stat at start-up), at least one. On an idle 2-core machine that is 2; with one
+  other CPU-bound process running it is 1.
 
 Numbers do not depend on the choice: scorer fits always run on one thread, and forward passes
 differ only in float summation order. The report records the threads used.
@@ -17,6 +17,7 @@ differ only in float summation order. The report records the threads used.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,8 +34,31 @@ def available_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def busy_cores() -> int:
-    """Cores other processes keep busy now: the rounded 1-minute load average."""
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (None off Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(window: float = 0.2) -> int:
+    """Cores other processes keep busy now, rounded.
+
+    Measured over ``window`` seconds from /proc/stat (this process sleeps meanwhile, so it
+    is not counted); elsewhere the 1-minute load average, which lags: it still counts a job
+    that ended a minute ago.
+    """
+    before = _cpu_times()
+    if before is not None:
+        time.sleep(window)
+        after = _cpu_times()
+        if after is not None and after[1] > before[1]:
+            share = (after[0] - before[0]) / (after[1] - before[1])
+            return int(round(share * (os.cpu_count() or 1)))
     try:
         return int(round(os.getloadavg()[0]))
     except (AttributeError, OSError):
