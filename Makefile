@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python benchmarks/stealing.py --json runs/bench/stealing.json
 	$(BIN)/python benchmarks/predictability.py --json runs/bench/predictability.json
 	$(BIN)/python benchmarks/captioning.py --json runs/bench/captioning.json
+	$(BIN)/python benchmarks/precision.py --json runs/bench/precision.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
