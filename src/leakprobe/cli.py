@@ -581,6 +581,8 @@ def steal_encoder_cmd(
     if report["target_probe_accuracy"] is not None:
         typer.echo(f"target linear-probe accuracy {report['target_probe_accuracy']:.3f}, "
                    f"random-init surrogate {report['random_init_probe_accuracy']:.3f}"
+                   + (f" (its Procrustes cosine {report['random_init_procrustes_cosine']:.3f})"
+                      if report.get("random_init_procrustes_cosine") is not None else "")
                    + ("" if report.get("probe_informative", True) else " (probe not informative)"))
     width = max([len("method")] + [len(str(r["method"])) for r in report["results"]])
     typer.echo(f"{'method':{width}s} {'budget':>7s} {'queries':>8s} {'probe acc':>9s} "

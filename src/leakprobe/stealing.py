@@ -22,8 +22,9 @@ import torch
 from leakprobe.attacks.stealing import QueryCache, create_stealing_method
 from leakprobe.attacks.stealing.queries import cached_embeddings
 from leakprobe.data.images import ImageSet
+from leakprobe.data.splits import shared_images
 from leakprobe.errors import LeakprobeError
-from leakprobe.evaluation.theft import theft_metrics
+from leakprobe.evaluation.theft import procrustes_cosine, theft_metrics
 from leakprobe.evaluation.utility import linear_probe
 from leakprobe.io import write_json
 from leakprobe.models import create_model
@@ -109,6 +110,26 @@ def check_steal_plan(
     return needed
 
 
+def check_probe_sets(query_data: ImageSet, probe_train: ImageSet | None,
+                     probe_test: ImageSet | None) -> None:
+    """Refuse probe sets that share images with the attacker's queries or with each other.
+
+    The surrogate was trained on the query images: a probe image among them would judge it
+    on its own training data, and a probe-test image in probe-train would judge the probes
+    on theirs.
+    """
+    pairs = [("the query data", query_data, "--probe-train", probe_train),
+             ("the query data", query_data, "--probe-test", probe_test),
+             ("--probe-train", probe_train, "--probe-test", probe_test)]
+    for name_a, a, name_b, b in pairs:
+        if a is None or b is None:
+            continue
+        shared = shared_images(a, b)
+        if shared:
+            raise LeakprobeError(f"{name_b} shares {len(shared)} images with {name_a} (e.g. "
+                                 f"{shared[0][1]!r} = {shared[0][0]!r}); use disjoint sets")
+
+
 def _probe_queries(target, sets: dict[str, ImageSet | None], cache: Path | None) -> int:
     """Probe images to embed: those the embedding cache does not hold for this target."""
     from safetensors import safe_open
@@ -184,6 +205,7 @@ def steal_encoder(
             path = out / f"queries_v{v}.safetensors" if out else None
             caches[v] = QueryCache(query_images, v, target.input_size, seed, path)
     probe_cache = out / "probe_embeddings.safetensors" if out else None
+    check_probe_sets(query_data, probe_train, probe_test)
     check_steal_plan(target, len(query_data), budgets, caches, probe_train, probe_test,
                      probe_cache)
     probes = _probe_embeddings(target, probe_train, probe_test, probe_cache)
@@ -221,8 +243,8 @@ def steal_encoder(
                                                      surrogate_kwargs or {}, out_dim, entry))
             entry["seconds"] = round(time.time() - t1, 2)
             results.append(entry)
-    random_acc = _random_init_accuracy(surrogate_arch, surrogate_kwargs or {}, target, probes,
-                                       seed) if probes else None
+    random_acc, random_procrustes = _random_init_metrics(
+        surrogate_arch, surrogate_kwargs or {}, target, probes, seed) if probes else (None, None)
     warnings: list[str] = []
     verdict: dict = {}
     if probes is not None:
@@ -236,6 +258,7 @@ def steal_encoder(
         "leakprobe_version": leakprobe_version(), "kind": "encoder-stealing", "seed": seed,
         "target_probe_accuracy": probes["target_accuracy"] if probes else None,
         "random_init_probe_accuracy": random_acc,
+        "random_init_procrustes_cosine": random_procrustes,
         **verdict,
         "context": {"target": getattr(target, "name", type(target).__name__),
                     "query_data": query_data.source, "query_images_available": len(query_data),
@@ -304,14 +327,21 @@ def _probe_embeddings(target, train: ImageSet | None, test: ImageSet | None,
             "target_accuracy": acc, "queries": len(train) + len(test)}
 
 
-def _random_init_accuracy(arch: str, kwargs: dict, target, probes: dict, seed: int) -> float:
+def _random_init_metrics(arch: str, kwargs: dict, target, probes: dict,
+                         seed: int) -> tuple[float, float | None]:
+    """Probe accuracy and held-out Procrustes cosine of an untrained surrogate: the floor a
+    stolen encoder's numbers are read against."""
     torch.manual_seed(seed)
     model = create_model("surrogate", backbone=arch, out_dim=int(target.embed_dim or 128),
                          backbone_kwargs=kwargs, input_size=target.input_size).eval()
-    acc, _ = linear_probe(_embed_local(model, probes["train"].images), probes["train"].labels,
-                          _embed_local(model, probes["test"].images), probes["test"].labels,
-                          seed)
-    return acc
+    e_train = _embed_local(model, probes["train"].images)
+    e_test = _embed_local(model, probes["test"].images)
+    acc, _ = linear_probe(e_train, probes["train"].labels, e_test, probes["test"].labels, seed)
+    procrustes = None
+    if e_test.shape[1] == probes["target_test"].shape[1]:
+        procrustes = procrustes_cosine(e_train, probes["target_train"], e_test,
+                                       probes["target_test"])
+    return acc, procrustes
 
 
 def _save_surrogate(model, run_dir: Path, arch: str, kwargs: dict, out_dim: int,

@@ -180,3 +180,30 @@ def test_probe_cache_embeds_changed_images_again(digits_target, tmp_path):
     path.write_bytes(b"torn")
     _, paid = cached_embeddings(target, {"a": images[:20]}, path)
     assert paid == 20
+
+
+def test_procrustes_of_independent_embeddings_is_near_zero_held_out():
+    """Fitted and judged on the same 500 images, two independent 512-d embeddings 'align' to
+    about 0.76; fitted on probe-train and judged on probe-test they score about 0."""
+    g = torch.Generator().manual_seed(0)
+    a_train, b_train, a_test, b_test = (torch.randn(500, 512, generator=g) for _ in range(4))
+    assert procrustes_cosine(a_train, b_train) > 0.6  # in-sample: optimistic
+    assert abs(procrustes_cosine(a_train, b_train, a_test, b_test)) < 0.05
+    x_train, x_test = a_train[:, :64], a_test[:, :64]  # more images than dimensions
+    q = torch.linalg.qr(torch.randn(64, 64, generator=g))[0]  # a rotated copy scores 1
+    assert procrustes_cosine(x_train @ q, x_train, x_test @ q, x_test) == pytest.approx(1.0)
+
+
+def test_random_init_floor_is_reported(contsteal_report):
+    floor = contsteal_report["random_init_procrustes_cosine"]
+    stolen = contsteal_report["results"][0]["metrics"]["procrustes_cosine"]
+    assert floor is not None and stolen > floor, (stolen, floor)
+
+
+def test_probe_images_among_the_queries_are_refused(digits_target, tmp_path):
+    t = digits_target
+    with pytest.raises(LeakprobeError, match="--probe-test shares 10 images with the query"):
+        steal_encoder(t["target"], t["query"], budgets=[100], methods="mse", epochs=1,
+                      device="cpu", out_dir=tmp_path / "o", probe_train=t["probe_train"],
+                      probe_test=t["query"].subset(range(10)))
+    assert not (tmp_path / "o").exists()

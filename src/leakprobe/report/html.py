@@ -355,7 +355,8 @@ def _plots_html(images: dict[str, Path]) -> str:
     return f'<h3>Plots</h3><div class="plots">{figs}</div>' if figs else ""
 
 
-_STEALING_FACTS = ("target_probe_accuracy", "random_init_probe_accuracy", "probe_informative",
+_STEALING_FACTS = ("target_probe_accuracy", "random_init_probe_accuracy",
+                   "random_init_procrustes_cosine", "probe_informative",
                    "probe_informative_margin", "seed", "leakprobe_version")
 
 
