@@ -117,6 +117,11 @@ def audit_encoder(
         attack_objs = build_attacks(attacks, seed, **attack_options)
     else:
         attack_objs = list(attacks)
+    if shadow is not None:  # the attacker's own data never holds an audited image
+        from leakprobe.data.images import concat
+        from leakprobe.data.splits import check_shadow_disjoint
+
+        check_shadow_disjoint(concat([shadow[1], shadow[2]]), members, nonmembers)
     ctx = {"tokens_exposed": bool(getattr(target, "has_tokens", False)),
            **views_context(attack_objs), **(context or {})}
     return run_and_report("encoder-membership", target, attack_objs, members, nonmembers,

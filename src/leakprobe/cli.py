@@ -318,6 +318,10 @@ def audit_encoder_cmd(
     if shadow is not None:
         context["precision"] = {"queries": "fp32",
                                 "shadow_training": config.extra.get("precision")}
+        context["shadow"] = {"data": shadow_images.source, "method": shadow_method,
+                             "arch": shadow_arch, "epochs": shadow_epochs,
+                             "members": len(shadow[1]), "nonmembers": len(shadow[2]),
+                             "split_seed": seed}
     report = audit_encoder(target, mem, non, attack_objs, knowledge, folds, seed, out, shadow,
                            context=context, utility=utility, repeats=repeats)
     _print_summary(report, out)

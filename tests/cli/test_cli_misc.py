@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from cli_runner import run_cli as cli
+from leakprobe.errors import LeakprobeError
 
 ENV = {**os.environ, "LEAKPROBE_PROGRESS": "0", "LEAKPROBE_QUIET": "1",
        "OMP_NUM_THREADS": "1"}
@@ -188,6 +189,23 @@ def test_shadow_knowledge_audit(model, tmp_path):
     for r in report["results"]:
         assert r["n_members"] == 30 and r["n_nonmembers"] == 30
         assert 0.0 <= r["metrics"]["auc"] <= 1.0
+    # the shadow's recipe is the user's and the report says which (issue #12, item 7)
+    assert report["context"]["shadow"] == {
+        "data": "synthetic:60:9", "method": "simclr", "arch": "resnet-tiny", "epochs": 1,
+        "members": 30, "nonmembers": 30, "split_seed": 0}
+
+
+def test_api_refuses_a_shadow_split_holding_audited_images(model, tmp_path):
+    from leakprobe import audit_encoder, load_encoder
+    from leakprobe.data.loaders import load_dataset
+
+    target = load_encoder(str(model), device="cpu")
+    data = load_dataset("synthetic:60:9", 32, 0)
+    members, nonmembers = data.subset(range(30)), data.subset(range(30, 60))
+    shadow = (target, members.subset(range(10)), load_dataset("synthetic:20:8", 32, 0))
+    with pytest.raises(LeakprobeError, match="shadow data shares 10 images with the target's"):
+        audit_encoder(target, members, nonmembers, "baseline-norm", knowledge="shadow",
+                      shadow=shadow)
 
 
 # --------------------------------------------------------------------------------------------
