@@ -38,11 +38,6 @@ def progress_mode() -> str:
     return "bar" if sys.stderr.isatty() else "lines"
 
 
-def progress_enabled() -> bool:
-    """Whether any progress is shown (a bar or periodic lines)."""
-    return progress_mode() != "off"
-
-
 def _interval() -> float:
     try:
         return max(float(os.environ.get("LEAKPROBE_PROGRESS_SECONDS", "10")), 0.0)

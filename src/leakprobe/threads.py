@@ -94,13 +94,21 @@ def set_threads(value: str | int | None = "auto") -> int:
 def single_threaded() -> Iterator[None]:
     """Run the block on one thread -- torch's and the BLAS under numpy / scikit-learn --
     for small models and scorer fits, then restore the previous settings."""
+    if _single_depth[0]:  # nested (a scorer fit inside cross-fitting): already one thread
+        yield
+        return
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    _single_depth[0] += 1
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             yield
     finally:
+        _single_depth[0] -= 1
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+_single_depth = [0]  # how many single_threaded blocks are open in this process
