@@ -42,6 +42,11 @@ def train(members, epochs: int, device: str) -> ModuleCaptioner:
     return ModuleCaptioner(model, tok, device=device)
 
 
+def _round(value: float | None) -> float | None:
+    """``value`` to 4 decimals; None (a TPR the audit cannot resolve) stays None."""
+    return None if value is None else round(value, 4)
+
+
 def rate(fn, n: int) -> float:
     start = time.perf_counter()
     fn()
@@ -95,13 +100,14 @@ def main() -> None:
         r, n = real[name], null[name]
         row = {"attack": name, "auc": round(r["auc"], 4),
                "auc_ci": [round(v, 4) for v in r["auc_ci"]],
-               "tpr_at_1pct_fpr": round(r["tpr_at_fpr"]["0.01"], 4),
+               "tpr_at_1pct_fpr": _round(r["tpr_at_fpr"].get("0.01")),
                "null_auc": round(n["auc"], 4), "null_auc_ci": [round(v, 4) for v in n["auc_ci"]],
                "captions_per_second": speed.get(name)}
         rows.append(row)
         ci = f"[{row['auc_ci'][0]:.3f}, {row['auc_ci'][1]:.3f}]"
         cps = "-" if row["captions_per_second"] is None else f"{row['captions_per_second']:.1f}"
-        print(f"{name:12s} {row['auc']:6.3f} {ci:>15s} {row['tpr_at_1pct_fpr']:7.3f} "
+        tpr = "n/a" if row["tpr_at_1pct_fpr"] is None else f"{row['tpr_at_1pct_fpr']:.3f}"
+        print(f"{name:12s} {row['auc']:6.3f} {ci:>15s} {tpr:>7s} "
               f"{row['null_auc']:9.3f} {cps:>11s}")
     print(f"bare captioning {speed['captioning']:.1f} captions/s; training target + shadow "
           f"{train_s:.0f}s, extractor {extractor_s:.0f}s ({args.device}, "

@@ -96,7 +96,8 @@ def test_report_has_the_stable_keys(api_run):
         assert lo <= m["auc"] <= hi
         assert 0.0 <= m["balanced_accuracy"] <= 1.0
         assert set(m["tpr_at_fpr"]) >= {"0.1", "0.01", "0.001"}
-        assert all(0.0 <= v <= 1.0 for v in m["tpr_at_fpr"].values())
+        # 40 non-members resolve no FPR level (n0 * f < 10): every TPR is null
+        assert all(v is None for v in m["tpr_at_fpr"].values())
         assert isinstance(r["queries"], int)
         assert r["queries"] == 80 * per_image[r["attack"]]
         assert isinstance(r["seconds"], (int, float)) and math.isfinite(r["seconds"])

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import torch
 
-from leakprobe.attacks.membership import create_attack, expand_attack_names
+from leakprobe.attacks.membership import create_attack, expand_attack_names, token_problem
+from leakprobe.attacks.membership.partcrop import check_token_attacks
 from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import make_split
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.audit import run_audit
+from leakprobe.evaluation.permutation import resolve_permutations
 from leakprobe.evaluation.utility import knn_accuracy, linear_probe
 from leakprobe.preflight import check_out_dir
 from leakprobe.progress import log
@@ -30,8 +32,13 @@ ATTACK_OPTIONS = {"num_parts": ("partcrop",), "n_views": ("encodermi",),
                   "views": ("encodermi", "lpla", "baseline-consistency")}
 
 
-def build_attacks(names: str | list[str], seed: int = 0, **options) -> list:
-    """Attack objects for ``names`` (aliases expanded) plus the blind attack, seeded."""
+def build_attacks(names: str | list[str], seed: int = 0, target=None, **options) -> list:
+    """Attack objects for ``names`` (aliases expanded) plus the blind attack, seeded.
+
+    With ``target``, PartCrop's token attacks are fitted to it: on a target known to lack
+    tokens in its embedding space an alias runs ``partcrop-pooled`` instead and an explicit
+    ``partcrop`` / ``partcrop-cosine`` is refused (before any query).
+    """
     if options.get("views") is not None:
         from leakprobe.views import parse_views
 
@@ -40,7 +47,8 @@ def build_attacks(names: str | list[str], seed: int = 0, **options) -> list:
         if options.get(opt) is not None and options[opt] < 1:
             raise LeakprobeError(f"{flag} must be >= 1, got {options[opt]}")
     attacks = []
-    for name in [*expand_attack_names(names), "blind"]:
+    no_tokens = token_problem(target) if target is not None else None
+    for name in [*expand_attack_names(names, no_tokens), "blind"]:
         if name == "blind" and any(a.name == "blind" for a in attacks):
             continue
         kwargs = {"seed": seed}
@@ -82,7 +90,7 @@ def audit_encoder(
     target,
     members: ImageSet,
     nonmembers: ImageSet,
-    attacks: str | list = "partcrop,encodermi,lpla,baseline",
+    attacks: str | list = "all",
     knowledge: str = "known-subset",
     folds: int = 2,
     seed: int = 0,
@@ -91,6 +99,7 @@ def audit_encoder(
     context: dict | None = None,
     utility: dict | None = None,
     repeats: int = 3,
+    permutations: int | None = None,
     **attack_options,
 ) -> dict:
     """Audit an encoder for membership leakage and (optionally) write the report folder.
@@ -98,7 +107,9 @@ def audit_encoder(
     Args:
         target: an :class:`~leakprobe.targets.encoder.Encoder`.
         members, nonmembers: evaluation images, identically preprocessed.
-        attacks: attack names / aliases, or attack objects.
+        attacks: attack names / aliases (``all``: partcrop, encodermi, lpla, baseline;
+            ``partcrop-pooled`` replaces ``partcrop`` for a target without usable tokens), or
+            attack objects.
         knowledge: ``known-subset`` (cross-fitted over ``folds``) or ``shadow``.
         seed: fixes folds, crops, views and attackers.
         out_dir: where ``report.json``, ``report.html`` and plots go (None: nothing written).
@@ -106,6 +117,9 @@ def audit_encoder(
         context: extra threat-model facts for the report.
         utility: the encoder's utility, shown beside the attacks.
         repeats: cross-fitting repetitions averaged per sample (known-subset).
+        permutations: label permutations of each attack's test of "no leakage" (p-value,
+            null band, fitting-aware AUC interval; 0 skips them; None: 100 or
+            ``$LEAKPROBE_PERMUTATIONS``). Queries are paid once.
         attack_options: ``num_parts`` (PartCrop), ``n_views`` (EncoderMI) and ``views``
             (the view recipe of EncoderMI, LpLA and baseline-consistency: a preset such as
             ``"byol"``, ``"simclr,crop-scale=0.2:1"`` or a dict; see :mod:`leakprobe.views`).
@@ -114,9 +128,10 @@ def audit_encoder(
         The report dictionary (the JSON schema of the README).
     """
     if isinstance(attacks, (str, list)) and all(isinstance(a, str) for a in attacks):
-        attack_objs = build_attacks(attacks, seed, **attack_options)
+        attack_objs = build_attacks(attacks, seed, target=target, **attack_options)
     else:
         attack_objs = list(attacks)
+        check_token_attacks(attack_objs, target)  # before the first query
     if shadow is not None:  # the attacker's own data never holds an audited image
         from leakprobe.data.images import concat
         from leakprobe.data.splits import check_shadow_disjoint
@@ -125,7 +140,8 @@ def audit_encoder(
     ctx = {"tokens_exposed": bool(getattr(target, "has_tokens", False)),
            **views_context(attack_objs), **(context or {})}
     return run_and_report("encoder-membership", target, attack_objs, members, nonmembers,
-                          knowledge, folds, seed, out_dir, shadow, ctx, utility, repeats)
+                          knowledge, folds, seed, out_dir, shadow, ctx, utility, repeats,
+                          permutations)
 
 
 def views_context(attack_objs: list) -> dict:
@@ -155,19 +171,26 @@ def run_and_report(
     context: dict | None = None,
     utility: dict | None = None,
     repeats: int = 3,
+    permutations: int | None = None,
 ) -> dict:
     """Run attacks under the audit protocol, build the report and (optionally) write it."""
     check_out_dir(out_dir, "out_dir")  # before the first query, not when the report is written
     check_target(target, kind)
     t0 = time.time()
+    permutations = resolve_permutations(permutations)
     results = run_audit(attack_objs, target, members, nonmembers, knowledge, folds, seed, shadow,
-                        repeats)
+                        repeats, permutations)
+    for attack, result in zip(attack_objs, results, strict=True):  # e.g. partcrop-pooled
+        notes = getattr(attack, "report_notes", None)
+        if callable(notes):
+            result.notes.extend(notes(target))
     ctx = {
         "target": getattr(target, "name", type(target).__name__),
         "input_size": int(getattr(target, "input_size", 0)),
         "members": members.source, "nonmembers": nonmembers.source,
         "knowledge": knowledge, "folds": folds if knowledge == "known-subset" else None,
         "crossfit_repeats": repeats if knowledge == "known-subset" else None,
+        "permutations": int(permutations),
         "queries_per_image": {a.name: a.queries_per_image(target) for a in attack_objs},
         "total_queries": int(sum(r.queries for r in results)),
         "wall_seconds": round(time.time() - t0, 2),
@@ -204,12 +227,15 @@ def check_target(target, kind: str) -> None:
                              f"{method}(images) method; load the model with {loader}")
 
 
-def summary_rows(report: dict) -> list[tuple[str, float, list, float, float]]:
-    """(attack, AUC, AUC interval, TPR@1%FPR, balanced accuracy) for printing."""
+def summary_rows(report: dict) -> list[tuple[str, float, list, float | None, float]]:
+    """(attack, AUC, AUC interval, TPR@1%FPR, balanced accuracy) for printing.
+
+    The TPR is None where the audit cannot resolve 1% FPR (fewer than 1,000 non-members).
+    """
     rows = []
     for r in report["results"]:
         m = r["metrics"]
-        rows.append((r["attack"], m["auc"], m["auc_ci"], m["tpr_at_fpr"]["0.01"],
+        rows.append((r["attack"], m["auc"], m["auc_ci"], m["tpr_at_fpr"].get("0.01"),
                      m["balanced_accuracy"]))
     return rows
 
@@ -249,6 +275,7 @@ def audit_image2image(
     out_dir: str | Path | None = None,
     context: dict | None = None,
     repeats: int = 3,
+    permutations: int | None = None,
     **attack_options,
 ) -> dict:
     """Audit an image-to-image model (members/non-members carry ground-truth outputs).
@@ -268,7 +295,8 @@ def audit_image2image(
            "task_output": "label map" if "masks" in members.extras else "image",
            **(context or {})}
     return run_and_report("image2image-membership", target, attack_objs, members, nonmembers,
-                          knowledge, folds, seed, out_dir, None, ctx, None, repeats)
+                          knowledge, folds, seed, out_dir, None, ctx, None, repeats,
+                          permutations)
 
 
 def build_caption_attacks(names: str | list[str], seed: int = 0, **options) -> list:
@@ -315,6 +343,7 @@ def audit_captioner(
     shadow_target=None,
     context: dict | None = None,
     amp: str | bool = "auto",
+    permutations: int | None = None,
     **attack_options,
 ) -> dict:
     """Audit a captioner with M4I under the shadow setting.
@@ -337,6 +366,9 @@ def audit_captioner(
         shadow_target: an already trained shadow captioner for the first half of the split.
         context: extra threat-model facts for the report.
         amp: bf16 autocast of the shadow captioner's training (``auto``/``on``/``off``).
+        permutations: label permutations of the test of "no leakage" (the M4I scorers are
+            fitted on the shadow, so their p-values are Mann-Whitney's; the blind floor is
+            cross-fitted and permuted).
         attack_options: see :func:`build_caption_attacks`.
     Returns:
         The report dictionary (kind ``captioner-membership``, knowledge ``shadow``).
@@ -387,4 +419,5 @@ def audit_captioner(
            **(context or {})}
     return run_and_report("captioner-membership", target, attack_objs, members, nonmembers,
                           "shadow", 2, seed, out_dir,
-                          (shadow_target, split.members, split.nonmembers), ctx, None)
+                          (shadow_target, split.members, split.nonmembers), ctx, None,
+                          permutations=permutations)

@@ -64,6 +64,11 @@ THREADS_OPTION = typer.Option("auto", "--threads", metavar="auto|N",
                               envvar="LEAKPROBE_THREADS",
                               help="CPU threads for training and queries (auto = free "
                               "cores); scorer fits always use one.")
+PERMUTATIONS_OPTION = typer.Option(
+    None, "--permutations", min=0, metavar="N",
+    help="Label permutations of each attack's test of 'no leakage' (p-value, null band, "
+         "fitting-aware AUC interval); the target is queried once; 0 skips them. "
+         "Default 100 (or $LEAKPROBE_PERMUTATIONS).")
 
 
 def _machine(threads: str, amp: str | None = None) -> None:
@@ -191,11 +196,16 @@ def train_encoder(
                    f"{util['linear_probe_accuracy']:.3f} (chance {util['chance']:.3f})")
     meta = json.loads(paths["model"].read_text())
     if meta.get("dp"):
-        dp_rec = meta["dp"]
-        eps = "inf (no noise)" if dp_rec["epsilon"] is None else f"{dp_rec['epsilon']:.3g}"
-        typer.echo(f"DP-SGD: epsilon {eps} at delta {dp_rec['delta']:g} (noise multiplier "
-                   f"{dp_rec['noise_multiplier']:.3g}, clip {dp_rec['max_grad_norm']:g}, "
-                   f"{dp_rec['steps']} steps, sample rate {dp_rec['sample_rate']:.3g})")
+        from leakprobe.training import dp_record
+
+        dp_rec = meta["dp"]  # epsilon: a guarantee, else none (nominal ...) and the caveat
+        typer.echo(f"DP-SGD: epsilon {dp_record.epsilon_text(dp_rec, detail=False)} at delta "
+                   f"{dp_rec['delta']:g} (noise multiplier {dp_rec['noise_multiplier']:.3g}, "
+                   f"clip {dp_rec['max_grad_norm']:g}, {dp_rec['steps']} steps, Poisson "
+                   f"sample rate {dp_rec['sample_rate']:.3g})")
+        fields = dp_record.dp_epsilon(dp_rec)
+        if fields["caveat"] and fields["epsilon_nominal"] is not None:
+            typer.echo(f"DP-SGD: not a guarantee: {fields['caveat']}")
     for name, path in paths.items():
         if name == "snapshots":
             for epoch, folder in path.items():
@@ -219,10 +229,15 @@ def _print_summary(report: dict, out: Path | None) -> None:
 
     rows = summary_rows(report)
     width = max([len("attack")] + [len(str(r[0])) for r in rows])  # fits the longest name
-    typer.echo(f"{'attack':{width}s} {'AUC':>6s} {'95% CI':>15s} {'TPR@1%':>7s} {'bal.acc':>7s}")
-    for name, auc, ci, tpr, bal in rows:
+    typer.echo(f"{'attack':{width}s} {'AUC':>6s} {'95% CI':>15s} {'p':>8s} {'TPR@1%':>7s} "
+               f"{'bal.acc':>7s}")
+    for (name, auc, ci, tpr, bal), result in zip(rows, report["results"], strict=True):
         interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]"
-        typer.echo(f"{name!s:{width}s} {auc:6.3f} {interval:>15s} {tpr:7.3f} {bal:7.3f}")
+        tpr_text = "n/a" if tpr is None else f"{tpr:.3f}"  # n/a: < 1,000 non-members
+        p = result["metrics"].get("p_value")  # None: a fitted scorer, no permutations
+        p_text = "n/a" if p is None else f"{p:.2g}"
+        typer.echo(f"{name!s:{width}s} {auc:6.3f} {interval:>15s} {p_text:>8s} "
+                   f"{tpr_text:>7s} {bal:7.3f}")
     for w in report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     if out is not None:
@@ -248,14 +263,17 @@ def audit_encoder_cmd(
                               "package.module:factory, file.py:factory, or a train folder."),
     members: str = typer.Option(..., help="Image folder, split manifest JSON or data spec."),
     nonmembers: str = typer.Option(..., help="Image folder, split manifest JSON or data spec."),
-    attacks: str = typer.Option("partcrop,encodermi,lpla,baseline",
-                                help="Comma list; aliases: encodermi, lpla, baseline, all."),
+    attacks: str = typer.Option("all", help="Comma list; aliases: encodermi, lpla, baseline, "
+                                "partcrop-variants, all (= partcrop, encodermi, lpla, baseline; "
+                                "partcrop-pooled stands in for partcrop when the model "
+                                "exposes no tokens)."),
     out: Path = typer.Option(..., help="Report folder."),
     arch: str = typer.Option(None, help="Architecture of a .safetensors file."),
     image_size: int = typer.Option(None, help="Input side (default: the model's, else 32)."),
     knowledge: str = typer.Option("known-subset", help="known-subset or shadow."),
     folds: int = typer.Option(2, help="Cross-fitting folds (known-subset)."),
     repeats: int = typer.Option(3, help="Cross-fitting repetitions averaged per sample."),
+    permutations: int | None = PERMUTATIONS_OPTION,
     shadow_data: str = typer.Option(None, help="Attacker's own data for a shadow encoder."),
     shadow_arch: str = typer.Option("resnet-tiny"),
     shadow_method: str = typer.Option("simclr"),
@@ -294,6 +312,8 @@ def audit_encoder_cmd(
     config = TrainConfig(epochs=shadow_epochs, batch_size=batch_size, seed=seed,
                          device=device, amp=amp)
     target = load_encoder(model, arch, image_size, device, batch_size)
+    attack_objs = build_attacks(attacks, seed, target=target, num_parts=num_parts,
+                                n_views=n_views, views=views)  # partcrop needs tokens
     size = target.input_size
     mem = load_images(members, size, side="members")
     non = load_images(nonmembers, size, side="nonmembers")
@@ -323,7 +343,8 @@ def audit_encoder_cmd(
                              "members": len(shadow[1]), "nonmembers": len(shadow[2]),
                              "split_seed": seed}
     report = audit_encoder(target, mem, non, attack_objs, knowledge, folds, seed, out, shadow,
-                           context=context, utility=utility, repeats=repeats)
+                           context=context, utility=utility, repeats=repeats,
+                           permutations=permutations)
     _print_summary(report, out)
 
 
@@ -383,6 +404,7 @@ def audit_image2image_cmd(
     image_size: int = typer.Option(None),
     folds: int = typer.Option(2),
     repeats: int = typer.Option(3),
+    permutations: int | None = PERMUTATIONS_OPTION,
     batch_size: int = typer.Option(32),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
@@ -402,7 +424,7 @@ def audit_image2image_cmd(
     report = audit_image2image(target, mem, non, attacks, "known-subset", folds, seed, out,
                                {"model": model}, repeats, pixel_features=features,
                                features_weights=features_weights, num_classes=num_classes,
-                               seg_error=seg_error)
+                               seg_error=seg_error, permutations=permutations)
     _print_summary(report, out)
 
 
@@ -475,6 +497,7 @@ def audit_captioner_cmd(
     shadow_epochs: int = typer.Option(100, help="Shadow captioner epochs (match the target)."),
     extractor_epochs: int = typer.Option(20, help="m4i-feature extractor epochs."),
     budget: int = typer.Option(None, help="Most images sent to the target."),
+    permutations: int | None = PERMUTATIONS_OPTION,
     image_size: int = typer.Option(None),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
@@ -498,7 +521,7 @@ def audit_captioner_cmd(
     shadow = _captioned_data(shadow_data, size, seed, images)
     # audit_captioner checks the sets, the shadow data and the budget before it trains
     report = audit_captioner(target, mem, non, shadow, attack_objs, seed, out, shadow_epochs,
-                             context={"model": model}, amp=amp,
+                             context={"model": model}, amp=amp, permutations=permutations,
                              device=str(resolve_device(device)))
     _print_summary(report, out)
 
@@ -800,6 +823,7 @@ def defend_encoder_cmd(
                                      "(default: the non-member split)."),
     folds: int = typer.Option(2, help="Cross-fitting folds."),
     repeats: int = typer.Option(3, help="Cross-fitting repetitions."),
+    permutations: int | None = PERMUTATIONS_OPTION,
     num_parts: int = typer.Option(None, help="PartCrop parts per image (default 128)."),
     n_views: int = typer.Option(None, help="EncoderMI views per image (default 10)."),
     views: str = typer.Option(None, help="View recipe of EncoderMI, LpLA and "
@@ -838,18 +862,26 @@ def defend_encoder_cmd(
                          weight_decay=weight_decay, amp=amp, seed=seed, device=device)
     labelled = load_dataset(utility_data, image_size, seed) if utility_data else None
     report = defend_encoder(split, defence, vals, recipe, config, out, attacks, labelled,
-                            folds=folds, repeats=repeats, max_grad_norm=dp_clip,
+                            folds=folds, repeats=repeats, permutations=permutations,
+                            max_grad_norm=dp_clip,
                             delta=dp_delta, num_parts=num_parts, n_views=n_views,
                             views=views)
     names, rows = defence_rows(report)
     typer.echo(f"{'setting':16s} {'k-NN':>6s} {'probe':>6s} {'epsilon':>8s} "
                + " ".join(f"{n[:12]:>12s}" for n in names))
     for r in rows:
-        eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.3g}"
+        # a number only when it is a DP guarantee; none*: nominal only (footnote below)
+        eps = {"-": "-", "inf (no noise)": "inf"}.get(r["epsilon_text"], r["epsilon_text"])
+        if r["epsilon"] is None and r["epsilon_nominal"] is not None:
+            eps = "none*"
         knn = "-" if r["knn"] is None else f"{r['knn']:.3f}"
         probe = "-" if r["probe"] is None else f"{r['probe']:.3f}"
         typer.echo(f"{r['name']:16s} {knn:>6s} {probe:>6s} {eps:>8s} "
                    + " ".join(f"{r['auc'].get(n, float('nan')):12.3f}" for n in names))
+    for r in rows:
+        if r["epsilon"] is None and r["epsilon_nominal"] is not None:
+            typer.echo(f"* {r['name']}: no DP guarantee, nominal epsilon "
+                       f"{r['epsilon_nominal']:.3g} ({r['caveat']})")
     for w in report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"report: {out / 'report.html'}")

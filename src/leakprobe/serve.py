@@ -3,7 +3,8 @@
 Protocol (DESIGN.md section 3), spoken by :class:`leakprobe.targets.http.HTTPEncoder`:
 
 - ``GET /v1/info`` -> ``{"kind": "encoder", "input_size", "embed_dim", "tokens",
-  "max_batch", "max_queries", "queries_used", "defence"}``
+  "tokens_in_embedding_space", "max_batch", "max_queries", "queries_used", "defence"}``
+  (``tokens_in_embedding_space``: the model's declaration, true/false, or null)
 - ``POST /v1/translate`` (image-to-image services) takes the same requests and answers
   ``{"outputs_npy": base64 float32 .npy (B, C, H, W), "queries_used": n}``
 - ``POST /v1/caption`` (captioning services) takes the same requests and answers
@@ -114,9 +115,11 @@ class EncoderService:
         c = self.config
         defence = {k: v for k, v in {"noise": c.noise, "top_k": c.top_k,
                                      "round_decimals": c.round_decimals}.items() if v}
+        same_space = getattr(self.encoder, "tokens_in_embedding_space", None)
         return {"kind": "encoder", "input_size": int(self.encoder.input_size),
                 "embed_dim": int(getattr(self.encoder, "embed_dim", 0)),
                 "tokens": bool(getattr(self.encoder, "has_tokens", False)),
+                "tokens_in_embedding_space": same_space if isinstance(same_space, bool) else None,
                 "max_batch": c.max_batch, "max_queries": c.max_queries,
                 "queries_used": self.queries_used, "defence": defence}
 

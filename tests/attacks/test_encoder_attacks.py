@@ -10,6 +10,7 @@ from leakprobe.attacks.membership import (
     EncoderMI,
     LabeledImages,
     PartCrop,
+    PartCropPooled,
     create_attack,
     expand_attack_names,
 )
@@ -17,7 +18,7 @@ from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.audit import crossfit
 from leakprobe.evaluation.metrics import compute_metrics
 
-ALL = expand_attack_names("all") + ["blind"]
+ALL = expand_attack_names("all,partcrop-variants") + ["blind"]
 
 
 def audit(attack, target, members, nonmembers):
@@ -39,7 +40,7 @@ def null_metrics(memorising_target):
             for name in ALL}
 
 
-@pytest.mark.parametrize("name", ["partcrop", "encodermi-vector"])
+@pytest.mark.parametrize("name", ["partcrop", "partcrop-cosine", "encodermi-vector"])
 def test_main_attacks_find_memorised_members(memoriser_metrics, name):
     assert memoriser_metrics[name]["auc"] >= 0.70, memoriser_metrics[name]
 
@@ -85,22 +86,174 @@ def test_partcrop_queries_are_batched_and_counted(memorising_target):
     assert target.queries - q0 == 10 * 8 + 10
 
 
-def test_partcrop_falls_back_to_embeddings_without_tokens(memorising_target):
-    class NoTokens:
-        input_size = 32
+@pytest.fixture(scope="module")
+def small_target():
+    """An untrained resnet-tiny (width 8) and 20 + 20 synthetic images: a cheap target."""
+    from leakprobe.data.splits import make_split
+    from leakprobe.data.synthetic import make_synthetic
+    from leakprobe.models import create_model
+    from leakprobe.targets.encoder import ModuleEncoder
 
-        def __init__(self, inner):
-            self.inner = inner
+    torch.manual_seed(0)
+    split = make_split(make_synthetic(40, 32, seed=0), 20, seed=0)
+    model = create_model("resnet-tiny", width=8).eval()
+    return {"target": ModuleEncoder(model, device="cpu"), "members": split.members,
+            "nonmembers": split.nonmembers}
 
-        def embed(self, images):
-            return self.inner.embed(images)
 
-        def tokens(self, images):
-            return None
+class _NoTokens:
+    """A target with its tokens hidden (``tokens`` answers None)."""
 
-    feats = PartCrop(num_parts=8).features(NoTokens(memorising_target["target"]),
-                                           memorising_target["members"].images[:4])
+    input_size = 32
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @property
+    def queries(self):
+        return self.inner.queries
+
+    def embed(self, images):
+        return self.inner.embed(images)
+
+    def tokens(self, images):
+        return None
+
+
+def test_partcrop_has_the_papers_settings_and_the_cosine_variant_its_own_name():
+    params = PartCrop().get_params()
+    assert (params["similarity"], params["temperature"]) == ("dot", 1.0)
+    assert (params["num_parts"], tuple(params["crop_scale"])) == (128, (0.08, 0.2))
+    assert PartCrop().name == create_attack("partcrop").name == "partcrop"
+    cosine = create_attack("partcrop-cosine")
+    assert (cosine.similarity, cosine.temperature, cosine.name) == ("cosine", 0.1,
+                                                                    "partcrop-cosine")
+    assert cosine.clone().name == "partcrop-cosine"
+    assert PartCrop(similarity="cosine", temperature=0.5).name == "partcrop-cosine-t0.5"
+    pooled = create_attack("partcrop-pooled")
+    assert isinstance(pooled, PartCropPooled) and pooled.name == "partcrop-pooled"
+    assert "similarity" not in pooled.get_params()
+    assert expand_attack_names("all")[0] == "partcrop"
+    assert "partcrop-cosine" not in expand_attack_names("all")
+
+
+def test_partcrop_cosine_result_is_named_for_its_variant(small_target):
+    t = small_target
+    mem, non = t["members"], t["nonmembers"]
+    result = crossfit(create_attack("partcrop-cosine", num_parts=4, epochs=2), t["target"],
+                      mem, non, folds=2, seed=0, repeats=1)
+    assert result.attack == "partcrop-cosine"
+    assert result.params["similarity"] == "cosine" and result.params["temperature"] == 0.1
+
+
+def test_partcrop_refuses_a_target_without_tokens_and_pooled_serves_it(small_target):
+    target = _NoTokens(small_target["target"])
+    x = small_target["members"].images[:4]
+    for name in ("partcrop", "partcrop-cosine"):
+        q0 = target.queries
+        with pytest.raises(LeakprobeError, match=f"attack '{name}'.*exposes no tokens.*use "
+                                                 "partcrop-pooled"):
+            create_attack(name, num_parts=8).features(target, x)
+        assert target.queries == q0  # refused on the tokens' answer: no part was paid for
+    feats = PartCropPooled(num_parts=8).features(target, x)
     assert feats.shape == (4, 8)
+    # a target that says so up front (``has_tokens``) is refused before any query
+    target.has_tokens = False
+    q0 = target.queries
+    with pytest.raises(LeakprobeError, match="use partcrop-pooled"):
+        PartCrop(num_parts=8).features(target, x)
+    assert target.queries == q0
+
+
+def test_aliases_swap_in_partcrop_pooled_and_explicit_names_are_refused():
+    why = "the target exposes no tokens"
+    assert expand_attack_names("all", why)[0] == "partcrop-pooled"
+    assert "partcrop" not in expand_attack_names("all", why)
+    assert expand_attack_names("partcrop-variants", why) == ["partcrop-pooled"]
+    assert expand_attack_names("partcrop-pooled,all", why)[:2] == ["partcrop-pooled",
+                                                                   "encodermi-vector"]
+    with pytest.raises(LeakprobeError, match="attack 'partcrop' .* use partcrop-pooled"):
+        expand_attack_names("partcrop,encodermi", why)
+    with pytest.raises(LeakprobeError, match="attack 'partcrop-cosine'"):
+        expand_attack_names("all,partcrop-cosine", why)
+    assert expand_attack_names("partcrop,partcrop-cosine") == ["partcrop", "partcrop-cosine"]
+
+
+def test_tokenless_audit_runs_partcrop_pooled_and_says_why(small_target):
+    from leakprobe.audits import audit_encoder, build_attacks
+
+    t = small_target
+    target = _NoTokens(t["target"])
+    target.has_tokens = False
+    mem, non = t["members"], t["nonmembers"]
+    report = audit_encoder(target, mem, non, "partcrop-variants,baseline-norm", repeats=1,
+                           num_parts=4)
+    results = {r["attack"]: r for r in report["results"]}
+    assert list(results) == ["partcrop-pooled", "baseline-norm", "blind"]
+    assert any("exposes no tokens" in n and "not the paper's" in n
+               for n in results["partcrop-pooled"]["notes"])
+    assert report["context"]["tokens_exposed"] is False
+    with pytest.raises(LeakprobeError, match="use partcrop-pooled"):
+        build_attacks("partcrop", target=target)
+    q0 = target.queries
+    with pytest.raises(LeakprobeError, match="use partcrop-pooled"):  # objects: before queries
+        audit_encoder(target, mem, non, [create_attack("encodermi-threshold"), PartCrop()])
+    assert target.queries == q0
+    # on a target with tokens the aliases keep the paper's partcrop
+    names = [a.name for a in build_attacks("all", target=t["target"])]
+    assert names[0] == "partcrop" and "partcrop-pooled" not in names
+
+
+def test_partcrop_refuses_tokens_from_another_space():
+    """Same width, other space: refused when declared; a width mismatch is refused anyway."""
+    from leakprobe.targets.encoder import ModuleEncoder
+
+    class Headed(torch.nn.Module):  # embeddings after a head, tokens before it
+        def __init__(self, width=8):
+            super().__init__()
+            self.backbone = torch.nn.Conv2d(3, 8, 4, 4)
+            self.head = torch.nn.Linear(8, width)
+
+        def forward(self, x):
+            return self.head(self.backbone(x).mean((2, 3)))
+
+        def tokens(self, x):
+            return self.backbone(x).flatten(2).transpose(1, 2)
+
+    class Declared(Headed):
+        tokens_in_embedding_space = False
+
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    declared = ModuleEncoder(Declared(), input_size=16, device="cpu")
+    assert declared.tokens_in_embedding_space is False
+    with pytest.raises(LeakprobeError, match="not in its embedding space.*partcrop-pooled"):
+        PartCrop(num_parts=2).features(declared, x)
+    assert declared.queries == 0
+    wide = ModuleEncoder(Headed(width=6), input_size=16, device="cpu")
+    assert wide.tokens_in_embedding_space is None
+    with pytest.raises(LeakprobeError, match="tokens have width 8 and its embeddings 6"):
+        PartCrop(num_parts=2).features(wide, x)
+    assert PartCropPooled(num_parts=2).features(wide, x).shape == (3, 2)
+
+
+def test_surrogate_tokens_live_in_its_embedding_space():
+    """A stolen encoder's tokens go through its head: PartCrop compares one space."""
+    from leakprobe.models import create_model
+    from leakprobe.targets.encoder import ModuleEncoder
+
+    torch.manual_seed(0)
+    model = create_model("surrogate", out_dim=128).eval()  # backbone width 128 too
+    with torch.no_grad():
+        model.head.weight.copy_(torch.randn(128, 128))  # far from the identity
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tok = model.tokens(x)
+        torch.testing.assert_close(tok, model.head(model.backbone.tokens(x)))
+        torch.testing.assert_close(tok.mean(1), model(x), rtol=1e-4, atol=1e-4)
+    scripted = ModuleEncoder(torch.jit.script(model), device="cpu")
+    assert scripted.tokens_in_embedding_space is True
+    assert PartCrop(num_parts=2).features(scripted, x).shape == (2, 4)
 
 
 def test_encodermi_threshold_learns_a_threshold(memorising_target):
@@ -185,7 +338,7 @@ def test_default_views_give_the_numbers_of_before_view_recipes():
     # EncoderMI's own crop scale is SimCLR's: naming the preset changes nothing
     np.testing.assert_array_equal(EncoderMI(n_views=4).features(target, x),
                                   EncoderMI(n_views=4, views="simclr").features(target, x))
-    parts = PartCrop(num_parts=4).features(target, x)  # part crops ignore --views
+    parts = PartCropPooled(num_parts=4).features(target, x)  # part crops ignore --views
     assert parts.sum() == pytest.approx(23.115955889225006, rel=1e-6)
 
 

@@ -89,6 +89,9 @@ def test_the_summary_table_fits_long_attack_names(capsys):
     _columns_aligned(lines)
     auc_end = lines[0].index("AUC") + 3
     assert all(ln[auc_end - 1].isdigit() for ln in lines[1:])
+    # 20 non-members cannot resolve 1% FPR: the TPR column says n/a
+    tpr_end = lines[0].index("TPR@1%") + 6
+    assert all(ln[tpr_end - 3:tpr_end] == "n/a" for ln in lines[1:])
 
 
 def test_the_stealing_table_fits_long_method_names_and_warns(monkeypatch, tmp_path):

@@ -37,13 +37,22 @@ def test_defend_dp_writes_the_combined_report(tmp_path):
         assert all(0 <= r["metrics"]["auc"] <= 1 for r in s["results"])
     no_dp, dp = report["settings"]
     assert no_dp["epsilon"] is None and no_dp["setting"] == {"dp": False}
-    assert dp["epsilon"] > 0 and dp["dp"]["steps"] == 4 and dp["dp"]["sample_rate"] == 0.5
+    assert no_dp["epsilon_nominal"] is None and no_dp["epsilon_caveat"] is None
+    assert dp["dp"]["steps"] == 4 and dp["dp"]["sample_rate"] == 0.5
+    # SimCLR: no guarantee; the accountant's number is kept as nominal, with the caveat
+    assert dp["epsilon"] is None and dp["epsilon_nominal"] > 0
+    assert dp["epsilon_caveat"] == dp["dp"]["caveat"] and "SimCLR" in dp["epsilon_caveat"]
     meta = json.loads((out / dp["model"]).with_name("model.json").read_text())
-    assert meta["arch_kwargs"]["norm"] == "group"
+    assert meta["arch_kwargs"]["norm"] == "group" and meta["dp"]["epsilon"] is None
     for name in ("report.html", "tradeoff.png"):
         assert (out / name).is_file()
-    assert "dp_noise_1" in (out / "report.html").read_text()
-    assert "epsilon" in stdout and f"{dp['epsilon']:.3g}" in stdout
+    page = (out / "report.html").read_text()
+    nominal = f"{dp['epsilon_nominal']:.3g}"
+    assert "dp_noise_1" in page and f"none (nominal {nominal}, not a guarantee)" in page
+    assert "epsilon is not a DP guarantee here: SimCLR: each image is a negative" in page
+    row = next(line for line in stdout.splitlines() if line.startswith("dp_noise_1"))
+    assert "none*" in row and nominal not in row  # never a bare nominal epsilon
+    assert f"* dp_noise_1: no DP guarantee, nominal epsilon {nominal} (SimCLR:" in stdout
     assert "dp_noise_1" in stdout and "no_dp" in stdout
 
     code, _, stderr = cli("report", str(out), "--out", str(tmp_path / "combined"))
@@ -70,3 +79,24 @@ def test_early_stopping_sweep_audits_the_snapshots(tmp_path):
     assert (tmp_path / "strength.png").is_file()
     aucs = [s["results"][0]["metrics"]["auc"] for s in report["settings"]]
     assert aucs[0] != aucs[1]  # different models, different scores
+
+
+def test_train_encoder_dp_prints_a_guarantee_or_the_caveat(tmp_path):
+    common = ["--data", "synthetic:48", "--members", "24", "--epochs", "1", "--batch-size", "12",
+              "--image-size", "16", "--device", "cpu", "--seed", "0", "--dp",
+              "--arch-kwargs", '{"width": 8}', "--method-kwargs",
+              '{"hidden_dim": 32, "proj_dim": 16}']
+    lines = {}
+    for method in ("byol", "simclr"):
+        code, stdout, stderr = cli("train", "encoder", "--method", method, *common,
+                                   "--out", str(tmp_path / method))
+        assert code == 0, stderr
+        lines[method] = [ln for ln in stdout.splitlines() if ln.startswith("DP-SGD")]
+        meta = json.loads((tmp_path / method / "model.json").read_text())
+        assert meta["dp"]["sampling"] == "poisson" and meta["dp"]["epsilon_nominal"] > 0
+    nominal = f"{meta['dp']['epsilon_nominal']:.3g}"  # the same accounting for both methods
+    assert lines["byol"] == [f"DP-SGD: epsilon {nominal} at delta 1e-05 (noise multiplier 1, "
+                             "clip 1, 2 steps, Poisson sample rate 0.5)"]
+    assert lines["simclr"][0].startswith(
+        f"DP-SGD: epsilon none (nominal {nominal}, not a guarantee) at delta 1e-05")
+    assert lines["simclr"][1].startswith("DP-SGD: not a guarantee: SimCLR: each image")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -53,14 +54,16 @@ def test_all_tied_scores_auc_half() -> None:
 
 
 def test_tpr_at_fpr_hand_made() -> None:
-    # members: 10, 9, 5, 3; non-members: 8, 4, 2, 1, 0 (5 of them)
+    # members: 10, 9, 5, 3; non-members: 8, 4, 2, 1, 0 (n0 = 5)
     s = np.array([10, 9, 5, 3, 8, 4, 2, 1, 0], dtype=float)
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=bool)
-    # 0 false positives allowed: members strictly above max non-member (8) -> 10, 9.
-    assert M.tpr_at_fpr(s, y, 0.0) == 0.5
-    assert M.tpr_at_fpr(s, y, 0.1) == 0.5  # floor(0.5) = 0 FPs
-    assert M.tpr_at_fpr(s, y, 0.2) == 0.75  # 1 FP: above 4 -> 10, 9, 5
-    assert M.tpr_at_fpr(s, y, 0.4) == 1.0  # 2 FPs: above 2 -> all
+    # k = floor(f * (n0 + 1)) - 1 audit false positives (at least 0): the (k+1)-th largest
+    # non-member is the threshold, members strictly above it count.
+    assert M.tpr_at_fpr(s, y, 0.0) == 0.5  # k = 0: above 8 -> 10, 9
+    assert M.tpr_at_fpr(s, y, 0.1) == 0.5  # floor(0.6) - 1 < 0 -> k = 0
+    assert M.tpr_at_fpr(s, y, 0.2) == 0.5  # floor(1.2) - 1 = 0 (the old rule took 1 FP)
+    assert M.tpr_at_fpr(s, y, 0.4) == 0.75  # k = 1: above 4 -> 10, 9, 5
+    assert M.tpr_at_fpr(s, y, 0.5) == 1.0  # k = 2: above 2 -> all
     assert M.tpr_at_fpr(s, y, 1.0) == 1.0
 
 
@@ -69,7 +72,8 @@ def test_tpr_at_fpr_tie_with_nonmember_is_not_counted() -> None:
     s = np.array([5.0, 3.0, 3.0, 1.0])
     y = np.array([True, True, False, False])
     assert M.tpr_at_fpr(s, y, 0.0) == 0.5
-    assert M.tpr_at_fpr(s, y, 0.5) == 1.0
+    assert M.tpr_at_fpr(s, y, 0.5) == 0.5  # floor(1.5) - 1 = 0 false positives
+    assert M.tpr_at_fpr(s, y, 2 / 3) == 1.0  # floor(2.0) - 1 = 1
 
 
 def test_tpr_at_fpr_matches_roc_brute_force() -> None:
@@ -77,7 +81,7 @@ def test_tpr_at_fpr_matches_roc_brute_force() -> None:
     fpr, tpr, _ = M.roc_curve(s, y)
     n0 = int((~y).sum())
     for level in (0.0, 0.001, 0.01, 0.05, 0.1, 0.3):
-        allowed = np.floor(level * n0 + 1e-9) / n0
+        allowed = max(0.0, np.floor(level * (n0 + 1) + 1e-9) - 1) / n0
         assert M.tpr_at_fpr(s, y, level) == pytest.approx(tpr[fpr <= allowed + 1e-12].max())
 
 
@@ -103,11 +107,20 @@ def test_bootstrap_replicates_match_direct_computation() -> None:
     i1 = rng.integers(0, pos.size, size=(40, pos.size))
     i0 = rng.integers(0, neg.size, size=(40, neg.size))
     labels = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]
+    # TPR replicates: resampled members above the threshold at FPR u ~ Beta(k+1, n0-k), the
+    # j-th largest non-member sitting at FPR j / (n0 + 1), linear in between.
+    u_rng = np.random.default_rng([11, 1])
+    neg_desc = np.sort(neg)[::-1]
+    n0 = neg.size
+    for j, level in enumerate(fprs):
+        k = max(0, int(np.floor(level * (n0 + 1) + 1e-9)) - 1)
+        u = u_rng.beta(k + 1, n0 - k, size=40)
+        t = np.interp(u * (n0 + 1) - 1, np.arange(n0), neg_desc)
+        for r in range(40):
+            assert tpr_reps[j, r] == np.mean(pos[i1[r]] > t[r])
     for r in range(40):
         rs = np.r_[pos[i1[r]], neg[i0[r]]]
         assert auc_reps[r] == pytest.approx(roc_auc_score(labels, rs), abs=1e-12)
-        for j, level in enumerate(fprs):
-            assert tpr_reps[j, r] == M.tpr_at_fpr(rs, labels, level)
 
 
 def test_chance_scores_ci_contains_half_and_crossfit_near_half() -> None:
@@ -131,21 +144,26 @@ def test_crossfit_detects_signal() -> None:
 def test_compute_metrics_keys_and_json() -> None:
     s, y = _random(n=200, seed=5, shift=1.0)
     m = M.compute_metrics(s, y.astype(int), n_bootstrap=100)
-    assert set(m) == {
+    assert set(m) >= {  # the leakage test adds its own keys
         "auc",
         "auc_ci",
         "balanced_accuracy",
         "balanced_accuracy_best",
         "tpr_at_fpr",
         "tpr_at_fpr_ci",
+        "fpr_achieved",
+        "fpr_expected",
         "n_members",
         "n_nonmembers",
         "min_resolvable_fpr",
     }
-    assert list(m["tpr_at_fpr"]) == ["0.1", "0.01", "0.001"]
-    assert list(m["tpr_at_fpr_ci"]) == ["0.1", "0.01", "0.001"]
+    for key in ("tpr_at_fpr", "tpr_at_fpr_ci", "fpr_achieved", "fpr_expected"):
+        assert list(m[key]) == ["0.1", "0.01", "0.001"]
     assert m["n_members"] + m["n_nonmembers"] == 200
-    assert m["min_resolvable_fpr"] == 1.0 / m["n_nonmembers"]
+    assert m["min_resolvable_fpr"] == 10.0 / m["n_nonmembers"]
+    # 200 samples, about 110 non-members: only 10% FPR is resolvable (n0 * f >= 10)
+    assert m["n_nonmembers"] >= 100 and type(m["tpr_at_fpr"]["0.1"]) is float
+    assert m["tpr_at_fpr"]["0.01"] is None and m["tpr_at_fpr_ci"]["0.001"] is None
     assert type(m["auc"]) is float and type(m["n_members"]) is int
     assert all(type(v) is float for v in m["auc_ci"])
     json.dumps(m, allow_nan=False)
@@ -176,3 +194,74 @@ def test_roc_points_downsampled() -> None:
     assert np.all(np.diff(pts["fpr"]) >= 0)
     small = M.roc_points([0.3, 0.1, 0.2], [True, False, True])
     assert small == {"fpr": [0.0, 0.0, 0.0, 1.0], "tpr": [0.0, 0.5, 1.0, 1.0]}
+
+
+def test_resolvable_needs_ten_expected_false_positives() -> None:
+    assert M.MIN_NONMEMBER_FALSE_POSITIVES == 10
+    assert M.resolvable(0.1, 100) and not M.resolvable(0.1, 99)
+    assert M.resolvable(0.01, 1000) and not M.resolvable(0.01, 999)
+    assert M.resolvable(0.001, 10_000) and not M.resolvable(0.001, 9_999)
+    assert not M.resolvable(0.0, 10**9)
+    with pytest.raises(LeakprobeError, match="FPR level"):
+        M.resolvable(1.5, 100)
+
+
+@pytest.mark.parametrize("n0", [99, 100, 999, 1000])
+def test_tpr_is_null_where_n0_times_fpr_below_ten(n0: int) -> None:
+    rng = np.random.default_rng(n0)
+    s = np.r_[rng.normal(1.0, 1.0, 300), rng.normal(0.0, 1.0, n0)]
+    y = np.r_[np.ones(300, bool), np.zeros(n0, bool)]
+    m = M.compute_metrics(s, y, n_bootstrap=50, seed=1)
+    for key, f in (("0.1", 0.1), ("0.01", 0.01), ("0.001", 0.001)):
+        if n0 * f < 10:
+            for part in ("tpr_at_fpr", "tpr_at_fpr_ci", "fpr_achieved", "fpr_expected"):
+                assert m[part][key] is None, (part, key)
+        else:
+            assert m["tpr_at_fpr"][key] == M.tpr_at_fpr(s, y, f)
+            lo, hi = m["tpr_at_fpr_ci"][key]
+            assert 0.0 <= lo <= hi <= 1.0
+    assert m["min_resolvable_fpr"] == 10 / n0
+    json.dumps(m, allow_nan=False)
+
+
+def test_fpr_achieved_and_expected() -> None:
+    rng = np.random.default_rng(3)
+    n0 = 1000
+    s = np.r_[rng.normal(1.5, 1.0, 500), rng.normal(0.0, 1.0, n0)]
+    y = np.r_[np.ones(500, bool), np.zeros(n0, bool)]
+    m = M.compute_metrics(s, y, n_bootstrap=50)
+    # f = 1%: k = floor(0.01 * 1001) - 1 = 9 audit false positives, threshold the 10th largest
+    assert m["fpr_achieved"]["0.01"] == 9 / n0
+    assert m["fpr_expected"]["0.01"] == 10 / (n0 + 1)
+    tenth = np.sort(s[~y])[-10]
+    assert m["tpr_at_fpr"]["0.01"] == np.mean(s[y] > tenth)
+    assert m["fpr_achieved"]["0.1"] == 99 / n0 and m["fpr_expected"]["0.1"] == 100 / (n0 + 1)
+    # ties at the threshold: fewer audit non-members lie strictly above it
+    s_tied = np.round(s, 1)
+    m_tied = M.compute_metrics(s_tied, y, n_bootstrap=50)
+    t = np.sort(s_tied[~y])[-10]
+    assert m_tied["fpr_achieved"]["0.01"] == np.mean(s_tied[~y] > t) <= 9 / n0
+
+
+def test_tpr_at_low_fpr_is_unbiased_and_its_interval_covers() -> None:
+    # Gaussian non-members N(0, 1), members N(1.5, 1): the true TPR at FPR f is
+    # 1 - Phi(Phi^-1(1 - f) - 1.5). Resolvable audits (n0 * f = 10) with few non-members.
+    nd = NormalDist()
+    shift, f, n0, n1, audits = 1.5, 0.05, 200, 400, 250
+    truth = 1.0 - nd.cdf(nd.inv_cdf(1.0 - f) - shift)
+    rng = np.random.default_rng(2024)
+    y = np.r_[np.ones(n1, bool), np.zeros(n0, bool)]
+    estimates, covered, threshold_fpr = [], 0, []
+    for a in range(audits):
+        s = np.r_[rng.normal(shift, 1.0, n1), rng.normal(0.0, 1.0, n0)]
+        tpr, t, achieved, expected = M._tpr_point(s, y, f)
+        assert achieved == 9 / n0 and expected == 10 / (n0 + 1)
+        lo, hi = M.bootstrap_ci(s, y, fprs=[f], n_bootstrap=200, seed=a)["tpr_at_fpr"]["0.05"]
+        estimates.append(tpr)
+        covered += lo <= truth <= hi
+        threshold_fpr.append(1.0 - nd.cdf(t))  # the threshold's FPR on fresh non-members
+    # The threshold admits at most f of new non-members on average (the old rule, floor(f n0)
+    # audit false positives, admitted (floor(f n0) + 1) / (n0 + 1) = 0.0547 here).
+    assert np.mean(threshold_fpr) <= f + 0.002
+    assert abs(np.mean(estimates) - truth) < 0.015
+    assert covered / audits >= 0.92

@@ -74,8 +74,13 @@ def test_build_report_stable_keys() -> None:
     assert rep["results"][1]["samples"]["fold"] is None
     assert r["params"] == {"crops": 8, "scale": [0.08, 0.2]}
     assert r["n_members"] == N // 2 and r["queries"] == N * 9
-    # 60 non-members cannot resolve 1% / 0.1% FPR: the result says so.
-    assert any("zero false positives" in n for n in r["notes"])
+    # 60 non-members resolve no FPR level (10% needs 100): the TPRs are null, a note says why.
+    assert r["metrics"]["tpr_at_fpr"] == {"0.1": None, "0.01": None, "0.001": None}
+    assert r["metrics"]["tpr_at_fpr_ci"] == {"0.1": None, "0.01": None, "0.001": None}
+    assert (
+        "with 60 non-members TPR at FPR 0.1, 0.01, 0.001 is not reported: it needs >= 10/f = "
+        "100, 1,000, 10,000 non-members"
+    ) in r["notes"]
     json.dumps(rep, allow_nan=False)
 
 
@@ -183,11 +188,13 @@ def test_notes_and_facts_are_shown_once(tmp_path: Path) -> None:
     rep = _report(2.0)
     rep["context"].update({"knowledge": "known-subset", "target": "enc.pt"})
     page = _page(rep, tmp_path)
-    # both attacks carry the zero-false-positive note: one footnote says it for the table
-    assert all(any("zero false positives" in n for n in r["notes"]) for r in rep["results"])
-    assert page.count("TPR at zero false positives") == 1
-    assert "With 60 non-members the smallest non-zero FPR is 1/60" in page
-    assert page.count("<sup>*</sup>") == 4  # 1% and 0.1% of both attacks
+    # both attacks carry the unresolved-TPR note: one footnote says it for the table
+    assert all(any("is not reported" in n for n in r["notes"]) for r in rep["results"])
+    assert "is not reported" not in page
+    assert page.count("n/a: TPR at FPR f is reported only with &gt;= 10/f non-members") == 1
+    assert "10% FPR needs &gt;= 100 (audit with 60)" in page
+    assert page.count("n/a<sup>*</sup>") == 6  # three levels of both attacks
+    assert 'title="needs &gt;= 10/f = 1,000 non-members; this audit has 60"' in page
     assert page.count("<th>knowledge") == 1  # the context's copy is dropped
     assert "<th>leakprobe</th>" not in page  # versions: the version row says it
     assert page.count("<th>target</th>") == 1 and "Utility" in page
@@ -291,3 +298,102 @@ def test_defence_and_study_pages_inline_their_figures(tmp_path: Path) -> None:
     assert paths["tradeoff"].is_file() and paths["strength"].is_file()
     figs = _figures({"privacy_vs_utility": paths["tradeoff"]}, ["privacy_vs_utility"])
     assert figs.count('<img src="data:image/png;base64,') == 1
+
+
+def _resolving_report(n0: int = 1000, n1: int = 300) -> dict:
+    rng = np.random.default_rng(5)
+    member = np.r_[np.ones(n1, bool), np.zeros(n0, bool)]
+    result = AttackResult(
+        attack="partcrop",
+        params={},
+        scores=rng.normal(size=n1 + n0) + 1.5 * member,
+        is_member=member,
+        ids=[f"img{i:05d}" for i in range(n1 + n0)],
+        folds=None,
+        queries=n1 + n0,
+        seconds=1.0,
+    )
+    return build_report("encoder-membership", "known-subset", 0, [result], n_bootstrap=100)
+
+
+def test_reported_tpr_shows_the_threshold_fpr_and_null_says_why(tmp_path: Path) -> None:
+    rep = _resolving_report()
+    m = rep["results"][0]["metrics"]
+    assert m["tpr_at_fpr"]["0.001"] is None and m["tpr_at_fpr"]["0.01"] is not None
+    assert m["fpr_expected"]["0.01"] == 10 / 1001 and m["fpr_achieved"]["0.01"] == 9 / 1000
+    assert rep["results"][0]["notes"] == [
+        "with 1000 non-members TPR at FPR 0.001 is not reported: it needs >= 10/f = 10,000 "
+        "non-members"
+    ]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(rep))
+    assert load_report(path)["results"][0]["metrics"]["tpr_at_fpr"]["0.001"] is None
+    page = _page(rep, tmp_path / "html")
+    assert "at FPR 0.00999" in page and "at FPR 0.0999" in page  # (k+1)/(n0+1)
+    assert page.count("n/a<sup>*</sup>") == 1
+    assert "0.1% FPR needs &gt;= 10,000 (audit with 1,000)" in page
+    assert "admits on average (k+1)/(n0+1) &lt;= f of new non-members" in page
+
+
+def test_old_report_with_unresolvable_tpr_renders_na(tmp_path: Path) -> None:
+    # Reports written before TPRs became nullable hold numbers at every level.
+    rep = _report(0.0)
+    for r in rep["results"]:
+        r["metrics"]["tpr_at_fpr"] = {"0.1": 0.5, "0.01": 0.2, "0.001": 0.2}
+        r["metrics"].pop("fpr_expected")
+        r["notes"] = ["with 60 non-members ... is the TPR at zero false positives"]
+    page = _page(rep, tmp_path)
+    assert page.count("n/a<sup>*</sup>") == 6 and "zero false positives" not in page
+
+
+def test_loglog_roc_shades_the_unresolvable_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leakprobe.report import plots
+
+    spans = []
+    save = plots.save_figure
+
+    def x_range(patch) -> tuple[float, float]:
+        if hasattr(patch, "get_width"):  # a Rectangle (matplotlib >= 3.9)
+            return patch.get_x(), patch.get_x() + patch.get_width()
+        xs = np.asarray(patch.get_xy())[:, 0]
+        return float(xs.min()), float(xs.max())
+
+    def spy(fig, path):
+        ax = fig.axes[0]
+        spans.extend(
+            (p.get_label(), x_range(p)) for p in ax.patches if "not resolvable" in p.get_label()
+        )
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", spy)
+    rep = _resolving_report(n0=400)
+    plots.plot_roc(rep, tmp_path / "lin.png")
+    assert spans == []  # the linear plot has no shading
+    out = plots.plot_roc(rep, tmp_path / "log.png", loglog=True)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert len(spans) == 1 and spans[0][0] == "not resolvable (FPR < 10/n0)"
+    assert spans[0][1] == pytest.approx((1e-3, 10 / 400))
+    spans.clear()
+    rep["results"].append(dict(rep["results"][0], n_nonmembers=2000))
+    plots.plot_roc(rep, tmp_path / "log2.png", loglog=True)
+    assert [s[0] for s in spans] == [
+        "not resolvable (FPR < 10/n0, n0=400)",
+        "not resolvable (FPR < 10/n0, n0=2,000)",
+    ]
+
+
+def test_study_table_shows_na_for_a_null_tpr() -> None:
+    from leakprobe.study.report import _cells_table
+
+    def attack(name: str, tpr: float | None) -> dict:
+        return {"attack": name, "auc": 0.6, "auc_ci": [0.5, 0.7], "tpr_at_1pct_fpr": tpr,
+                "tpr_at_1pct_fpr_ci": None if tpr is None else [0.1, 0.3]}
+
+    cell = {"name": "c0", "folder": "c0", "paradigm": "simclr", "defence": "none", "seed": 0,
+            "epochs_trained": 1, "utility": {"knn_accuracy": 0.3, "linear_probe_accuracy": 0.4},
+            "epsilon": None, "attacks": [attack("partcrop", None), attack("blind", 0.2)]}
+    table = _cells_table({"attacks": ["partcrop", "blind"], "cells": [cell]})
+    assert table.count('title="TPR at 1% FPR needs &gt;= 1,000 non-members">n/a</td>') == 1
+    assert "0.200" in table and "[0.100, 0.300]" in table

@@ -190,13 +190,16 @@ def test_momentum_queue_and_center_move_only_in_after_step(name):
         assert int(method.queue_ptr) == 16
 
 
-def test_per_image_objective_flags():
+def test_dp_exactness_flags():
+    """Which methods' DP epsilon is a guarantee (tests/defenses/test_dp_sgd.py shows why)."""
     from leakprobe.training.ssl.base import METHODS as REGISTRY
 
     list_methods()
-    assert REGISTRY["moco"].per_image_objective is False
+    for name in ("simclr", "moco"):
+        assert REGISTRY[name].dp_per_image_exact is False
+        assert REGISTRY[name].dp_caveat.startswith(("SimCLR:", "MoCo:"))
     for name in ("byol", "dino", "mae"):
-        assert REGISTRY[name].per_image_objective is True
+        assert REGISTRY[name].dp_per_image_exact is True and REGISTRY[name].dp_caveat is None
 
 
 def test_dino_exports_the_teacher_backbone():

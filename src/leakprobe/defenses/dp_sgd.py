@@ -1,23 +1,20 @@
-"""DP-SGD as a defence: per-image clipping and Gaussian noise, with epsilon reported.
+"""DP-SGD as a defence: Poisson sampling, per-image clipping and Gaussian noise, with epsilon.
 
 The engine is :class:`leakprobe.training.dp.DPSGD`; this module only turns a strength (a
-noise multiplier, or a target epsilon for the whole run) into the training recipe and states
-what the guarantee means for each SSL method.
+noise multiplier, or a target epsilon for the whole run) into the training recipe. What the
+epsilon means depends on the SSL method (its ``dp_per_image_exact``), and the record says it:
 
-Clipping unit: one training image with all its augmented views. Its privacy meaning:
+* MAE, BYOL, DINO (each image's loss depends on that image and a stop-gradient teacher that
+  averages DP-trained weights; DINO's centre is frozen under DP): adding or removing one
+  training image changes one clipped gradient term, so with Poisson sampling ``epsilon`` is
+  the usual DP-SGD (epsilon, delta) guarantee per training image.
+* SimCLR (in-batch negatives) and MoCo (a queue of un-noised keys): one image enters many
+  clipped terms, so its sensitivity exceeds C; ``epsilon`` is null, the accountant's number
+  is ``epsilon_nominal``, and ``caveat`` says why in one line.
 
-* MAE, BYOL, DINO (``per_image_objective``: each image's loss depends on that image and a
-  stop-gradient teacher): replacing one training image changes one clipped gradient term,
-  so (epsilon, delta) is the usual DP-SGD guarantee for that image (with the usual
-  approximation for shuffled fixed-size batches, and ignoring that the EMA teacher is a
-  function of earlier noisy steps, which is post-processing).
-* SimCLR, MoCo (in-batch negatives): an image also appears as a negative in the other
-  images' terms, so it can move up to B clipped terms; each term stays bounded by C, but the
-  reported epsilon is the accounting of per-image clipped contributions, not a strict
-  per-image guarantee (it would hold with a bound B times larger).
-
-BatchNorm is replaced by GroupNorm in the backbone (``norm="group"``, recorded in
-``model.json``) and in the heads.
+A target epsilon sets the noise so that the accountant's number meets it (for SimCLR/MoCo a
+nominal target). BatchNorm is replaced by GroupNorm in the backbone (``norm="group"``,
+recorded in ``model.json``) and in the heads.
 """
 
 from __future__ import annotations

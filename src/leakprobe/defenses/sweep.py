@@ -21,7 +21,9 @@ from leakprobe.defenses.dp_sgd import dp_train_config
 from leakprobe.defenses.early_stopping import check_epochs, early_stopping_config
 from leakprobe.defenses.scsr import scsr_recipe
 from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.permutation import resolve_permutations
 from leakprobe.progress import log
+from leakprobe.training.dp_record import dp_epsilon
 from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
 from leakprobe.training.trainer import TrainConfig
 
@@ -142,6 +144,7 @@ def defend_encoder(
     knowledge: str = "known-subset",
     folds: int = 2,
     repeats: int = 3,
+    permutations: int | None = None,
     max_grad_norm: float = 1.0,
     delta: float = 1e-5,
     accountant: str = "rdp",
@@ -161,14 +164,18 @@ def defend_encoder(
         attacks: attack names for :func:`leakprobe.audits.audit_encoder`.
         utility_set: labelled images for utility (default: the non-member split).
         knowledge, folds, repeats: the audit protocol.
+        permutations: label permutations of each audit's test of "no leakage" (0: none).
         max_grad_norm, delta, accountant: DP-SGD settings.
         resume: continue interrupted trainings from their checkpoints.
         **attack_options: attack parameters (``num_parts``, ``n_views``, ``views``: the view
             recipe, see :mod:`leakprobe.views`).
     Returns:
         The combined report: ``{"kind": "encoder-defence", "defence", "settings": [{"name",
-        "setting", "strength", "utility", "epsilon", "results", ...}], "context"}``; each
-        ``results`` list is the audit report's own.
+        "setting", "strength", "utility", "epsilon", "epsilon_nominal", "epsilon_caveat",
+        "results", ...}], "context"}``; each ``results`` list is the audit report's own.
+        ``epsilon`` is a DP guarantee or None; ``epsilon_nominal`` the accountant's number
+        and ``epsilon_caveat`` why it is not a guarantee (see
+        :mod:`leakprobe.training.dp_record`).
     """
     from leakprobe.audits import audit_encoder, encoder_utility
     from leakprobe.report.defence import write_defence_report
@@ -201,16 +208,20 @@ def defend_encoder(
         utility = encoder_utility(target, labelled, seed) if labelled.labels is not None \
             else None
         dp = meta.get("dp")
+        eps = dp_epsilon(dp) or {}
         context = {"model": str(models[s.name]), "defence": defence, "setting": s.setting}
         report = audit_encoder(target, split.members, split.nonmembers, attacks, knowledge,
                                folds, seed, folder, context=context, utility=utility,
-                               repeats=repeats, **attack_options)
+                               repeats=repeats, permutations=permutations,
+                               **attack_options)
         entry = {
             "name": s.name,
             "setting": s.setting,
             "strength": s.strength,
             "utility": utility,
-            "epsilon": dp["epsilon"] if dp else None,
+            "epsilon": eps.get("epsilon"),  # a guarantee, or None
+            "epsilon_nominal": eps.get("epsilon_nominal"),
+            "epsilon_caveat": eps.get("caveat"),
             "dp": dp,
             "epoch": meta.get("epoch"),
             "crop_scale": meta["recipe"]["crop_scale"],
@@ -234,6 +245,7 @@ def defend_encoder(
             "train": replace(config, snapshot_epochs=()).to_dict(),
             "attacks": attacks if isinstance(attacks, str) else ",".join(attacks),
             "knowledge": knowledge, "folds": folds, "repeats": repeats, "seed": seed,
+            "permutations": resolve_permutations(permutations),
             "views": attack_options.get("views"),  # None: the default (black-box) views
             "leakprobe_version": leakprobe_version(),
             "wall_seconds": round(time.time() - t0, 2),

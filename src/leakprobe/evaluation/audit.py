@@ -24,7 +24,13 @@ import torch
 from leakprobe.data.images import ImageSet, concat
 from leakprobe.data.splits import check_disjoint
 from leakprobe.errors import LeakprobeError
-from leakprobe.evaluation.results import AttackResult
+from leakprobe.evaluation.metrics import auc
+from leakprobe.evaluation.permutation import (
+    null_aucs_of_fixed_scores,
+    permuted_labels,
+    resolve_permutations,
+)
+from leakprobe.evaluation.results import AttackResult, FitTask
 from leakprobe.progress import log, task
 from leakprobe.threads import single_threaded
 
@@ -147,6 +153,44 @@ def shuffled_features(attack, target, samples: ImageSet, seed: int) -> np.ndarra
     return out
 
 
+def crossfit_tasks(labels: np.ndarray, folds: int, seed: int, repeats: int) -> list[FitTask]:
+    """The fits of one cross-fitted scoring: ``repeats`` seeded K-fold splits of ``labels``."""
+    tasks = []
+    for r in range(max(repeats, 1)):
+        fold = stratified_folds(labels, folds, seed + r)
+        for k in range(folds):
+            test = fold == k
+            tasks.append(FitTask(np.flatnonzero(~test), labels[~test], np.flatnonzero(test)))
+    return tasks
+
+
+def crossfit_scores(attack, feats: np.ndarray, labels: np.ndarray, folds: int, seed: int,
+                    repeats: int) -> np.ndarray:
+    """Out-of-fold scores (L, N) of ``attack`` for each label vector of ``labels`` (L, N).
+
+    Row 0 is normally the true labels and the others permutations; every row goes through
+    exactly the same procedure (folds drawn from the same seeds, scorers refitted with the
+    same recipe), and all fits are handed to the attack at once so that small networks
+    train together (:meth:`MembershipAttack.fit_score_tasks`).
+    """
+    n_rep = max(repeats, 1)
+    per_row = n_rep * folds
+    scores = np.zeros(labels.shape, dtype=np.float64)
+    # Rows in groups so that progress moves and memory stays bounded.
+    rows_per_call = max(1, 64 // per_row)
+    with task(f"{attack.name}: cross-fitting", labels.shape[0] * per_row, "fits") as bar:
+        for start in range(0, labels.shape[0], rows_per_call):
+            rows = range(start, min(start + rows_per_call, labels.shape[0]))
+            tasks = [t for i in rows for t in crossfit_tasks(labels[i], folds, seed, repeats)]
+            out = attack.fit_score_tasks(feats, tasks)
+            for j, i in enumerate(rows):
+                for t, sc in zip(tasks[j * per_row:(j + 1) * per_row],
+                                 out[j * per_row:(j + 1) * per_row], strict=True):
+                    scores[i, t.test] += np.asarray(sc, dtype=np.float64) / n_rep
+            bar.advance(len(tasks))
+    return scores
+
+
 def crossfit(
     attack,
     target,
@@ -155,34 +199,34 @@ def crossfit(
     folds: int = 2,
     seed: int = 0,
     repeats: int = 3,
+    permutations: int = 0,
 ) -> AttackResult:
     """Out-of-fold scores of ``attack`` on every member and non-member (known-subset).
 
     The learned scorer is cross-fitted ``repeats`` times with different seeded fold
     assignments and each sample's out-of-fold scores are averaged: one split's fitting noise
     (large for small audits) then moves the AUC less. The features are queried once.
+    With ``permutations`` B > 0 the whole cross-fitted scoring is redone on the same
+    features for B seeded label permutations (:mod:`leakprobe.evaluation.permutation`); the
+    result carries their AUCs (``null_aucs``) for the p-value and the interval.
     """
     samples, is_member, ids = _stack(members, nonmembers)
     q0, t0 = _queries(target), time.time()
     feats = shuffled_features(attack, target, samples, seed)
     first_folds = stratified_folds(is_member, folds, seed)
+    permuted = permuted_labels(is_member, permutations, seed)
     if not attack.needs_fit:
         scores = attack.score_features(feats)
-    else:  # small scorers: one thread each (see leakprobe.threads)
-        scores = np.zeros(len(is_member))
-        n_fits = max(repeats, 1) * folds
-        with single_threaded(), task(f"{attack.name}: cross-fitting", n_fits, "fits") as bar:
-            for r in range(max(repeats, 1)):
-                fold = first_folds if r == 0 else stratified_folds(is_member, folds, seed + r)
-                for k in range(folds):
-                    test = fold == k
-                    fitted = attack.clone()
-                    fitted.fit_features(feats[~test], is_member[~test])
-                    scores[test] += fitted.score_features(feats[test]) / max(repeats, 1)
-                    bar.advance()
+        null = null_aucs_of_fixed_scores(scores, permuted)
+    else:
+        labels = np.concatenate([is_member[None], permuted])
+        all_scores = crossfit_scores(attack, feats, labels, folds, seed, repeats)
+        scores = all_scores[0]
+        null = np.array([auc(all_scores[i], labels[i]) for i in range(1, len(labels))])
     return AttackResult(
         attack.name, _params(attack), scores, is_member, ids,
         first_folds if attack.needs_fit else None, _queries(target) - q0, time.time() - t0,
+        null_aucs=null, refitted=bool(attack.needs_fit),
     )
 
 
@@ -194,8 +238,14 @@ def shadow_fit_score(
     target,
     members: ImageSet,
     nonmembers: ImageSet,
+    permutations: int = 0,
+    seed: int = 0,
 ) -> AttackResult:
-    """Fit on a shadow target's known samples, score every sample of the real target."""
+    """Fit on a shadow target's known samples, score every sample of the real target.
+
+    The scorer never sees the audited labels, so its scores are fixed: the p-value is
+    Mann-Whitney's, and ``permutations`` only records the permuted AUCs (for best-of-many).
+    """
     t0 = time.time()
     fitted = attack.clone()
     if fitted.needs_fit:
@@ -207,9 +257,10 @@ def shadow_fit_score(
     samples, is_member, ids = _stack(members, nonmembers)
     q0 = _queries(target)
     scores = fitted.score_features(shuffled_features(fitted, target, samples, 0))
+    null = null_aucs_of_fixed_scores(scores, permuted_labels(is_member, permutations, seed))
     return AttackResult(
         attack.name, _params(attack), scores, is_member, ids, None,
-        _queries(target) - q0, time.time() - t0,
+        _queries(target) - q0, time.time() - t0, null_aucs=null, refitted=False,
     )
 
 
@@ -223,6 +274,7 @@ def run_audit(
     seed: int = 0,
     shadow: tuple | None = None,
     repeats: int = 3,
+    permutations: int | None = 0,
 ) -> list[AttackResult]:
     """Run every attack under one knowledge setting; one :class:`AttackResult` each.
 
@@ -235,18 +287,21 @@ def run_audit(
         seed: fold assignment.
         repeats: cross-fitting repetitions averaged per sample (known-subset).
         shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
+        permutations: label permutations of the test of "no leakage" (0: none).
     """
     check_audit_plan(attacks, target, members, nonmembers, knowledge, folds, repeats)
+    permutations = resolve_permutations(permutations)
     if knowledge == "shadow" and shadow is None:
         raise LeakprobeError("knowledge 'shadow' needs a shadow target and its split")
     results = []
     for attack in attacks:
         log(f"attack {attack.name} ...")
         if knowledge == "known-subset" or not attack.needs_fit or attack.model_free:
-            res = crossfit(attack, target, members, nonmembers, folds, seed, repeats)
+            res = crossfit(attack, target, members, nonmembers, folds, seed, repeats,
+                           permutations)
         else:
             res = shadow_fit_score(attack, shadow[0], shadow[1], shadow[2], target, members,
-                                   nonmembers)
+                                   nonmembers, permutations, seed)
         log(f"attack {res.attack}: {res.queries} queries, {res.seconds:.1f}s")
         results.append(res)
     return results

@@ -8,6 +8,15 @@ import numpy as np
 
 
 @dataclass
+class FitTask:
+    """One fit of a scorer: fit on ``features[train]`` with ``labels``, score ``features[test]``."""
+
+    train: np.ndarray
+    labels: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
 class AttackResult:
     """Per-sample output of one membership attack against one target.
 
@@ -21,6 +30,9 @@ class AttackResult:
         queries: target queries the attack spent.
         seconds: wall time of fit + score.
         notes: free-text remarks shown in the report.
+        null_aucs: AUCs of the label-permutation test (empty: not run).
+        refitted: whether the scorer was fitted on the audited labels (cross-fitted), so
+            that only the permutation test gives a valid p-value.
     """
 
     attack: str
@@ -32,3 +44,5 @@ class AttackResult:
     queries: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    null_aucs: np.ndarray | None = None
+    refitted: bool = False

@@ -27,7 +27,10 @@ def mlp_head(
 class Surrogate(nn.Module):
     """A stolen encoder: a registered backbone plus a linear map into the target's space.
 
-    ``forward`` gives embeddings comparable with the target's; ``tokens`` are the backbone's.
+    ``forward`` gives embeddings comparable with the target's. ``tokens`` are the backbone's
+    tokens mapped by the same linear head, so they live in the embedding space too (for a
+    mean-pooling backbone the embedding is exactly their mean); the model declares it with
+    ``tokens_in_embedding_space``, which PartCrop checks.
     """
 
     def __init__(self, backbone: nn.Module, out_dim: int) -> None:
@@ -36,13 +39,16 @@ class Surrogate(nn.Module):
         self.head = nn.Linear(backbone.embed_dim, out_dim)
         self.embed_dim = out_dim
         self.input_size: int = int(getattr(backbone, "input_size", 32))
+        self.tokens_in_embedding_space = bool(
+            getattr(backbone, "tokens_in_embedding_space", True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
     @torch.jit.export
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.tokens(x)
+        """(B, L, out_dim): the backbone's tokens through the head (a per-token linear map)."""
+        return self.head(self.backbone.tokens(x))
 
 
 @register_model("surrogate")

@@ -73,6 +73,7 @@ class ResNetCIFAR(nn.Module):
             c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.embed_dim = c_in
+        self.tokens_in_embedding_space = True  # the embedding is the tokens' mean
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std

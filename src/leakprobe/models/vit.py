@@ -52,6 +52,8 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, self.grid * self.grid, dim) * 0.02)
         self.blocks = nn.Sequential(*[Block(dim, heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
+        # CLS embedding and patch tokens leave the same final norm, no head: one space
+        self.tokens_in_embedding_space = True
 
     def _pos(self, h: int, w: int) -> torch.Tensor:
         if h == self.grid and w == self.grid:

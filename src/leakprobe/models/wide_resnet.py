@@ -98,6 +98,7 @@ class ImageNetResNet(nn.Module):
         self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
         self.feature_channels = [64 * 2**i * Bottleneck.expansion for i in range(4)]
         self.embed_dim = num_classes
+        self.tokens_in_embedding_space = False  # tokens are layer4 features, forward is logits
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -1,7 +1,9 @@
 """The report of a defence sweep: a table and trade-off plots (attack AUC vs utility/strength).
 
 Reads the ``encoder-defence`` report of :func:`leakprobe.defenses.defend_encoder`; every
-string from it is HTML-escaped.
+string from it is HTML-escaped. An epsilon is shown as a number only when it is a DP
+guarantee; otherwise as ``none (nominal X, not a guarantee)`` with the caveat under the table
+(:mod:`leakprobe.training.dp_record`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from leakprobe.io import write_json, write_text
 from leakprobe.report.html import _CSS, _esc, _fmt, figure_html, kind_blurb
 from leakprobe.report.plots import new_figure, plot_curves, save_figure
+from leakprobe.training.dp_record import dp_epsilon, epsilon_text
 
 __all__ = ["defence_rows", "plot_tradeoff", "write_defence_report"]
 
@@ -28,7 +31,10 @@ def defence_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]
 
     Returns:
         ``(attacks, rows)``; a row has ``name``, ``setting``, ``strength``, ``knn``,
-        ``probe``, ``epsilon``, ``auc`` (attack -> AUC) and ``auc_ci`` (attack -> interval).
+        ``probe``, ``epsilon`` (a guarantee or None), ``epsilon_nominal``, ``caveat``,
+        ``epsilon_text`` (how to show it: ``"2.1"``, ``"none (nominal 6.8, not a
+        guarantee)"``, ``"inf (no noise)"``, ``"-"``), ``auc`` (attack -> AUC) and ``auc_ci``
+        (attack -> interval).
     """
     attacks: list[str] = []
     rows = []
@@ -40,9 +46,15 @@ def defence_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]
                 attacks.append(r["attack"])
             auc[r["attack"]] = r["metrics"]["auc"]
             ci[r["attack"]] = r["metrics"].get("auc_ci")
+        eps = dp_epsilon(s.get("dp"))
         rows.append({"name": s["name"], "setting": s["setting"], "strength": s.get("strength"),
                      "knn": util.get("knn_accuracy"), "probe": util.get("linear_probe_accuracy"),
-                     "epsilon": s.get("epsilon"), "auc": auc, "auc_ci": ci})
+                     "epsilon": eps["epsilon"] if eps else s.get("epsilon"),
+                     "epsilon_nominal": eps["epsilon_nominal"] if eps else None,
+                     "caveat": eps["caveat"] if eps else None,
+                     "epsilon_text": epsilon_text(s.get("dp"), detail=False,
+                                                  epsilon=s.get("epsilon")),
+                     "auc": auc, "auc_ci": ci})
     return attacks, rows
 
 
@@ -102,8 +114,10 @@ def _table_html(report: dict[str, Any]) -> str:
             interval = (f' <span class="muted">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
                         if isinstance(ci, list) and len(ci) == 2 else "")
             cells.append(f'<td class="num">{_fmt(r["auc"].get(a))}{interval}</td>')
-        eps = _fmt(r["epsilon"]) if r["epsilon"] is not None else (
-            "&infin;" if s.get("dp") else "&mdash;")
+        if r["epsilon_text"] != "-":
+            eps = _esc(r["epsilon_text"])
+        else:
+            eps = "&infin;" if s.get("dp") else "&mdash;"
         link = s.get("report", "")
         html_link = _esc(str(Path(link).with_suffix(".html"))) if link else ""
         out.append(f"<tr><td>{_esc(setting)}</td><td class=\"num\">{eps}</td>"
@@ -112,6 +126,10 @@ def _table_html(report: dict[str, Any]) -> str:
                    + (f'<td><a href="{html_link}">{_esc(r["name"])}</a></td>' if link
                       else "<td></td>") + "</tr>")
     out.append("</table>")
+    caveats = sorted({r["caveat"] for r in rows
+                      if r["caveat"] and r["epsilon"] is None and r["epsilon_nominal"] is not None})
+    out.extend(f'<div class="warning">epsilon is not a DP guarantee here: {_esc(c)}</div>'
+               for c in caveats)
     return "".join(out)
 
 

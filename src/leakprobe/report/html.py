@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,10 @@ KIND_BLURBS = {
         "for each strength of the defence. epsilon is DP-SGD's at the recorded delta."
     ),
 }
-_ZERO_FP_NOTE = "the TPR at zero false positives"
+_ZERO_FP_NOTE = "the TPR at zero false positives"  # older reports' note
+# build_report's note on TPRs the audit cannot resolve; the table's footnote says it instead.
+_UNRESOLVED_NOTE = "is not reported: it needs >= 10/f"
+_MIN_FALSE_POSITIVES = 10  # leakprobe.evaluation.metrics.MIN_NONMEMBER_FALSE_POSITIVES
 
 
 def _esc(value: Any) -> str:
@@ -229,14 +233,15 @@ def _metrics_html(report: dict[str, Any]) -> str:
             if k not in fpr_keys:
                 fpr_keys.append(k)
     head = (
-        "<tr><th>attack</th><th>AUC [95% CI]</th><th>balanced acc. (cross-fit)</th>"
+        "<tr><th>attack</th><th>AUC [95% CI]</th><th>p-value (no leakage)</th>"
+        "<th>balanced acc. (cross-fit)</th>"
         "<th>balanced acc. (best threshold, optimistic)</th>"
         + "".join(f"<th>TPR @ {_fpr_label(k)} FPR [95% CI]</th>" for k in fpr_keys)
         + "<th>members / non-members</th><th>queries</th><th>queries / image</th>"
         "<th>seconds</th></tr>"
     )
     rows = []
-    unresolved: dict[int, list[str]] = {}  # non-member count -> FPRs it cannot resolve
+    unresolved: dict[str, list[int]] = {}  # FPR key -> non-member counts that cannot resolve it
     has_blind = False
     for r in results:
         m = r.get("metrics") or {}
@@ -255,22 +260,12 @@ def _metrics_html(report: dict[str, Any]) -> str:
         cells = [
             f"<td>{name}</td>",
             f'<td class="num">{_fmt(m.get("auc"))} {_fmt_ci(m.get("auc_ci"))}</td>',
+            _p_cell(m),
             f'<td class="num">{_fmt(m.get("balanced_accuracy"))}</td>',
             f'<td class="num">{_fmt(m.get("balanced_accuracy_best"))}</td>',
         ]
-        tprs = m.get("tpr_at_fpr") or {}
-        cis = m.get("tpr_at_fpr_ci") or {}
         for k in fpr_keys:
-            mark = ""
-            try:
-                if n0 and float(k) * n0 + 1e-9 < 1.0:
-                    mark = "<sup>*</sup>"
-                    keys = unresolved.setdefault(n0, [])
-                    if k not in keys:
-                        keys.append(k)
-            except ValueError:
-                pass
-            cells.append(f'<td class="num">{_fmt(tprs.get(k))}{mark} {_fmt_ci(cis.get(k))}</td>')
+            cells.append(_tpr_cell(m, k, n0, unresolved))
         queries = int(r.get("queries") or 0)
         cells += [
             f'<td class="num">{_fmt(n1)} / {_fmt(n0)}</td>',
@@ -283,12 +278,32 @@ def _metrics_html(report: dict[str, Any]) -> str:
     if unresolved:
         # one footnote for the table, not one note per attack
         parts = [
-            f"with {n0:,} non-members the smallest non-zero FPR is 1/{n0:,}, so the TPR at "
-            f"{', '.join(_fpr_label(k) for k in keys)} FPR is {_ZERO_FP_NOTE}"
-            for n0, keys in sorted(unresolved.items())
+            f"{_fpr_label(k)} FPR needs >= {_needed_nonmembers(k):,} "
+            f"(audit{'s' if len(n0s) > 1 else ''} with {', '.join(f'{n:,}' for n in n0s)})"
+            for k, n0s in unresolved.items()
         ]
-        text = "; ".join(parts)
-        notes.append(f"* {text[0].upper()}{text[1:]}.")
+        notes.append(
+            f"n/a: TPR at FPR f is reported only with >= 10/f non-members (n0 f >= "
+            f"{_MIN_FALSE_POSITIVES} expected false positives): {'; '.join(parts)}."
+        )
+    if any((r.get("metrics") or {}).get("fpr_expected") for r in results):
+        notes.append(
+            "TPR at FPR f: the threshold is the (k+1)-th largest non-member score, k = "
+            "floor(f (n0+1)) - 1, so that it admits on average (k+1)/(n0+1) <= f of new "
+            "non-members (the FPR shown under each value); its interval accounts for the "
+            "threshold being estimated."
+        )
+    if any("p_value" in (r.get("metrics") or {}) for r in results):
+        notes.append(
+            "AUC interval: the stratified bootstrap interval, widened for attacks that fit a "
+            "scorer on the audited labels by how far the same attack's AUC strays from 0.5 "
+            "when the labels are permuted (its fitting noise). p-value: the chance of an AUC at "
+            "least this high if the model did not leak, from label permutations that refit "
+            "the whole attack (add-one estimate, so never below 1/(permutations+1)), or the "
+            "one-sided Mann-Whitney test for scores fitted on nothing audited; n/a: a fitted "
+            "attack run without permutations. The null band is the central 95% of the "
+            "permuted AUCs."
+        )
     if has_blind:
         notes.append(
             "The blind attack sees only the images, never the model: its AUC is the floor "
@@ -314,15 +329,70 @@ def _metrics_html(report: dict[str, Any]) -> str:
     return out
 
 
+def _p_cell(m: dict[str, Any]) -> str:
+    """The p-value with its method and, for permutation tests, the null band (a tooltip)."""
+    p = m.get("p_value")
+    if p is None:
+        return '<td class="num">n/a</td>'
+    method = str(m.get("p_value_method") or "")
+    band = m.get("null_auc_band")
+    if method == "permutation":
+        how = f"{m.get('permutations')} permutations"
+        if band:
+            how += f"; null AUC band [{float(band[0]):.3f}, {float(band[1]):.3f}]"
+    else:
+        how = method.replace("-", " ")
+    return (f'<td class="num">{_esc(f"{float(p):.2g}")}<br>'
+            f'<span class="muted">{_esc(how)}</span></td>')
+
+
+def _needed_nonmembers(key: str) -> int:
+    """Non-members an audit needs to resolve the TPR at FPR ``key`` (10 / f)."""
+    f = float(key)
+    return math.ceil(_MIN_FALSE_POSITIVES / f - 1e-6) if f > 0 else 0
+
+
+def _tpr_cell(m: dict[str, Any], key: str, n0: int, unresolved: dict[str, list[int]]) -> str:
+    """One TPR-at-FPR cell: value, interval and the threshold's FPR, or n/a with the reason.
+
+    A TPR is n/a where it is null (not resolvable) or, in reports written before leakprobe
+    reported null, where ``n0 * f < 10``; ``unresolved`` collects those for the footnote.
+    """
+    value = (m.get("tpr_at_fpr") or {}).get(key)
+    try:
+        f = float(key)
+    except ValueError:
+        return f'<td class="num">{_fmt(value)}</td>'
+    if value is None or (n0 and n0 * f + 1e-9 < _MIN_FALSE_POSITIVES):
+        n0s = unresolved.setdefault(key, [])
+        if n0 and n0 not in n0s:
+            n0s.append(n0)
+        why = f"needs >= 10/f = {_needed_nonmembers(key):,} non-members"
+        if n0:
+            why += f"; this audit has {n0:,}"
+        return f'<td class="num" title="{_esc(why)}">n/a<sup>*</sup></td>'
+    ci = _fmt_ci((m.get("tpr_at_fpr_ci") or {}).get(key))
+    expected = (m.get("fpr_expected") or {}).get(key)
+    achieved = (m.get("fpr_achieved") or {}).get(key)
+    at = ""
+    if isinstance(expected, (int, float)):
+        tip = f"expected FPR of the threshold on new non-members {expected:.4g}"
+        if isinstance(achieved, (int, float)):
+            tip += f"; share of this audit's non-members above it {achieved:.4g}"
+        at = f'<span class="muted" title="{_esc(tip)}">at FPR {expected:.3g}</span>'
+    return f'<td class="num">{_fmt(value)} {ci}{at}</td>'
+
+
 def _attack_notes_html(results: list[dict[str, Any]]) -> str:
     """The attacks' notes, each text once with the attacks it concerns.
 
-    The zero-false-positive note of every attack is left out: the table's footnote says it.
+    The note on unresolved TPRs (and older reports' zero-false-positive note) is left out:
+    the table's footnote says it.
     """
     by_text: dict[str, list[str]] = {}
     for r in results:
         for n in r.get("notes") or []:
-            if _ZERO_FP_NOTE in str(n):
+            if _ZERO_FP_NOTE in str(n) or _UNRESOLVED_NOTE in str(n):
                 continue
             names = by_text.setdefault(str(n), [])
             if str(r.get("attack")) not in names:

@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from leakprobe.evaluation.metrics import roc_points
+from leakprobe.evaluation.metrics import MIN_NONMEMBER_FALSE_POSITIVES, roc_points
 from leakprobe.io import atomic_write
 from leakprobe.report.schema import is_blind
 
@@ -87,7 +87,9 @@ def plot_roc(report: dict[str, Any], path: str | Path, loglog: bool = False) -> 
         path: destination PNG.
         loglog: log-log axes from ``min(1e-3, 1/n_nonmembers)`` to 1, the view that shows
             the low-FPR regime; points at FPR 0 are drawn on the left edge, points at TPR 0
-            are left out.
+            are left out. FPRs below ``10 / n_nonmembers`` (fewer than 10 non-members above
+            the threshold, where leakprobe reports no TPR) are shaded "not resolvable", once
+            per distinct non-member count.
     Returns:
         The PNG path.
     """
@@ -110,6 +112,11 @@ def plot_roc(report: dict[str, Any], path: str | Path, loglog: bool = False) -> 
         # Straight segments between ROC vertices: ties give the correct diagonal steps.
         ax.plot(fpr, tpr, label=_auc_label(r), linewidth=1.5, **style)
     if loglog:
+        n0s = sorted({int(r.get("n_nonmembers") or 0) for r in results} - {0})
+        for n0 in n0s:
+            edge = min(1.0, MIN_NONMEMBER_FALSE_POSITIVES / n0)
+            label = "not resolvable (FPR < 10/n0" + ("" if len(n0s) == 1 else f", n0={n0:,}")
+            ax.axvspan(lower, edge, color="0.5", alpha=0.12, linewidth=0, label=label + ")")
         ax.plot([lower, 1.0], [lower, 1.0], color="0.7", linestyle=":", label="chance")
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -166,17 +166,19 @@ def build_report(
         scores, member, folds = _check_result(r)
         try:
             metrics = compute_metrics(
-                scores, member, folds=folds, n_bootstrap=n_bootstrap, seed=seed
+                scores, member, folds=folds, n_bootstrap=n_bootstrap, seed=seed,
+                null_aucs=r.null_aucs, refitted=r.refitted,
             )
         except LeakprobeError as e:
             raise LeakprobeError(f"attack {r.attack!r}: {e}") from e
         notes = [str(n) for n in r.notes]
         n0 = metrics["n_nonmembers"]
-        unresolved = [k for k in metrics["tpr_at_fpr"] if float(k) * n0 + 1e-9 < 1.0]
+        unresolved = [k for k, v in metrics["tpr_at_fpr"].items() if v is None]
         if unresolved:
+            needs = ", ".join(f"{math.ceil(10 / float(k) - 1e-6):,}" for k in unresolved)
             notes.append(
-                f"with {n0} non-members the smallest non-zero FPR is 1/{n0}; TPR at FPR "
-                f"{', '.join(unresolved)} is the TPR at zero false positives"
+                f"with {n0} non-members TPR at FPR {', '.join(unresolved)} is not reported: "
+                f"it needs >= 10/f = {needs} non-members"
             )
         out_results.append(
             {
@@ -189,6 +191,10 @@ def build_report(
                 "queries": int(r.queries),
                 "seconds": float(r.seconds),
                 "notes": notes,
+                # The permuted AUCs (same permutations for every attack of the audit): the
+                # null of a maximum over attacks is taken from them (study best-of-many).
+                "null_aucs": to_jsonable(np.asarray(
+                    r.null_aucs if r.null_aucs is not None else [], dtype=np.float64)),
                 "samples": {
                     "ids": [str(i) for i in r.ids],
                     "is_member": [bool(m) for m in member],
@@ -203,11 +209,12 @@ def build_report(
     if blind:
         b = blind[0]["metrics"]
         lo, hi = b["auc_ci"]
-        if lo > 0.5:
+        if _shift_detected(b):
             all_warnings.append(
                 "Members and non-members differ in distribution: the blind, model-free attack "
-                f"reaches AUC {b['auc']:.3f} [{lo:.3f}, {hi:.3f}] from the images alone, so "
-                "every attack's AUC partly measures that difference, not leakage."
+                f"reaches AUC {b['auc']:.3f} [{lo:.3f}, {hi:.3f}] from the images alone "
+                f"({_p_text(b)}), so every attack's AUC partly measures that difference, not "
+                "leakage."
             )
             for r in out_results:
                 if not is_blind(r["attack"]):
@@ -225,6 +232,31 @@ def build_report(
         "warnings": all_warnings,
         "results": out_results,
     }
+
+
+# The blind floor warns when its one-sided test rejects "same distribution" at this level
+# (the level of the former check "lower end of the 95% interval above 0.5").
+BLIND_WARNING_LEVEL = 0.025
+
+
+def _shift_detected(blind_metrics: dict) -> bool:
+    """Whether the blind attack's test of "no difference" rejects (see BLIND_WARNING_LEVEL).
+
+    Uses the permutation p-value when the audit ran permutations; without them (a fitted
+    blind scorer has no valid p-value) it falls back to the interval's lower end.
+    """
+    p = blind_metrics.get("p_value")
+    if p is not None:
+        return float(p) <= BLIND_WARNING_LEVEL
+    return float(blind_metrics["auc_ci"][0]) > 0.5
+
+
+def _p_text(metrics: dict) -> str:
+    p = metrics.get("p_value")
+    if p is None:
+        return "no permutation test run"
+    n = metrics.get("permutations") or 0
+    return f"p = {p:.3g}" + (f", {n} permutations" if n else "")
 
 
 def _require(obj: Any, keys: tuple[str, ...], where: str, path: Path) -> None:

@@ -15,7 +15,9 @@ naming the key path (``defences[2].noise_multiplier: ...``)::
     seeds: [0]                      # split, training, attack and utility seed of each cell
     attacks: [partcrop, encodermi, lpla, baseline-norm]
     attack_options: {num_parts: 128, n_views: 10, views: simclr}   # views: see leakprobe.views
-    knowledge: {setting: known-subset, folds: 2, repeats: 3}
+    knowledge: {setting: known-subset, folds: 2, repeats: 3, permutations: 100}
+    primary_attacks: {partcrop: partcrop, lpla: lpla-p2}   # optional; defaults below
+    headline_family: partcrop       # optional; default: the first family in ``attacks``
     utility: {data: rest, max_images: 1000}   # nonmembers, rest or a labelled data spec
     train: {epochs: 50, batch_size: 256, lr: 0.001, weight_decay: 1.0e-5,
             optimizer: adamw, amp: true}          # defaults of every paradigm
@@ -42,6 +44,19 @@ cell's seed) is measured on ``utility.data``:
 
 ``utility.max_images`` caps the set at a seeded random sample of that many images.
 
+``knowledge.permutations`` label permutations test each attack's "no leakage" (p-value,
+null band, fitting-aware AUC interval; 0 skips them; see
+:mod:`leakprobe.evaluation.permutation`). All attacks of a cell share the permutations, so
+the report can test the *maximum* over attacks against its own permutation null.
+
+Leakage is measured by pre-declared *primary* attacks, one per attack family present in
+``attacks`` (:data:`ATTACK_FAMILIES`): ``primary_attacks`` maps a family to one of its
+attacks in the study (default :data:`DEFAULT_PRIMARY`, or the family's first attack in the
+study when the default is not run), and ``headline_family`` names the family whose primary
+ranks the paradigms. Picking the best of 8-9 attacks after the fact is biased upwards (with
+64 + 64 samples the maximum is about 0.6 under no leakage); the report shows that maximum
+only with its permutation p-value (best-of-many).
+
 Defences (each value of the listed strength is one setting of the grid):
 
 - ``none``: the paradigm as configured.
@@ -66,6 +81,7 @@ from pathlib import Path
 from typing import Any
 
 from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.permutation import DEFAULT_PERMUTATIONS
 from leakprobe.precision import AMP_CHOICES
 
 DEFENCE_KINDS = ("none", "early-stopping", "dp", "scsr")
@@ -73,6 +89,68 @@ KNOWLEDGE_SETTINGS = ("known-subset",)
 OPTIMIZERS = ("adamw", "sgd")
 ATTACK_OPTION_KEYS = ("num_parts", "n_views", "views")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "amp")
+
+# Attack families: the attacks that are variants of one method (order: the table's).
+ATTACK_FAMILIES: dict[str, tuple[str, ...]] = {
+    "partcrop": ("partcrop", "partcrop-cosine", "partcrop-pooled"),
+    "encodermi": ("encodermi-vector", "encodermi-set", "encodermi-threshold"),
+    "lpla": ("lpla-p1", "lpla-p2", "lpla-pinf"),
+    "baseline": ("baseline-norm", "baseline-consistency"),
+}
+# Each family's pre-declared primary attack when the study runs it.
+DEFAULT_PRIMARY: dict[str, str] = {
+    "partcrop": "partcrop", "encodermi": "encodermi-vector", "lpla": "lpla-p2",
+    "baseline": "baseline-consistency",
+}
+
+
+def attack_family(attack: str) -> str | None:
+    """The family of ``attack`` (a key of :data:`ATTACK_FAMILIES`), None for others."""
+    for family, members in ATTACK_FAMILIES.items():
+        if attack in members:
+            return family
+    return None
+
+
+def primary_attacks(attacks: tuple[str, ...] | list[str], given: Any = None,
+                    where: str = "primary_attacks") -> dict[str, str]:
+    """Each family present in ``attacks`` -> its primary attack, families in study order.
+
+    Args:
+        attacks: the study's concrete attack names.
+        given: the YAML's ``primary_attacks`` mapping (family -> attack), or None.
+        where: key path used in error messages.
+    Returns:
+        ``{family: attack}`` for every family with an attack in ``attacks``: the given
+        attack, else :data:`DEFAULT_PRIMARY` when it is in ``attacks``, else the family's
+        first attack in ``attacks``.
+    Raises:
+        LeakprobeError: an unknown family, an attack of another family, or an attack the
+            study does not run.
+    """
+    given = _mapping(given, where)
+    attacks = list(attacks)
+    for family, attack in given.items():
+        if family not in ATTACK_FAMILIES:
+            raise LeakprobeError(f"{where}: unknown attack family {family!r}; known: "
+                                 f"{', '.join(ATTACK_FAMILIES)}")
+        attack = _str(attack, f"{where}.{family}")
+        members = ATTACK_FAMILIES[family]
+        if attack not in members:
+            raise LeakprobeError(f"{where}.{family}: {attack!r} is not a {family} attack; "
+                                 f"{family} attacks: {', '.join(members)}")
+        if attack not in attacks:
+            raise LeakprobeError(f"{where}.{family}: {attack!r} is not among the study's "
+                                 f"attacks ({', '.join(attacks)})")
+    out: dict[str, str] = {}
+    for name in attacks:
+        family = attack_family(name)
+        if family is None or family in out:
+            continue
+        ran = [a for a in attacks if a in ATTACK_FAMILIES[family]]
+        out[family] = given.get(family) or (DEFAULT_PRIMARY[family]
+                                            if DEFAULT_PRIMARY[family] in ran else ran[0])
+    return out
 
 
 @dataclass(frozen=True)
@@ -128,11 +206,15 @@ class Defence:
 
 @dataclass(frozen=True)
 class Knowledge:
-    """The auditor's knowledge: known-subset cross-fitting over ``folds``, ``repeats`` times."""
+    """The auditor's knowledge: known-subset cross-fitting over ``folds``, ``repeats`` times.
+
+    ``permutations``: label permutations of each attack's test of "no leakage" (0: none).
+    """
 
     setting: str = "known-subset"
     folds: int = 2
     repeats: int = 3
+    permutations: int = DEFAULT_PERMUTATIONS
 
 
 @dataclass(frozen=True)
@@ -166,6 +248,19 @@ class StudyConfig:
     device: str = "auto"
     out: str | None = None
     ray: RaySettings = field(default_factory=RaySettings)
+    primary_attacks: dict = field(default_factory=dict)
+    headline_family: str | None = None
+
+    def primaries(self) -> dict[str, str]:
+        """Family -> primary attack (:attr:`primary_attacks`, else the defaults)."""
+        return dict(self.primary_attacks) or primary_attacks(self.attacks)
+
+    def headline(self) -> tuple[str | None, str | None]:
+        """``(family, attack)`` of the headline primary (None, None: no family in the study)."""
+        primaries = self.primaries()
+        family = self.headline_family if self.headline_family in primaries \
+            else next(iter(primaries), None)
+        return family, primaries.get(family) if family else None
 
     def to_dict(self) -> dict:
         """The config as plain JSON-ready values."""
@@ -380,7 +475,7 @@ def _views(value: Any) -> None:
 
 _TOP_KEYS = ("name", "out", "data", "data_seed", "image_size", "members", "nonmembers", "seeds",
              "attacks", "attack_options", "knowledge", "utility", "train", "paradigms",
-             "defences", "threads", "device", "ray")
+             "defences", "threads", "device", "ray", "primary_attacks", "headline_family")
 
 
 def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
@@ -433,11 +528,22 @@ def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
         else:
             _int(v, f"attack_options.{k}", 1)
     kn = _check_keys(_mapping(raw.get("knowledge"), "knowledge"),
-                     ("setting", "folds", "repeats"), "knowledge")
+                     ("setting", "folds", "repeats", "permutations"), "knowledge")
     knowledge = Knowledge(_str(kn.get("setting", "known-subset"), "knowledge.setting",
                                KNOWLEDGE_SETTINGS),
                           _int(kn.get("folds", 2), "knowledge.folds", 2),
-                          _int(kn.get("repeats", 3), "knowledge.repeats", 1))
+                          _int(kn.get("repeats", 3), "knowledge.repeats", 1),
+                          _int(kn.get("permutations", DEFAULT_PERMUTATIONS),
+                               "knowledge.permutations", 0))
+    primaries = primary_attacks(attacks, raw.get("primary_attacks"))
+    headline = raw.get("headline_family")
+    if headline is None:
+        headline = next(iter(primaries), None)
+    else:
+        headline = _str(headline, "headline_family", tuple(ATTACK_FAMILIES))
+        if headline not in primaries:
+            raise LeakprobeError(f"headline_family: the study runs no {headline} attack; "
+                                 f"families in the study: {', '.join(primaries) or 'none'}")
     util = _check_keys(_mapping(raw.get("utility"), "utility"), ("data", "max_images"),
                        "utility")
     max_images = util.get("max_images")
@@ -470,6 +576,8 @@ def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
             workers=None if ray.get("workers") is None else _int(ray["workers"], "ray.workers", 1),
             gpus_per_cell=_float(ray.get("gpus_per_cell", 0.0), "ray.gpus_per_cell", 0.0),
         ),
+        primary_attacks=primaries,
+        headline_family=headline,
     )
 
 

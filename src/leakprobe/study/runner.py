@@ -139,6 +139,11 @@ def ensure_trained(run: TrainRun, split, out: Path, device: str) -> dict:
 
 
 def _summarise(report: dict) -> list[dict]:
+    """Per attack: AUC, intervals, TPR at 1% FPR and the test of "no leakage".
+
+    ``null_aucs`` (the AUCs under the audit's label permutations, shared by all attacks of
+    the cell) is kept so the report can test the best-of-many maximum.
+    """
     rows = []
     for r in report["results"]:
         m = r["metrics"]
@@ -148,6 +153,9 @@ def _summarise(report: dict) -> list[dict]:
             "tpr_at_1pct_fpr_ci": (m.get("tpr_at_fpr_ci") or {}).get("0.01"),
             "tpr_at_fpr": m["tpr_at_fpr"], "balanced_accuracy": m["balanced_accuracy"],
             "queries": r.get("queries"), "seconds": r.get("seconds"),
+            "p_value": m.get("p_value"), "p_value_method": m.get("p_value_method"),
+            "permutations": m.get("permutations"), "null_auc_band": m.get("null_auc_band"),
+            "null_aucs": list(r.get("null_aucs") or []),
         })
     return rows
 
@@ -173,10 +181,14 @@ def run_cell(study: StudyConfig, cell: Cell, train_record: dict, split, utility_
     report = audit_encoder(
         target, split.members, split.nonmembers, list(study.attacks), knowledge=kn.setting,
         folds=kn.folds, seed=cell.seed, out_dir=folder / "audit", utility=utility,
-        repeats=kn.repeats, context={"study": study.name, "cell": cell.name, "model": rel},
+        repeats=kn.repeats, permutations=kn.permutations,
+        context={"study": study.name, "cell": cell.name, "model": rel},
         **study.attack_options,
     )
     dp = train_record.get("dp") if cell.defence == "dp" else None
+    from leakprobe.training.dp_record import dp_epsilon
+
+    eps = dp_epsilon(dp) or {}  # epsilon: a DP guarantee or None; nominal + caveat otherwise
     record = {
         "format": CELL_FORMAT, "key": cell.key, "name": cell.name, "folder": cell.folder,
         "paradigm": cell.paradigm, "defence": cell.defence,
@@ -185,7 +197,8 @@ def run_cell(study: StudyConfig, cell: Cell, train_record: dict, split, utility_
         "utility": {k: utility[k] for k in ("knn_accuracy", "linear_probe_accuracy", "chance",
                                             "n_images")},
         "attacks": _summarise(report),
-        "epsilon": dp.get("epsilon") if dp else None, "dp": dp,
+        "epsilon": eps.get("epsilon"), "epsilon_nominal": eps.get("epsilon_nominal"),
+        "epsilon_caveat": eps.get("caveat"), "dp": dp,
         "warnings": report.get("warnings", []),
         "model": rel, "train_run": cell.train_run,
         "train_seconds": train_record.get("train_seconds"),

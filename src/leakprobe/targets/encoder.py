@@ -18,6 +18,9 @@ class Encoder(Protocol):
     """What an attacker can ask of a self-supervised encoder.
 
     Images are float tensors (B, 3, H, W) in [0, 1]; the encoder normalises internally.
+    A target may also declare ``has_tokens`` and ``tokens_in_embedding_space`` (bool):
+    False when its tokens live in another space than its embeddings (e.g. backbone tokens
+    beside embeddings after a projection head), which PartCrop's token attacks refuse.
     """
 
     input_size: int
@@ -65,7 +68,11 @@ class ModuleEncoder:
     """Wrap a torch module (or a TorchScript module) as an :class:`Encoder`.
 
     ``forward`` must give (B, D) embeddings; a ``tokens`` method, when present, gives
-    (B, L, D) tokens. Inputs are moved to the device, split into batches of ``batch_size`` and
+    (B, L, D) tokens. A model attribute ``tokens_in_embedding_space`` (bool) says whether those
+    tokens live in the embedding space (True for the CLS and patch tokens after the same final
+    norm, or feature-map tokens mean-pooled into the embedding; False for tokens taken before a
+    projection head); set it to False to keep PartCrop's token attacks off a model.
+    Inputs are moved to the device, split into batches of ``batch_size`` and
     run under ``torch.inference_mode``; outputs come back on the CPU as float32. Models that
     reject images of another size than ``input_size`` (probed once) get every query resized to
     ``input_size``; the others see the size they are given (PartCrop's half-size parts).
@@ -104,6 +111,12 @@ class ModuleEncoder:
     @property
     def has_tokens(self) -> bool:
         return self._tokens_fn is not None
+
+    @property
+    def tokens_in_embedding_space(self) -> bool | None:
+        """The model's declaration (``tokens_in_embedding_space`` attribute); None: undeclared."""
+        declared = getattr(getattr(self, "obj", self.module), "tokens_in_embedding_space", None)
+        return declared if isinstance(declared, bool) else None
 
     def _probe(self) -> int:
         """Check the model on a tiny batch; learn whether it takes other sizes."""

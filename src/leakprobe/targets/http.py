@@ -67,6 +67,8 @@ class HTTPEncoder:
         self.input_size = int(image_size or info.get("input_size") or 32)
         self.embed_dim = int(info.get("embed_dim") or 0)
         self.has_tokens = bool(info.get("tokens"))
+        declared = info.get("tokens_in_embedding_space")  # see ModuleEncoder; None: undeclared
+        self.tokens_in_embedding_space = declared if isinstance(declared, bool) else None
         self.batch_size = max(1, min(batch_size, int(info.get("max_batch") or batch_size)))
         self.server_queries_used = int(info.get("queries_used") or 0)
 

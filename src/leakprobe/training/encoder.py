@@ -155,8 +155,11 @@ def train_target_encoder(
     Every epoch in ``config.snapshot_epochs`` is also saved whole (weights, TorchScript,
     ``model.json`` with the recipe, the epoch and, under DP, epsilon at that epoch, and a
     copy of ``split.json``) to ``out_dir/snapshots/epoch_EEEE/``. Under DP ``model.json``
-    records ``"dp"``: epsilon (None when no noise), delta, noise_multiplier, max_grad_norm,
-    steps, sample_rate, accountant, clipping_unit.
+    records ``"dp"`` (:meth:`leakprobe.training.dp.DPSGD.summary`): epsilon (the guarantee;
+    None when the method's per-image sensitivity is not bounded by C, or without noise),
+    epsilon_nominal (the accountant's number), caveat, delta, noise_multiplier,
+    max_grad_norm, steps, sample_rate, expected_batch_size, accountant, clipping_unit,
+    exact_per_image, sampling (``poisson``), noise_seed (not recorded).
 
     Returns:
         ``{"weights", "torchscript", "model", "split"}`` -> paths, and ``"snapshots"`` ->
@@ -200,10 +203,12 @@ def train_target_encoder(
     if config.snapshot_epochs:
         paths["snapshots"] = {e: snapshot_dir(out, e) for e in config.snapshot_epochs
                               if (snapshot_dir(out, e) / "model.json").is_file()}
-    if trainer.dp_engine is not None:
-        eps = trainer.dp_engine.epsilon()
-        log(f"DP-SGD: epsilon {eps:.3g} at delta {config.dp.delta:g} "
-            f"(noise {trainer.dp_engine.noise_multiplier:.3g}, {trainer.dp_engine.steps} steps)")
+    engine = trainer.dp_engine
+    if engine is not None:
+        log(f"DP-SGD: epsilon {engine.epsilon_text(detail=False)} at delta {config.dp.delta:g} "
+            f"(noise {engine.noise_multiplier:.3g}, {engine.steps} steps)")
+        if engine.caveat and engine.noise_multiplier > 0:
+            log(f"DP-SGD: not a guarantee: {engine.caveat}")
     log(f"saved encoder to {out} ({time.time() - t0:.0f}s)")
     return paths
 

@@ -29,14 +29,16 @@ class TrainConfig:
 
     Attributes:
         epochs: passes over the training set.
-        batch_size: images per step (the last partial batch is dropped when N > batch size).
+        batch_size: images per step (the last partial batch is dropped when N > batch size);
+            under DP-SGD the expected batch size of Poisson sampling (rate B / N).
         lr: peak learning rate (cosine decay to 0 after a one-epoch warm-up).
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9).
         amp: bf16 autocast: ``auto`` (on where the device runs bf16 natively, see
             :mod:`leakprobe.precision`), ``on``, ``off`` or a bool. A model whose ops fail
             under autocast is trained in fp32 instead (one line says so).
-        seed: seeds initialisation, batch order and augmentation.
+        seed: seeds initialisation, batch order (DP: the Poisson masks) and augmentation;
+            never the DP noise, which comes from a generator seeded from OS entropy.
         device: ``auto``, ``cpu``, ``cuda``...
         dp: DP-SGD settings (None: ordinary training); SSL methods only (the model must have
             ``prepare``/``student``/``objective`` and no BatchNorm); ``amp`` is then ignored.
@@ -75,10 +77,15 @@ class TrainConfig:
 class Trainer:
     """Runs ``loss_fn`` over shuffled batches of an in-memory tensor, epoch by epoch.
 
+    Under DP-SGD (``config.dp``) batches are Poisson samples instead (:class:`DPSGD`: every
+    image with probability B / N per step, ``N // B`` steps per epoch, variable size).
+
     Checkpoints (model, optimiser, schedule position, generator state, loss history) are
     written atomically after every epoch to ``checkpoint_dir/checkpoint.pt`` when a folder is
     given; ``resume=True`` continues from the last one. Checkpoints hold tensors and plain
-    values only and are read back with ``torch.load(weights_only=True)``.
+    values only and are read back with ``torch.load(weights_only=True)``. The DP noise
+    generator is never checkpointed: a resumed DP run draws fresh noise (same batches and
+    augmentations as an uninterrupted run, different noise).
     """
 
     def __init__(
@@ -154,7 +161,8 @@ class Trainer:
             self.history.append(sum(losses) / max(len(losses), 1))
             seconds = time.time() - t0
             if seconds > 5 or (epoch + 1) % every == 0 or epoch + 1 == c.epochs:
-                eps = f", epsilon {self.dp_engine.epsilon():.3g}" if self.dp_engine else ""
+                eps = (f", epsilon {self.dp_engine.epsilon_text(detail=False)}"
+                       if self.dp_engine else "")
                 log(f"epoch {epoch + 1}/{c.epochs} loss {self.history[-1]:.4f}{eps} "
                     f"({seconds:.1f}s)")
             if not math.isfinite(self.history[-1]):
@@ -175,23 +183,24 @@ class Trainer:
 
     def _run_epoch(self, data, loss_fn, optimizer, schedule, g, batch, epoch) -> list[float]:
         self.model.train()
-        order = torch.randperm(data.shape[0], generator=g)
+        dp = self.dp_engine
+        order = torch.randperm(data.shape[0], generator=g) if dp is None else None
         n_steps = data.shape[0] // batch
         losses = []
         for step in range(n_steps):
-            idx = order[step * batch:(step + 1) * batch]
+            # DP-SGD: a Poisson sample (every image with probability B / N), as accounted
+            idx = order[step * batch:(step + 1) * batch] if dp is None else dp.sample(g)
             x = data[idx].to(self.device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            if self.dp_engine is not None:
-                loss = self.dp_engine.step(x, g)  # sets p.grad: clipped, noised, averaged
-            else:
-                loss = self._forward_backward(loss_fn, x, g)
+            # DP: p.grad = (clipped sum + noise) / B; loss None for an empty batch
+            loss = self._forward_backward(loss_fn, x, g) if dp is None else dp.step(x, g)
             optimizer.step()
             schedule.step()
             after = getattr(self.model, "after_step", None)
             if after is not None:
                 after((epoch * n_steps + step + 1) / max(n_steps * self.config.epochs, 1))
-            losses.append(float(loss.detach()))
+            if loss is not None:
+                losses.append(float(loss.detach()))
         return losses
 
     @property

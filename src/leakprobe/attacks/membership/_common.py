@@ -69,6 +69,27 @@ class MembershipAttack:
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> MembershipAttack:
         return self
 
+    def neural_scorer(self) -> NeuralScorer | None:
+        """The attack's learned network, when it has one (then fits can be batched)."""
+        return None
+
+    def fit_score_tasks(self, features: np.ndarray, tasks: list) -> list[np.ndarray]:
+        """Fit a fresh copy on each task's fit part and score its test part.
+
+        Attacks whose scorer is a :class:`NeuralScorer` train all copies at once; the others
+        fit one clone per task (closed-form and scikit-learn scorers are cheap).
+        """
+        scorer = self.neural_scorer()
+        if scorer is not None:
+            return scorer.fit_score_many(features, tasks)
+        out = []
+        with single_threaded():
+            for t in tasks:
+                fitted = self.clone().fit_features(features[t.train], t.labels)
+                out.append(np.asarray(fitted.score_features(features[t.test]),
+                                      dtype=np.float64))
+        return out
+
     def score_features(self, features: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -131,7 +152,10 @@ class NeuralScorer:
     """Trains a network with BCE (Adam) on standardised features; keeps the best epoch.
 
     The best epoch is chosen on a seeded validation part of the *fit* data (never the
-    evaluation data), by validation loss.
+    evaluation data), by validation loss; training stops ``patience`` epochs after the last
+    improvement (at most ``epochs``). Training runs in
+    :mod:`leakprobe.attacks.membership._batched`, which also fits many copies at once
+    (:meth:`fit_score_many`, used by cross-fitting and the permutation test).
     """
 
     network: str = "mlp"  # "mlp" or "deepset"
@@ -141,54 +165,28 @@ class NeuralScorer:
     batch_size: int = 64
     val_fraction: float = 0.2
     seed: int = 0
+    patience: int = 20
 
-    def _build(self, in_dim: int) -> nn.Module:
-        return MLP(in_dim) if self.network == "mlp" else DeepSet()
+    def _recipe(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay,
+                "batch_size": self.batch_size, "val_fraction": self.val_fraction,
+                "seed": self.seed, "patience": self.patience}
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> NeuralScorer:
         """Train on (N, F) features and 0/1 labels, on one thread (see leakprobe.threads)."""
-        with single_threaded():
-            return self._fit(x, y)
+        from leakprobe.attacks.membership._batched import train_network
 
-    def _fit(self, x: np.ndarray, y: np.ndarray) -> NeuralScorer:
-        y = np.asarray(y, dtype=np.float32)
-        if self.network == "mlp":
-            self.mean_, self.std_ = standardize_fit(x)
-        else:  # a set's elements share one scale
-            self.mean_, self.std_ = np.array(x.mean()), np.array(max(x.std(), 1e-12))
-        z = torch.as_tensor((x - self.mean_) / self.std_, dtype=torch.float32)
-        t = torch.as_tensor(y)
-        g = torch.Generator().manual_seed(self.seed)
-        torch.manual_seed(self.seed)
-        perm = torch.randperm(len(t), generator=g)
-        n_val = int(round(len(t) * self.val_fraction)) if len(t) >= 10 else 0
-        val, train = perm[:n_val], perm[n_val:]
-        net = self._build(z.shape[1])
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        best, best_state = float("inf"), copy.deepcopy(net.state_dict())
-        for _ in range(self.epochs):
-            net.train()
-            order = train[torch.randperm(len(train), generator=g)]
-            for idx in order.split(self.batch_size):
-                loss = F.binary_cross_entropy_with_logits(net(z[idx]), t[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            if n_val:
-                net.eval()
-                with torch.no_grad():
-                    v = float(F.binary_cross_entropy_with_logits(net(z[val]), t[val]))
-                if v < best:
-                    best, best_state = v, copy.deepcopy(net.state_dict())
-        if n_val:
-            net.load_state_dict(best_state)
-        self.net_ = net.eval()
+        self.net_ = train_network(self.network, x, y, **self._recipe())
         return self
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor((x - self.mean_) / self.std_, dtype=torch.float32)
-        with single_threaded(), torch.inference_mode():
-            return torch.sigmoid(self.net_(z)).double().numpy()
+        return self.net_.score(x)
+
+    def fit_score_many(self, x: np.ndarray, tasks: list) -> list[np.ndarray]:
+        """One fresh scorer per :class:`FitTask`, trained together; each task's test scores."""
+        from leakprobe.attacks.membership._batched import fit_score_networks
+
+        return fit_score_networks(self.network, x, tasks, **self._recipe())
 
 
 @dataclass

@@ -98,13 +98,18 @@ class EncoderMI(MembershipAttack):
             sims = sims.mean(axis=1, keepdims=True)
         return check_features(sims, self.name)
 
-    def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> EncoderMI:
+    def neural_scorer(self) -> NeuralScorer | None:
         if self.variant == "threshold":
+            return None
+        network = "mlp" if self.variant == "vector" else "deepset"
+        return NeuralScorer(network, epochs=self.epochs, seed=self.seed)
+
+    def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> EncoderMI:
+        scorer = self.neural_scorer()
+        if scorer is None:
             self.scorer_ = ThresholdScorer().fit(features, is_member)
         else:
-            network = "mlp" if self.variant == "vector" else "deepset"
-            self.scorer_ = NeuralScorer(network, epochs=self.epochs, seed=self.seed)
-            self.scorer_.fit(features, is_member)
+            self.scorer_ = scorer.fit(features, is_member)
         return self
 
     def score_features(self, features: np.ndarray) -> np.ndarray:

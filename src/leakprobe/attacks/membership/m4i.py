@@ -91,6 +91,10 @@ class M4IMetric(MembershipAttack):
             rows = np.c_[rows, cider_d(captions, refs)]
         return check_features(rows, self.name)
 
+    def neural_scorer(self) -> NeuralScorer | None:
+        return NeuralScorer("mlp", epochs=100, seed=self.seed) if self.classifier == "mlp" \
+            else None
+
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> M4IMetric:
         self.model_ = _fit_classifier(self.classifier, features, np.asarray(is_member, int),
                                       self.seed)
@@ -280,9 +284,11 @@ class M4IFeature(MembershipAttack):
             fresh.extractor_, fresh.tokenizer_ = self.extractor_, self.tokenizer_
         return fresh  # type: ignore[return-value]
 
+    def neural_scorer(self) -> NeuralScorer:
+        return NeuralScorer("mlp", epochs=100, seed=self.seed)
+
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> M4IFeature:
-        self.model_ = NeuralScorer("mlp", epochs=100, seed=self.seed).fit(
-            features, np.asarray(is_member, int))
+        self.model_ = self.neural_scorer().fit(features, np.asarray(is_member, int))
         return self
 
     def score_features(self, features: np.ndarray) -> np.ndarray:

@@ -1,14 +1,15 @@
 """PartCrop (Zhu et al., ACM CCS 2024): membership from how parts answer to the whole.
 
-Threat model: black box, training recipe unknown. The attacker can embed any image and, when
-the target exposes them, read the whole image's patch / feature-map tokens. It knows some
-members and non-members (``known-subset``) or owns a shadow encoder (``shadow``).
+Threat model: black box, training recipe unknown. The attacker can embed any image and read
+the whole image's patch / feature-map tokens. It knows some members and non-members
+(``known-subset``) or owns a shadow encoder (``shadow``).
 
-Method (paper and reference code ``mia_lib/mia_util.py``):
+Method (paper and reference code ``mia_lib/mia_util.py``), attack ``partcrop``:
 1. The whole image gives tokens T (B, L, D). K part crops (default 128) are cut from it with
    random-resized-crop at scale (0.08, 0.2) and horizontal flips, resized to half the input
    side, and embedded: P (B, K, D).
-2. Response of part k: ``log_softmax_l(sim(P_k, T_l) / temperature)`` over the L tokens.
+2. Response of part k: ``log_softmax_l(P_k . T_l / temperature)`` over the L tokens, with the
+   raw dot product and temperature 1.
 3. Two KL scores per part, ``KL(q || response)``: q uniform over L, and q a "sorted Gaussian"
    (sorted standard-normal draws mapped through their Gaussian density and normalised: a
    bell over token positions), drawn per part from a seeded generator.
@@ -21,15 +22,25 @@ Departures from the reference code:
 - members and non-members get identical preprocessing (the reference code feeds members a
   random training crop and non-members a plain resize, which inflates its numbers);
 - the Gaussian reference is seeded and drawn once per feature extraction, so every image is
-  compared with the same references;
-- ``similarity="cosine"`` with ``temperature=0.1`` is the default instead of the raw dot
-  product: raw dot products make the softmax's sharpness depend on each encoder's arbitrary
-  embedding scale (an encoder with norm-100 embeddings gives one-hot responses and saturated
-  KL scores). On a memorising SimCLR resnet-tiny (64 members) cosine/0.1 gave AUC 0.85 where
-  raw dot products gave 0.73; ``similarity="dot", temperature=1`` reproduces the paper.
+  compared with the same references.
 
-When the target exposes no tokens, the response of a part is the cosine of its embedding with
-the whole image's embedding, and the K sorted cosines are the features.
+Variants (leakprobe's, not the paper's; each reports under its own name):
+- ``partcrop-cosine``: cosine similarity with temperature 0.1 instead of the raw dot product.
+  Raw dot products make the softmax's sharpness depend on each encoder's arbitrary embedding
+  scale (an encoder with norm-100 embeddings gives one-hot responses and saturated KL
+  scores); cosines do not. On a memorising SimCLR resnet-tiny (64 + 64 images, 3 cross-fit
+  repeats, the test suite's fixture) cosine/0.1 gave AUC 0.85 where the paper's raw dot
+  product gave 0.78 (and ``partcrop-pooled`` 0.90).
+- ``partcrop-pooled`` (:class:`PartCropPooled`): for targets without usable tokens. The
+  response of a part is the cosine of its embedding with the whole image's embedding, and the
+  K sorted cosines are the features: part-vs-whole cosines, not the paper's token KL.
+
+Tokens must live in the embedding space (the parts are embeddings, the whole is tokens): the
+token attacks refuse a target that exposes no tokens, one that declares
+``tokens_in_embedding_space = False`` (e.g. tokens taken before a projection head), and one
+whose token width differs from its embedding width; undeclared tokens of the embedding width
+are trusted (see :func:`token_problem`). Expanding an alias such as ``all`` for such a target
+runs ``partcrop-pooled`` in place of ``partcrop``; a token attack named explicitly is refused.
 
 The part crops are the method's own probe (``num_parts``, ``crop_scale``, ``part_size``), not
 a guess of the training augmentation, so ``--views`` does not change them.
@@ -38,6 +49,7 @@ a guess of the training augmentation, so ``--views`` does not change them.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -45,7 +57,13 @@ import torch.nn.functional as F
 
 from leakprobe.attacks.membership._common import MembershipAttack, NeuralScorer, check_features
 from leakprobe.augment import random_resized_crop
+from leakprobe.errors import LeakprobeError
 from leakprobe.targets.encoder import resize
+
+# The paper's settings (reference code) and those of the ``partcrop-cosine`` variant.
+PAPER_SIMILARITY, PAPER_TEMPERATURE = "dot", 1.0
+COSINE_SIMILARITY, COSINE_TEMPERATURE = "cosine", 0.1
+POOLED = "partcrop-pooled"
 
 
 def sorted_gaussian_reference(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
@@ -56,37 +74,72 @@ def sorted_gaussian_reference(n: int, length: int, generator: torch.Generator) -
     return dens / dens.sum(1, keepdim=True)
 
 
+def token_problem(target) -> str | None:
+    """Why PartCrop's token path cannot use ``target``, known before any query (None: it can).
+
+    A target says so through ``has_tokens`` (False: no tokens exposed) and
+    ``tokens_in_embedding_space`` (False: its tokens live in another space than its
+    embeddings, e.g. before a projection head). Undeclared means usable; the token width is
+    still checked against the embedding width on the first answer.
+    """
+    if getattr(target, "has_tokens", None) is False:
+        return "the target exposes no tokens"
+    if getattr(target, "tokens_in_embedding_space", None) is False:
+        return "the target declares its tokens are not in its embedding space"
+    return None
+
+
+def needs_tokens_error(name: str, why: str) -> LeakprobeError:
+    """The one-line refusal of token attack ``name`` on a target without usable tokens."""
+    return LeakprobeError(f"attack '{name}' compares part embeddings with the whole image's "
+                          f"tokens, but {why}; use {POOLED} (part-vs-whole embedding cosines) "
+                          "instead")
+
+
+def check_token_attacks(attacks: list, target) -> None:
+    """Refuse, before any query, a token attack among ``attacks`` that ``target`` cannot serve."""
+    problem = token_problem(target)
+    for attack in attacks:
+        if problem and getattr(attack, "needs_tokens", False):
+            raise needs_tokens_error(attack.name, problem)
+
+
 class PartCrop(MembershipAttack):
-    """PartCrop membership attack.
+    """PartCrop membership attack (the paper's method with its defaults).
 
     Args:
         num_parts: part crops per image (K).
         crop_scale: area range of a part relative to the whole image.
         part_size: side the parts are resized to (default: half the target's input side).
-        similarity: ``cosine`` (default) or ``dot`` (the reference code's raw dot product).
-        temperature: divides the similarities before the softmax.
+        similarity: ``dot`` (the paper's raw dot product, default) or ``cosine``.
+        temperature: divides the similarities before the softmax (paper: 1).
         images_per_batch: whole images processed together (parts = this x K queries).
         epochs: attacker MLP epochs.
         seed: seeds the crops, the Gaussian references and the attacker.
+
+    The name follows the settings: ``partcrop`` for the paper's (dot, 1), ``partcrop-cosine``
+    for (cosine, 0.1), ``partcrop-{similarity}-t{temperature}`` otherwise.
     """
 
-    name = "partcrop"
+    needs_tokens: ClassVar[bool] = True  # compares parts with the whole image's tokens
 
     def __init__(
         self,
         num_parts: int = 128,
         crop_scale: tuple[float, float] = (0.08, 0.2),
         part_size: int | None = None,
-        similarity: str = "cosine",
-        temperature: float = 0.1,
+        similarity: str = PAPER_SIMILARITY,
+        temperature: float = PAPER_TEMPERATURE,
         images_per_batch: int = 64,
         epochs: int = 100,
         seed: int = 0,
     ) -> None:
-        self.num_parts = num_parts
-        self.crop_scale = crop_scale
         if similarity not in ("cosine", "dot"):
             raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.num_parts = num_parts
+        self.crop_scale = crop_scale
         self.part_size = part_size
         self.similarity = similarity
         self.temperature = temperature
@@ -94,31 +147,51 @@ class PartCrop(MembershipAttack):
         self.epochs = epochs
         self.seed = seed
 
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        setting = (self.similarity, float(self.temperature))
+        if setting == (PAPER_SIMILARITY, PAPER_TEMPERATURE):
+            return "partcrop"
+        if setting == (COSINE_SIMILARITY, COSINE_TEMPERATURE):
+            return "partcrop-cosine"
+        return f"partcrop-{self.similarity}-t{self.temperature:g}"
+
     def queries_per_image(self, target) -> int:
         return self.num_parts + 1
 
+    def _parts(self, chunk: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+        return random_resized_crop(chunk, size, self.num_parts, tuple(self.crop_scale),
+                                   flip_p=0.5, generator=g)
+
+    def _embed_parts(self, target, parts: torch.Tensor) -> torch.Tensor:
+        b, k = parts.shape[:2]
+        return target.embed(parts.reshape(b * k, *parts.shape[2:])).view(b, k, -1)
+
     def features(self, target, images: torch.Tensor) -> np.ndarray:
+        problem = token_problem(target)
+        if problem is not None:  # before any query
+            raise needs_tokens_error(self.name, problem)
         g = torch.Generator().manual_seed(self.seed)
         size = self.part_size or max(target.input_size // 2, 1)
-        whole_images = resize(images, target.input_size)
         ref: torch.Tensor | None = None  # one reference for every image, drawn once
         out = []
-        for chunk in whole_images.split(self.images_per_batch):
-            parts = random_resized_crop(
-                chunk, size, self.num_parts, tuple(self.crop_scale), flip_p=0.5, generator=g
-            )
-            b, k = parts.shape[:2]
-            part_emb = target.embed(parts.reshape(b * k, *parts.shape[2:])).view(b, k, -1)
-            tokens = target.tokens(chunk)
+        for chunk in resize(images, target.input_size).split(self.images_per_batch):
+            parts = self._parts(chunk, size, g)
+            tokens = target.tokens(chunk)  # before the parts: a bad target is refused early
             if tokens is None:
-                whole = target.embed(chunk)
-                feats = F.cosine_similarity(part_emb, whole[:, None], dim=-1)
-                out.append(feats.sort(dim=1, descending=True).values)
-            else:
-                if ref is None:
-                    ref = sorted_gaussian_reference(self.num_parts, tokens.shape[1], g)
-                out.append(self._kl_features(part_emb, tokens, ref))
+                raise needs_tokens_error(self.name, "the target exposes no tokens")
+            self._check_width(tokens, getattr(target, "embed_dim", 0))
+            part_emb = self._embed_parts(target, parts)
+            self._check_width(tokens, part_emb.shape[-1])
+            if ref is None:
+                ref = sorted_gaussian_reference(self.num_parts, tokens.shape[1], g)
+            out.append(self._kl_features(part_emb, tokens, ref))
         return check_features(torch.cat(out).double().numpy(), self.name)
+
+    def _check_width(self, tokens: torch.Tensor, width: int | None) -> None:
+        if width and tokens.shape[-1] != width:
+            raise needs_tokens_error(self.name, f"its tokens have width {tokens.shape[-1]} "
+                                     f"and its embeddings {width} (not one space)")
 
     def _kl_features(
         self, parts: torch.Tensor, tokens: torch.Tensor, ref: torch.Tensor
@@ -134,11 +207,57 @@ class PartCrop(MembershipAttack):
             dim=1,
         )
 
+    def neural_scorer(self) -> NeuralScorer:
+        return NeuralScorer("mlp", epochs=self.epochs, seed=self.seed)
+
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> PartCrop:
-        self.scorer_ = NeuralScorer("mlp", epochs=self.epochs, seed=self.seed)
-        self.scorer_.fit(features, is_member)
+        self.scorer_ = self.neural_scorer().fit(features, is_member)
         return self
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         return self.scorer_.score(features)
 
+
+class PartCropPooled(PartCrop):
+    """``partcrop-pooled``: PartCrop's parts against the whole image's embedding (no tokens).
+
+    Each part's feature is the cosine of its embedding with the whole image's embedding; the
+    K cosines, sorted, go to the same MLP. A leakprobe variant for targets whose tokens are
+    not exposed or not in the embedding space, not the paper's method; its report notes say
+    so. Same arguments as :class:`PartCrop` minus ``similarity`` and ``temperature``.
+    """
+
+    needs_tokens: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        num_parts: int = 128,
+        crop_scale: tuple[float, float] = (0.08, 0.2),
+        part_size: int | None = None,
+        images_per_batch: int = 64,
+        epochs: int = 100,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(num_parts, crop_scale, part_size, images_per_batch=images_per_batch,
+                         epochs=epochs, seed=seed)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return POOLED
+
+    def features(self, target, images: torch.Tensor) -> np.ndarray:
+        g = torch.Generator().manual_seed(self.seed)
+        size = self.part_size or max(target.input_size // 2, 1)
+        out = []
+        for chunk in resize(images, target.input_size).split(self.images_per_batch):
+            part_emb = self._embed_parts(target, self._parts(chunk, size, g))
+            whole = target.embed(chunk)
+            feats = F.cosine_similarity(part_emb, whole[:, None], dim=-1)
+            out.append(feats.sort(dim=1, descending=True).values)
+        return check_features(torch.cat(out).double().numpy(), self.name)
+
+    def report_notes(self, target) -> list[str]:
+        """What the report says about these features (the audit adds it to the result)."""
+        why = token_problem(target)
+        what = f"part-vs-whole embedding cosines ({POOLED}), not the paper's part-vs-token KL"
+        return [f"{why}: {what}" if why else f"{what} (chosen by name)"]

@@ -12,7 +12,8 @@ training and DP-SGD alike:
    outputs; this is where images meet (negatives, centering).
 
 ``loss`` chains the three. DP-SGD's clipping unit is then one training image: the gradient
-of the batch loss that flows through that image's student pass (all of its views).
+of the batch loss that flows through that image's student pass (all of its views). Whether
+the accountant's epsilon is then a guarantee is the method's ``dp_per_image_exact``.
 """
 
 from __future__ import annotations
@@ -53,9 +54,15 @@ class SSLMethod(nn.Module):
     """
 
     name: ClassVar[str] = ""
-    # True when DP-SGD gives per-image sensitivity exactly (each image's loss term depends on
-    # that image alone); False when images interact in ``objective`` (in-batch negatives).
-    per_image_objective: ClassVar[bool] = False
+    # True when, under DP-SGD (after ``enable_dp``), adding or removing one training image
+    # changes the summed clipped gradient of a step by at most the clipping norm C and nothing
+    # else carries that image into later steps: each image's loss term depends on that image
+    # and on DP outputs (stop-gradient teachers that average DP-trained weights) alone. Only
+    # then is the accountant's epsilon a guarantee. False when images meet in ``objective``
+    # (in-batch negatives) or through un-noised state (queues of keys).
+    dp_per_image_exact: ClassVar[bool] = False
+    # one line: why the accountant's epsilon is not a guarantee (when not exact)
+    dp_caveat: ClassVar[str | None] = None
 
     def __init__(self, backbone: nn.Module, augmentation: SSLAugmentation) -> None:
         super().__init__()
@@ -85,6 +92,10 @@ class SSLMethod(nn.Module):
 
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (EMA updates)."""
+
+    def enable_dp(self) -> None:
+        """Called once by the DP-SGD engine before training: switch off whatever would carry
+        training images into later steps without noise (DINO freezes its centre)."""
 
     def export_backbone(self) -> nn.Module:
         """The encoder saved as the target (the trained backbone; DINO: its teacher's)."""

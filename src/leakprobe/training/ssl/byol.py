@@ -69,9 +69,11 @@ class BYOL(SSLMethod):
     shared :class:`~leakprobe.augment.SSLAugmentation` makes both views).
 
     Each image's loss depends on that image alone (its views and the stop-gradient target's
-    outputs on them), so ``per_image_objective`` is True; in plain training BatchNorm in the
-    heads and backbone mixes a batch's images (``head_norm=False`` drops it from the heads;
-    the DP engine replaces it with GroupNorm).
+    outputs on them; the target's weights are a moving average of DP-trained weights, i.e.
+    post-processing), so ``dp_per_image_exact`` is True and the accountant's epsilon is a
+    guarantee. In plain training BatchNorm in the heads and backbone mixes a batch's images
+    (``head_norm=False`` drops it from the heads; under DP every BatchNorm, the target's
+    included, is GroupNorm, which normalises each image on its own).
 
     Args:
         backbone: the encoder trained and exported.
@@ -82,7 +84,7 @@ class BYOL(SSLMethod):
         head_norm: BatchNorm inside the projector and predictor MLPs.
     """
 
-    per_image_objective = True
+    dp_per_image_exact = True
 
     def __init__(
         self,

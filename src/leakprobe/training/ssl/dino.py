@@ -51,11 +51,15 @@ class DINO(SSLMethod):
     the teacher backbone by default (``export="student"`` for the student's). The teacher is
     a moving average of student weights, so under DP-SGD it is post-processing.
 
-    ``per_image_objective`` is True: within a step, an image's loss depends on its own crops
-    and the teacher's outputs on them; the center couples images only across steps (it is a
-    mean of past batches' teacher outputs, like the teacher weights). Note that DP-SGD does
-    not noise the center: it is an average over training images, so the epsilon reported
-    does not cover it (``center_momentum=1`` freezes it at zero).
+    Under DP-SGD (:meth:`enable_dp`) the centre is frozen at zero. Within a step an image's
+    loss depends on its own crops, the teacher's outputs on them and the centre; the teacher
+    is a moving average of DP-trained weights (post-processing), but the centre, a moving
+    average of the teacher's raw outputs on past training images, would carry every image
+    into all later loss terms without noise. Privatising it would need its own clipping, noise
+    and accounting; freezing it (as ``center_momentum=1`` does) keeps each loss term a
+    function of one image, so ``dp_per_image_exact`` is True and the accountant's epsilon is a
+    guarantee. The price: only sharpening (``teacher_temp``) is left against collapse, which
+    at our CPU scale happens with or without the centre (see below).
 
     At CPU scale the head does not form clusters: in our runs (200-1500 images, up to 300
     steps, lr 1e-4 to 2e-3, with or without local crops, BatchNorm in the head or not, even
@@ -82,7 +86,7 @@ class DINO(SSLMethod):
         norm_last_layer: unit-norm prototypes (the paper's default); False learns their norm.
     """
 
-    per_image_objective = True
+    dp_per_image_exact = True
 
     def __init__(
         self,
@@ -128,6 +132,7 @@ class DINO(SSLMethod):
                              norm_last=norm_last_layer)
         self.teacher = copy.deepcopy(nn.Sequential(backbone, self.head)).requires_grad_(False)
         self.register_buffer("center", torch.zeros(out_dim))
+        self.center_frozen = False  # True under DP-SGD (enable_dp)
         self._pending: torch.Tensor | None = None
 
     def local_augmentation(self) -> SSLAugmentation:
@@ -164,10 +169,16 @@ class DINO(SSLMethod):
     def after_step(self, progress: float) -> None:
         ema_update(self.teacher, nn.Sequential(self.backbone, self.head),
                    cosine_momentum(self.momentum, progress), copy_buffers=False)
-        if self._pending is not None:
+        if self._pending is not None and not self.center_frozen:
             mean = self._pending.to(self.center).mean(dim=(0, 1))
             self.center.mul_(self.center_momentum).add_(mean, alpha=1 - self.center_momentum)
-            self._pending = None
+        self._pending = None
+
+    def enable_dp(self) -> None:
+        """DP-SGD: the centre is set to zero and never updated (see the class docstring)."""
+        with torch.no_grad():
+            self.center.zero_()
+        self.center_frozen = True
 
     def export_backbone(self) -> nn.Module:
         """The backbone to save as the target: the teacher's (default) or the student's."""

@@ -70,7 +70,8 @@ class MAE(SSLMethod):
     width 128 (4 heads); learned instead of fixed sine-cosine decoder positions; crop area
     (0.2, 1) -> ``crop_scale`` of the recipe (pass ``--crop-scale 0.2,1.0`` for the paper's).
 
-    ``per_image_objective`` is True (there is no teacher, queue or batch statistic).
+    ``dp_per_image_exact`` is True (there is no teacher, queue or batch statistic; masks and
+    normalised targets are per image).
 
     Args:
         backbone: a :class:`~leakprobe.models.vit.ViT` (``--arch vit-tiny``).
@@ -82,7 +83,7 @@ class MAE(SSLMethod):
         norm_pix: normalise each target patch by its own mean and variance.
     """
 
-    per_image_objective = True
+    dp_per_image_exact = True
 
     def __init__(
         self,

@@ -41,8 +41,12 @@ class MoCo(SSLMethod):
     paper's is one-sided). Shuffle-BN (multi-GPU) is not reproduced: the key encoder sees the
     batch in training mode.
 
-    ``per_image_objective`` is False: every image's keys become the negatives of later
-    steps, and the queue is a record of past training images that DP-SGD does not noise.
+    ``dp_per_image_exact`` is False: within a step each query meets its own key and a queue
+    snapshot from earlier steps, but every image's key (the momentum encoder's output on it,
+    not noised) enters the queue and is a negative in every later image's loss term, so one
+    image moves many clipped terms of later steps (the tests show the clipped sum moving by
+    more than C when one queue row changes). The accountant's epsilon is recorded as
+    ``epsilon_nominal`` with :attr:`dp_caveat`, not as a guarantee.
 
     Args:
         backbone: the encoder trained and exported.
@@ -55,7 +59,10 @@ class MoCo(SSLMethod):
         symmetric: both views act as queries.
     """
 
-    per_image_objective = False
+    dp_per_image_exact = False
+    dp_caveat = ("MoCo: each image's key joins the queue, a negative in every later image's "
+                 "loss term, so its sensitivity exceeds C; epsilon_nominal is the accountant's "
+                 "number for clipped per-image terms, not a guarantee")
 
     def __init__(
         self,

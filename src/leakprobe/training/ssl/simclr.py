@@ -36,10 +36,18 @@ class SimCLR(SSLMethod):
     """SimCLR with a 2-layer projection head and NT-Xent (temperature 0.5 by default).
 
     ``proj_dim=0`` drops the head (the loss then shapes the embedding directly).
-    Under DP-SGD the clipping unit is one image (both views); its negatives are the other
-    images of the batch, so one image also moves the others' gradients: the epsilon
-    reported is per clipped contribution, not a strict per-image guarantee.
+
+    Under DP-SGD the clipping unit is one image (both views), but every image is a negative
+    in every other image's loss term: adding or removing one image moves all B clipped terms
+    (each by up to 2C), so its sensitivity is not C and the accountant's epsilon is recorded
+    as ``epsilon_nominal`` with :attr:`dp_caveat`, not as a guarantee
+    (``dp_per_image_exact`` False; the tests show the clipped sum moving by more than C).
     """
+
+    dp_per_image_exact = False
+    dp_caveat = ("SimCLR: each image is a negative in every other image's loss term, so its "
+                 "sensitivity exceeds C; epsilon_nominal is the accountant's number for "
+                 "clipped per-image terms, not a guarantee")
 
     def __init__(
         self,
