@@ -21,9 +21,14 @@ from leakprobe.evaluation.metrics import compute_metrics
 ALL = expand_attack_names("all,partcrop-variants") + ["blind"]
 
 
+PERMUTATIONS = 19  # p-values down to 1/20 for fitted attacks (the CLI default is 100)
+
+
 def audit(attack, target, members, nonmembers):
-    result = crossfit(attack, target, members, nonmembers, folds=2, seed=0, repeats=3)
-    return compute_metrics(result.scores, result.is_member, result.folds, n_bootstrap=500)
+    result = crossfit(attack, target, members, nonmembers, folds=2, seed=0, repeats=3,
+                      permutations=PERMUTATIONS)
+    return compute_metrics(result.scores, result.is_member, result.folds, n_bootstrap=500,
+                           null_aucs=result.null_aucs, refitted=result.refitted)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +53,19 @@ def test_main_attacks_find_memorised_members(memoriser_metrics, name):
 @pytest.mark.parametrize("name", ["lpla-p2", "lpla-pinf"])
 def test_lpla_interval_lies_above_chance(memoriser_metrics, name):
     assert memoriser_metrics[name]["auc_ci"][0] > 0.5, memoriser_metrics[name]
+
+
+def test_p_values_reject_on_the_memoriser_and_not_on_the_null_target(memoriser_metrics,
+                                                                    null_metrics):
+    """Issue 12: the best attack's p <= 0.01 on a memorising target, every p >= 0.01 on null."""
+    assert min(m["p_value"] for m in memoriser_metrics.values()) <= 0.01
+    for name in ("partcrop", "encodermi-vector", "encodermi-threshold"):
+        m = memoriser_metrics[name]
+        assert m["p_value_method"] == "permutation" and m["permutations"] == PERMUTATIONS
+        assert m["p_value"] == pytest.approx(1 / (PERMUTATIONS + 1)), (name, m)
+    for name, m in null_metrics.items():
+        assert m["p_value"] >= 0.01, (name, m)
+    assert null_metrics["blind"]["p_value"] > 0.025  # no distribution-shift warning
 
 
 def test_blind_floor_is_at_chance_for_same_distribution_sets(memoriser_metrics):

@@ -259,9 +259,9 @@ def test_server_budget_too_small_fails_before_the_first_query(tmp_path):
     with running(create_app(service)) as url:
         code, _, err = cli("audit", "encoder", "--model", url, "--members", MEMBERS,
                            "--nonmembers", NONMEMBERS, "--attacks",
-                           "partcrop,encodermi-threshold", "--num-parts", "16",
-                           "--out", str(tmp_path / "r"))
-    # 60 images x (partcrop 17 + encodermi-threshold 10)
+                           "partcrop-pooled,encodermi-threshold", "--num-parts", "16",
+                           "--out", str(tmp_path / "r"))  # TinyEncoder exposes no tokens
+    # 60 images x (partcrop-pooled 17 + encodermi-threshold 10)
     one_line_error(code, err, "this audit needs 1620 queries", "budget allows 500",
                    "lower --n-views/--num-parts")
     assert service.queries_used == 0

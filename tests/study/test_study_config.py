@@ -116,3 +116,7 @@ def test_shipped_studies_are_valid():
     assert epochs.utility_data == "rest" and epochs.defences[1].values == (120, 240, 400)
     assert paper.data.startswith("cifar10:") and len(paper.seeds) == 3
     assert max(p.train.epochs for p in paper.paradigms) >= 800
+    # pre-declared primaries: PartCrop's ranks the paradigms
+    for cfg in (small, epochs, paper):
+        assert cfg.headline() == ("partcrop", "partcrop") and cfg.knowledge.permutations == 100
+    assert paper.primary_attacks["baseline"] == "baseline-consistency"

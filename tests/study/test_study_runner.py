@@ -39,6 +39,13 @@ def test_two_cell_study_writes_report(first_run):
             c["attacks"][0]["auc_ci"][1]
         assert 0.0 <= c["utility"]["linear_probe_accuracy"] <= 1.0
         assert c["epochs_trained"] == 2 and c["epsilon"] is None
+        # the permutation test reaches the cell (shared permutations -> best-of-many p)
+        row = c["attacks"][0]
+        assert len(row["null_aucs"]) == 100 and 0.0 < row["p_value"] <= 1.0
+        leak = c["leakage_summary"]
+        assert leak["headline_attack"] == "baseline-norm"
+        assert leak["headline_auc"] == row["auc"] and leak["best_of_many"]["n_attacks"] == 1
+        assert leak["best_of_many"]["p_value"] is not None
     on_disk = json.loads((out / "study.json").read_text())
     assert on_disk["n_cells"] == 2 and on_disk["format"] == "leakprobe-study/1"
     assert "scsr" in on_disk["tradeoffs"]
