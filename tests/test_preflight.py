@@ -74,11 +74,11 @@ def test_remaining_queries_of_local_and_unlimited_targets():
 def test_encoder_audit_over_budget_fails_before_the_first_query(sets, tmp_path):
     target = ModuleEncoder(Tiny(), device="cpu", budget=500)
     with pytest.raises(LeakprobeError) as info:
-        audit_encoder(target, *sets, "partcrop,encodermi-vector", out_dir=tmp_path / "r",
-                      num_parts=16, n_views=16)
-    # 60 images x (partcrop 17 + encodermi-vector 16 + blind 0)
+        audit_encoder(target, *sets, "partcrop-pooled,encodermi-vector",  # Tiny has no tokens
+                      out_dir=tmp_path / "r", num_parts=16, n_views=16)
+    # 60 images x (partcrop-pooled 17 + encodermi-vector 16 + blind 0)
     assert str(info.value) == (
-        "this audit needs 1980 queries (60 images x 33 per image: partcrop 17, "
+        "this audit needs 1980 queries (60 images x 33 per image: partcrop-pooled 17, "
         "encodermi-vector 16); the target's budget allows 500: lower --n-views/--num-parts, "
         "use fewer attacks or images")
     assert target.queries == 0 and not (tmp_path / "r").exists()

@@ -14,8 +14,9 @@ Per network (the procedure of PartCrop's and EncoderMI's reference attackers):
 * a seeded validation part (``val_fraction`` of the fit data, none under 10 samples);
 * up to ``epochs`` passes of Adam (L2 weight decay as ``torch.optim.Adam``) on BCE over
   seeded mini-batches of ``batch_size``; the epoch with the lowest validation loss is kept,
-  and training stops once ``patience`` epochs have passed without a new lowest validation
-  loss (the kept epoch cannot change after that unless the loss comes back down; on
+  and training stops once ``patience`` epochs have passed without the validation loss
+  falling ``MIN_IMPROVEMENT`` below its last real improvement (the kept epoch is still the
+  lowest loss seen; on
   permuted labels, where there is nothing to learn, this ends most fits within ~30 epochs
   and is what makes the permutation test affordable). A network stopped early leaves the
   batch, so the others run on at full speed.
@@ -43,6 +44,8 @@ _MAX_BATCH_PARAMETERS = 24_000_000
 # Below this many parameters in a batch, one thread beats several (see leakprobe.threads).
 _MULTITHREAD_PARAMETERS = 3_000_000
 MLP_HIDDEN = (512, 256, 128)
+# Validation-loss decrease (BCE, nats) that counts as progress for early stopping.
+MIN_IMPROVEMENT = 1e-3
 DEEPSET_WIDTH = 64
 
 
@@ -267,6 +270,7 @@ def _fit_batch(network, shapes, x_all, tasks, epochs, lr, weight_decay, batch_si
     best = [p.detach().clone() for p in params]
     last = [p.detach().clone() for p in params]
     since_best = torch.zeros(m_count, dtype=torch.long)
+    patience_ref = torch.full((m_count,), float("inf"))
     alive = torch.arange(m_count)  # the task of each row of the training tensors
     n_tr = xtr.shape[1]
     for _ in range(epochs):
@@ -293,7 +297,11 @@ def _fit_batch(network, shapes, x_all, tasks, epochs, lr, weight_decay, batch_si
             best_loss[rows] = v[better]
             for b, p in zip(best, params, strict=True):
                 b.index_copy_(0, rows, p[better])
-            since_best[alive] = torch.where(better, 0, since_best[alive] + 1)
+            # Patience restarts only on a real improvement (MIN_IMPROVEMENT): a loss creeping
+            # down by 1e-5 per epoch on labels with nothing to learn does not keep it going.
+            real = val & (v < patience_ref[alive] - MIN_IMPROVEMENT)
+            patience_ref[alive[real]] = v[real]
+            since_best[alive] = torch.where(real, 0, since_best[alive] + 1)
             done = val & (since_best[alive] >= patience)
             if done.any():  # drop finished networks from the batch
                 keep = (~done).nonzero().squeeze(1)

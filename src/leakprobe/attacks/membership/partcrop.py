@@ -16,7 +16,8 @@ Method (paper and reference code ``mia_lib/mia_util.py``), attack ``partcrop``:
 4. Each score is sorted over the K parts (descending); the two are concatenated into 2K
    features, and an MLP 2K-512-256-128-1 (BCE, Adam 1e-3, weight decay 5e-4, 100 epochs)
    maps them to a membership probability; the epoch is picked on a validation part of the
-   fit data.
+   fit data (leakprobe also stops 20 epochs after the last real improvement of that loss,
+   see :mod:`leakprobe.attacks.membership._batched`: it keeps the permutation test cheap).
 
 Departures from the reference code:
 - members and non-members get identical preprocessing (the reference code feeds members a
