@@ -31,6 +31,9 @@ bench: setup
 	$(BIN)/python benchmarks/predictability.py --json runs/bench/predictability.json
 	$(BIN)/python benchmarks/captioning.py --json runs/bench/captioning.json
 	$(BIN)/python benchmarks/precision.py --json runs/bench/precision.json
+	test -f runs/demo/target/encoder.safetensors || $(MAKE) demo
+	$(BIN)/python benchmarks/permutations.py --model runs/demo/target/encoder.safetensors \
+		--split runs/demo/target/split.json --json runs/bench/permutations.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

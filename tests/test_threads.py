@@ -41,16 +41,18 @@ def test_single_threaded_restores() -> None:
 
 def test_scorer_fit_runs_on_one_thread(monkeypatch) -> None:
     """The attacker MLP's fit (146 s with 2 threads vs 9 s with 1 on a busy 2-core machine)."""
-    seen: list[int] = []
-    real = torch.nn.Module.__call__
+    from leakprobe.attacks.membership import _batched
 
-    def spy(self, *args, **kwargs):
+    seen: list[int] = []
+    real = _batched._forward
+
+    def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
-        return real(self, *args, **kwargs)
+        return real(*args, **kwargs)
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
+    monkeypatch.setattr(_batched, "_forward", spy)
     try:
         rng = np.random.default_rng(0)
         x, y = rng.normal(size=(40, 5)), np.r_[np.ones(20), np.zeros(20)]
