@@ -397,3 +397,27 @@ def test_study_table_shows_na_for_a_null_tpr() -> None:
     table = _cells_table({"attacks": ["partcrop", "blind"], "cells": [cell]})
     assert table.count('title="TPR at 1% FPR needs &gt;= 1,000 non-members">n/a</td>') == 1
     assert "0.200" in table and "[0.100, 0.300]" in table
+
+
+def test_p_values_reach_the_json_the_html_and_the_blind_warning(tmp_path: Path) -> None:
+    """Permuted AUCs give a p-value and a widened interval; the blind warning uses its p."""
+    fitted = _result("partcrop", 0.0, 5)
+    fitted.refitted, fitted.null_aucs = True, np.linspace(0.40, 0.62, 99)
+    blind = _result("blind", 0.0, 6, folds=False)
+    blind.refitted, blind.null_aucs = True, np.full(99, 0.9)  # observed AUC below all of them
+    report = build_report("encoder-membership", "known-subset", 0, [fitted, blind],
+                          n_bootstrap=200)
+    m = report["results"][0]["metrics"]
+    assert m["p_value_method"] == "permutation" and m["permutations"] == 99
+    assert 0.0 < m["p_value"] <= 1.0 and len(report["results"][0]["null_aucs"]) == 99
+    lo, hi = m["auc_ci"]
+    assert lo <= m["auc_ci_bootstrap"][0] and hi >= m["auc_ci_bootstrap"][1]
+    assert report["results"][1]["metrics"]["p_value"] == pytest.approx(1.0)
+    assert not any("differ in distribution" in w for w in report["warnings"])
+    blind.null_aucs = np.full(99, 0.1)  # now nothing permuted reaches the blind AUC
+    shifted = build_report("encoder-membership", "known-subset", 0, [fitted, blind],
+                           n_bootstrap=200)
+    assert any("p = 0.01" in w for w in shifted["warnings"])
+    write_report(report, tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "p-value (no leakage)" in html and "99 permutations; null AUC band" in html

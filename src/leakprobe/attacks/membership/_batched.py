@@ -84,9 +84,12 @@ def _forward(network: str, x: torch.Tensor, params: list[torch.Tensor]) -> torch
         return h.squeeze(-1)
     w1, b1, w2, b2, w3, b3, w4, b4 = params
     m, b, s = x.shape
-    h = torch.relu(x.reshape(m, b * s, 1) * w1 + b1)  # (M, B*S, W): Linear(1, W)
+    h = torch.relu(torch.baddbmm(b1, x.reshape(m, b * s, 1), w1))  # (M, B*S, W): Linear(1, W)
     h = torch.relu(torch.baddbmm(b2, h, w2)).view(m, b, s, -1)
-    pooled = torch.cat([h.mean(2), h.amax(2)], dim=-1)  # (M, B, 2W)
+    # max (not amax): its backward routes through the argmax indices instead of building an
+    # equality mask over the whole (M, B, S, W) tensor; the values are the same.
+    # The mean as a sum times 1/S: its backward is then a free expand, not a divide.
+    pooled = torch.cat([h.sum(2) * (1.0 / s), h.max(2).values], dim=-1)  # (M, B, 2W)
     h = torch.relu(torch.baddbmm(b3, pooled, w3))
     return torch.baddbmm(b4, h, w4).squeeze(-1)
 
