@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from leakprobe.errors import LeakprobeError
 from leakprobe.threads import single_threaded
@@ -106,45 +105,10 @@ class MembershipAttack:
         return self.score_features(self.features(target, images))
 
 
-def standardize_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    return mean, np.where(std > 1e-12, std, 1.0)
-
-
 def check_features(x: np.ndarray, name: str) -> np.ndarray:
     if not np.isfinite(x).all():
         raise LeakprobeError(f"{name}: the target's answers gave NaN/inf attack features")
     return x
-
-
-class MLP(nn.Module):
-    """The PartCrop / EncoderMI attacker network: F-512-256-128-1 with ReLU."""
-
-    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (512, 256, 128)) -> None:
-        super().__init__()
-        dims = (in_dim, *hidden)
-        layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:], strict=True):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        layers.append(nn.Linear(dims[-1], 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
-
-
-class DeepSet(nn.Module):
-    """Permutation-invariant network over a set of scalars (EncoderMI's set-based attack)."""
-
-    def __init__(self, width: int = 64) -> None:
-        super().__init__()
-        self.phi = nn.Sequential(nn.Linear(1, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
-        self.rho = nn.Sequential(nn.Linear(2 * width, width), nn.ReLU(), nn.Linear(width, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.phi(x.unsqueeze(-1))  # (B, S, W)
-        return self.rho(torch.cat([h.mean(1), h.amax(1)], dim=-1)).squeeze(-1)
 
 
 @dataclass
