@@ -22,14 +22,14 @@ from pathlib import Path
 
 
 def audit(model: str, members: str, nonmembers: str, attacks: str, permutations: int,
-          threads: str) -> dict:
+          threads: str, repeats: int) -> dict:
     env = {**os.environ, "LEAKPROBE_PROGRESS": "0", "LEAKPROBE_QUIET": "1"}
     env.pop("LEAKPROBE_PERMUTATIONS", None)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "leakprobe.cli", "audit", "encoder", "--model", model,
                "--members", members, "--nonmembers", nonmembers, "--attacks", attacks,
                "--device", "cpu", "--out", tmp, "--permutations", str(permutations),
-               "--threads", threads]
+               "--threads", threads, "--repeats", str(repeats)]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -52,15 +52,16 @@ def main() -> None:
     parser.add_argument("--attacks", default="all")
     parser.add_argument("--permutations", type=int, default=100)
     parser.add_argument("--threads", default="auto")
+    parser.add_argument("--repeats", type=int, default=1, help="cross-fitting repeats")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     null_members, null_nonmembers = args.null.split(",")
     rows = {}
     for name, (mem, non) in {"memorising": (args.split, args.split),
                              "null": (null_members, null_nonmembers)}.items():
-        runs = [audit(args.model, mem, non, args.attacks, p, args.threads)
+        runs = [audit(args.model, mem, non, args.attacks, p, args.threads, args.repeats)
                 for p in (0, args.permutations)]
-        rows[name] = {"without": runs[0], "with": runs[1],
+        rows[name] = {"repeats": args.repeats, "without": runs[0], "with": runs[1],
                       "cost_ratio": round(runs[1]["wall_seconds"] / runs[0]["wall_seconds"], 2)}
         print(f"\n{name} audit: {runs[0]['wall_seconds']} s without permutations, "
               f"{runs[1]['wall_seconds']} s with {args.permutations} "

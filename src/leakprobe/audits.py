@@ -16,7 +16,7 @@ from leakprobe.attacks.membership.partcrop import check_token_attacks
 from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import make_split
 from leakprobe.errors import LeakprobeError
-from leakprobe.evaluation.audit import run_audit
+from leakprobe.evaluation.audit import DEFAULT_REPEATS, run_audit
 from leakprobe.evaluation.permutation import resolve_permutations
 from leakprobe.evaluation.utility import knn_accuracy, linear_probe
 from leakprobe.preflight import check_out_dir
@@ -98,7 +98,7 @@ def audit_encoder(
     shadow: tuple | None = None,
     context: dict | None = None,
     utility: dict | None = None,
-    repeats: int = 3,
+    repeats: int = DEFAULT_REPEATS,
     permutations: int | None = None,
     **attack_options,
 ) -> dict:
@@ -170,7 +170,7 @@ def run_and_report(
     shadow: tuple | None = None,
     context: dict | None = None,
     utility: dict | None = None,
-    repeats: int = 3,
+    repeats: int = DEFAULT_REPEATS,
     permutations: int | None = None,
 ) -> dict:
     """Run attacks under the audit protocol, build the report and (optionally) write it."""
@@ -274,7 +274,7 @@ def audit_image2image(
     seed: int = 0,
     out_dir: str | Path | None = None,
     context: dict | None = None,
-    repeats: int = 3,
+    repeats: int = DEFAULT_REPEATS,
     permutations: int | None = None,
     **attack_options,
 ) -> dict:

@@ -272,7 +272,8 @@ def audit_encoder_cmd(
     image_size: int = typer.Option(None, help="Input side (default: the model's, else 32)."),
     knowledge: str = typer.Option("known-subset", help="known-subset or shadow."),
     folds: int = typer.Option(2, help="Cross-fitting folds (known-subset)."),
-    repeats: int = typer.Option(3, help="Cross-fitting repetitions averaged per sample."),
+    repeats: int = typer.Option(1, help="Cross-fittings averaged per sample (the permutations "
+                                 "redo all of them)."),
     permutations: int | None = PERMUTATIONS_OPTION,
     shadow_data: str = typer.Option(None, help="Attacker's own data for a shadow encoder."),
     shadow_arch: str = typer.Option("resnet-tiny"),
@@ -403,7 +404,7 @@ def audit_image2image_cmd(
     arch: str = typer.Option(None),
     image_size: int = typer.Option(None),
     folds: int = typer.Option(2),
-    repeats: int = typer.Option(3),
+    repeats: int = typer.Option(1, help="Cross-fittings averaged per sample."),
     permutations: int | None = PERMUTATIONS_OPTION,
     batch_size: int = typer.Option(32),
     seed: int = typer.Option(0),
@@ -822,7 +823,7 @@ def defend_encoder_cmd(
     utility_data: str = typer.Option(None, help="Labelled data for k-NN/linear-probe utility "
                                      "(default: the non-member split)."),
     folds: int = typer.Option(2, help="Cross-fitting folds."),
-    repeats: int = typer.Option(3, help="Cross-fitting repetitions."),
+    repeats: int = typer.Option(1, help="Cross-fittings averaged per sample."),
     permutations: int | None = PERMUTATIONS_OPTION,
     num_parts: int = typer.Option(None, help="PartCrop parts per image (default 128)."),
     n_views: int = typer.Option(None, help="EncoderMI views per image (default 10)."),

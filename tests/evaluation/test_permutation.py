@@ -154,3 +154,14 @@ def test_batched_networks_equal_one_network_trained_alone():
         for t, got in zip(tasks, together, strict=True):
             alone = NeuralScorer(network, epochs=15, seed=1).fit(x[t.train], t.labels)
             assert np.allclose(alone.score(x[t.test]), got, atol=1e-5)
+
+
+def test_null_band_uses_order_statistics_that_hold_a_null_auc_at_the_level():
+    """k = floor(0.025 (B + 1)): the 2nd smallest / largest of 100 (P(outside) <= 2 / 101 per
+    tail); interpolated percentiles (the 3.5th) would hold a null AUC only ~93% of the time."""
+    from leakprobe.evaluation.permutation import null_band
+
+    null = np.random.default_rng(0).permutation(np.arange(100) / 100.0)
+    assert null_band(null, 50, 50) == pytest.approx([0.01, 0.98])
+    assert null_band(null[:9], 50, 50) == pytest.approx([null[:9].min(), null[:9].max()])
+    assert null_band(np.arange(199) / 199.0, 50, 50) == pytest.approx([4 / 199, 194 / 199])

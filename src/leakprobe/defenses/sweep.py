@@ -21,6 +21,7 @@ from leakprobe.defenses.dp_sgd import dp_train_config
 from leakprobe.defenses.early_stopping import check_epochs, early_stopping_config
 from leakprobe.defenses.scsr import scsr_recipe
 from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.audit import DEFAULT_REPEATS
 from leakprobe.evaluation.permutation import resolve_permutations
 from leakprobe.progress import log
 from leakprobe.training.dp_record import dp_epsilon
@@ -143,7 +144,7 @@ def defend_encoder(
     utility_set: ImageSet | None = None,
     knowledge: str = "known-subset",
     folds: int = 2,
-    repeats: int = 3,
+    repeats: int = DEFAULT_REPEATS,
     permutations: int | None = None,
     max_grad_norm: float = 1.0,
     delta: float = 1e-5,

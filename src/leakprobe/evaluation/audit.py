@@ -35,6 +35,11 @@ from leakprobe.progress import log, task
 from leakprobe.threads import single_threaded
 
 MIN_PER_SIDE = 20
+# Cross-fittings averaged per sample by default. One: the permutation test then redoes exactly
+# the reported cross-fitting at 1/R of the cost, and its widened interval already carries the
+# split noise that averaging R cross-fittings would reduce (``--repeats R`` still averages R,
+# and the permutations then redo all R).
+DEFAULT_REPEATS = 1
 
 
 def check_audit_sets(members: ImageSet, nonmembers: ImageSet, min_per_side: int = MIN_PER_SIDE):
@@ -71,7 +76,7 @@ def check_audit_plan(
     nonmembers: ImageSet,
     knowledge: str = "known-subset",
     folds: int = 2,
-    repeats: int = 3,
+    repeats: int = DEFAULT_REPEATS,
     extra_queries: int = 0,
     extra_what: str = "",
 ) -> int:
@@ -198,7 +203,7 @@ def crossfit(
     nonmembers: ImageSet,
     folds: int = 2,
     seed: int = 0,
-    repeats: int = 3,
+    repeats: int = DEFAULT_REPEATS,
     permutations: int = 0,
 ) -> AttackResult:
     """Out-of-fold scores of ``attack`` on every member and non-member (known-subset).
@@ -273,7 +278,7 @@ def run_audit(
     folds: int = 2,
     seed: int = 0,
     shadow: tuple | None = None,
-    repeats: int = 3,
+    repeats: int = DEFAULT_REPEATS,
     permutations: int | None = 0,
 ) -> list[AttackResult]:
     """Run every attack under one knowledge setting; one :class:`AttackResult` each.

@@ -301,8 +301,8 @@ def _metrics_html(report: dict[str, Any]) -> str:
             "least this high if the model did not leak, from label permutations that refit "
             "the whole attack (add-one estimate, so never below 1/(permutations+1)), or the "
             "one-sided Mann-Whitney test for scores fitted on nothing audited; n/a: a fitted "
-            "attack run without permutations. The null band is the central 95% of the "
-            "permuted AUCs."
+            "attack run without permutations. The null band holds an AUC of a model that "
+            "did not leak with probability >= 95% (order statistics of the permuted AUCs)."
         )
     if has_blind:
         notes.append(

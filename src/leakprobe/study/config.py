@@ -15,7 +15,7 @@ naming the key path (``defences[2].noise_multiplier: ...``)::
     seeds: [0]                      # split, training, attack and utility seed of each cell
     attacks: [partcrop, encodermi, lpla, baseline-norm]
     attack_options: {num_parts: 128, n_views: 10, views: simclr}   # views: see leakprobe.views
-    knowledge: {setting: known-subset, folds: 2, repeats: 3, permutations: 100}
+    knowledge: {setting: known-subset, folds: 2, repeats: 1, permutations: 100}
     primary_attacks: {partcrop: partcrop, lpla: lpla-p2}   # optional; defaults below
     headline_family: partcrop       # optional; default: the first family in ``attacks``
     utility: {data: rest, max_images: 1000}   # nonmembers, rest or a labelled data spec
@@ -213,7 +213,7 @@ class Knowledge:
 
     setting: str = "known-subset"
     folds: int = 2
-    repeats: int = 3
+    repeats: int = 1
     permutations: int = DEFAULT_PERMUTATIONS
 
 
@@ -532,7 +532,7 @@ def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
     knowledge = Knowledge(_str(kn.get("setting", "known-subset"), "knowledge.setting",
                                KNOWLEDGE_SETTINGS),
                           _int(kn.get("folds", 2), "knowledge.folds", 2),
-                          _int(kn.get("repeats", 3), "knowledge.repeats", 1),
+                          _int(kn.get("repeats", 1), "knowledge.repeats", 1),
                           _int(kn.get("permutations", DEFAULT_PERMUTATIONS),
                                "knowledge.permutations", 0))
     primaries = primary_attacks(attacks, raw.get("primary_attacks"))

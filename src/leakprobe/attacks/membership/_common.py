@@ -129,7 +129,7 @@ class NeuralScorer:
     batch_size: int = 64
     val_fraction: float = 0.2
     seed: int = 0
-    patience: int = 20
+    patience: int = 10  # _batched.PATIENCE
 
     def _recipe(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay,
