@@ -24,13 +24,13 @@ os.environ.setdefault("LEAKPROBE_QUIET", "1")
 
 from leakprobe.attacks.membership.blind import Blind  # noqa: E402
 from leakprobe.attacks.membership.m4i import M4IFeature, M4IMetric  # noqa: E402
-from leakprobe.audits import audit_captioner  # noqa: E402
 from leakprobe.data.captions import Tokenizer, make_synthetic_captioned  # noqa: E402
 from leakprobe.data.splits import make_split  # noqa: E402
 from leakprobe.io import write_json  # noqa: E402
 from leakprobe.targets.captioner import ModuleCaptioner  # noqa: E402
 from leakprobe.training.captioning import train_captioner  # noqa: E402
 from leakprobe.training.trainer import TrainConfig  # noqa: E402
+from leakprobe.workflows.audit import audit_captioner  # noqa: E402
 
 
 def train(members, epochs: int, device: str) -> ModuleCaptioner:

@@ -24,12 +24,12 @@ from leakprobe.data.loaders import load_digits_set
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json
 from leakprobe.models.serialization import export_torchscript
-from leakprobe.stealing import steal_encoder
+from leakprobe.serving.client import HTTPEncoder
 from leakprobe.targets.encoder import ModuleEncoder
-from leakprobe.targets.http import HTTPEncoder
 from leakprobe.targets.loading import load_encoder
 from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig
+from leakprobe.workflows.steal import steal_encoder
 
 
 def http_overhead(model: torch.nn.Module, batch: int = 64, n: int = 2048) -> dict:

@@ -132,7 +132,7 @@ def test_shadow_captioner_audit_cli_without_native_bf16(no_native_bf16, tmp_path
 
 def test_demo_captioner_stage_without_native_bf16(no_native_bf16, tmp_path) -> None:
     """The demo's captioner stage (target and shadow captioners) runs with --amp auto."""
-    from leakprobe.demo import _demo_captioner
+    from leakprobe.workflows.demo import _demo_captioner
 
     paths = _demo_captioner(tmp_path, 0, "cpu", "auto", epochs=1, extractor_epochs=1)
     report = json.loads(paths[0].read_text())

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 import leakprobe.training.captioning
-from leakprobe.audits import audit_captioner, audit_encoder, audit_image2image
 from leakprobe.data.captions import make_synthetic_captioned
 from leakprobe.data.synthetic import make_synthetic
 from leakprobe.errors import LeakprobeError
 from leakprobe.preflight import check_out_dir, remaining_queries
-from leakprobe.stealing import steal_encoder
 from leakprobe.targets.encoder import ModuleEncoder
+from leakprobe.workflows.audit import audit_captioner, audit_encoder, audit_image2image
+from leakprobe.workflows.steal import steal_encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

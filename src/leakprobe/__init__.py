@@ -23,10 +23,10 @@ _EXPORTS = {
     "create_attack": "leakprobe.attacks.membership",
     "M4IFeature": "leakprobe.attacks.membership.m4i",
     "M4IMetric": "leakprobe.attacks.membership.m4i",
-    "audit_captioner": "leakprobe.audits",
-    "audit_encoder": "leakprobe.audits",
-    "audit_image2image": "leakprobe.audits",
-    "encoder_utility": "leakprobe.audits",
+    "audit_captioner": "leakprobe.workflows.audit",
+    "audit_encoder": "leakprobe.workflows.audit",
+    "audit_image2image": "leakprobe.workflows.audit",
+    "encoder_utility": "leakprobe.workflows.audit",
     "load_coco_captions": "leakprobe.data.captions",
     "make_synthetic_captioned": "leakprobe.data.captions",
     "ImageSet": "leakprobe.data.images",
@@ -35,12 +35,12 @@ _EXPORTS = {
     "Split": "leakprobe.data.splits",
     "load_images": "leakprobe.data.splits",
     "make_split": "leakprobe.data.splits",
-    "defend_encoder": "leakprobe.defenses",
+    "defend_encoder": "leakprobe.workflows.defend",
     "LeakprobeError": "leakprobe.errors",
     "compute_metrics": "leakprobe.evaluation.metrics",
     "native_bf16": "leakprobe.precision",
     "resolve_amp": "leakprobe.precision",
-    "steal_encoder": "leakprobe.stealing",
+    "steal_encoder": "leakprobe.workflows.steal",
     "load_study_config": "leakprobe.study",
     "run_study": "leakprobe.study",
     "Captioner": "leakprobe.targets.captioner",
@@ -85,21 +85,13 @@ if TYPE_CHECKING:  # static analysers see the real names
         create_attack,
     )
     from leakprobe.attacks.membership.m4i import M4IFeature, M4IMetric  # noqa: F401
-    from leakprobe.audits import (  # noqa: F401
-        audit_captioner,
-        audit_encoder,
-        audit_image2image,
-        encoder_utility,
-    )
     from leakprobe.data.captions import load_coco_captions, make_synthetic_captioned  # noqa
     from leakprobe.data.images import ImageSet  # noqa: F401
     from leakprobe.data.loaders import load_dataset, load_image_folder  # noqa: F401
     from leakprobe.data.splits import Split, load_images, make_split  # noqa: F401
-    from leakprobe.defenses import defend_encoder  # noqa: F401
     from leakprobe.errors import LeakprobeError  # noqa: F401
     from leakprobe.evaluation.metrics import compute_metrics  # noqa: F401
     from leakprobe.precision import native_bf16, resolve_amp  # noqa: F401
-    from leakprobe.stealing import steal_encoder  # noqa: F401
     from leakprobe.study import load_study_config, run_study  # noqa: F401
     from leakprobe.targets.captioner import Captioner, ModuleCaptioner, load_captioner  # noqa
     from leakprobe.targets.encoder import Encoder, ModuleEncoder  # noqa: F401
@@ -108,3 +100,11 @@ if TYPE_CHECKING:  # static analysers see the real names
     from leakprobe.training.dp import DPConfig  # noqa: F401
     from leakprobe.training.encoder import EncoderRecipe, train_target_encoder  # noqa: F401
     from leakprobe.training.trainer import TrainConfig  # noqa: F401
+    from leakprobe.workflows.audit import (  # noqa: F401
+        audit_captioner,
+        audit_encoder,
+        audit_image2image,
+        encoder_utility,
+    )
+    from leakprobe.workflows.defend import defend_encoder  # noqa: F401
+    from leakprobe.workflows.steal import steal_encoder  # noqa: F401

@@ -198,7 +198,7 @@ def test_aliases_swap_in_partcrop_pooled_and_explicit_names_are_refused():
 
 
 def test_tokenless_audit_runs_partcrop_pooled_and_says_why(small_target):
-    from leakprobe.audits import audit_encoder, build_attacks
+    from leakprobe.workflows.audit import audit_encoder, build_attacks
 
     t = small_target
     target = _NoTokens(t["target"])
@@ -293,11 +293,11 @@ def test_cross_fitted_null_aucs_average_to_chance_across_seeds():
     A single null audit may land anywhere in its interval; a protocol bias (e.g. pooling
     out-of-fold scores of differently fitted scorers) would shift the mean over seeds.
     """
-    from leakprobe.audits import audit_encoder
     from leakprobe.data.splits import make_split
     from leakprobe.data.synthetic import make_synthetic
     from leakprobe.models import create_model
     from leakprobe.targets.encoder import ModuleEncoder
+    from leakprobe.workflows.audit import audit_encoder
 
     torch.manual_seed(0)
     target = ModuleEncoder(create_model("resnet-tiny").eval(), device="cpu")
@@ -405,7 +405,7 @@ def mild_target():
 
 
 def test_build_attacks_routes_views_and_the_report_records_them(mild_target):
-    from leakprobe.audits import audit_encoder, build_attacks
+    from leakprobe.workflows.audit import audit_encoder, build_attacks
 
     attacks = build_attacks("partcrop,encodermi-threshold,lpla-p2,baseline", views="byol")
     given = {a.name: a.get_params().get("views") for a in attacks}
@@ -435,7 +435,7 @@ def test_matching_the_targets_recipe_is_the_stronger_audit(mild_target):
     Measured (seed 0): baseline-consistency 0.56 -> 0.73, encodermi-threshold 0.45 -> 0.81
     (default views -> ``views="mild"``); with data seed 1: 0.58 -> 0.78, 0.57 -> 0.79.
     """
-    from leakprobe.audits import audit_encoder
+    from leakprobe.workflows.audit import audit_encoder
 
     target, members, nonmembers = mild_target
     aucs = {}

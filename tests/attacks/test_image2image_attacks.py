@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leakprobe.audits import audit_image2image, build_image2image_attacks
 from leakprobe.data.images import ImageSet, concat
 from leakprobe.data.splits import make_split
 from leakprobe.data.synthetic import make_synthetic
@@ -13,6 +12,7 @@ from leakprobe.errors import LeakprobeError
 from leakprobe.targets.image2image import ModuleTranslator
 from leakprobe.training.image2image import make_task_pairs, train_image2image
 from leakprobe.training.trainer import TrainConfig
+from leakprobe.workflows.audit import audit_image2image, build_image2image_attacks
 
 ATTACKS = "reconstruction,predictability,membership-error,membership-error-weighted"
 

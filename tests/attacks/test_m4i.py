@@ -6,9 +6,9 @@ import pytest
 
 from leakprobe.attacks.membership.blind import Blind
 from leakprobe.attacks.membership.m4i import M4IFeature, M4IMetric
-from leakprobe.audits import audit_captioner
 from leakprobe.errors import LeakprobeError
 from leakprobe.targets.captioner import load_captioner
+from leakprobe.workflows.audit import audit_captioner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

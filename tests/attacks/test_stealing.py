@@ -11,8 +11,8 @@ from leakprobe.attacks.stealing import ContSteal, QueryCache, contsteal_loss
 from leakprobe.attacks.stealing.queries import cached_embeddings
 from leakprobe.errors import BudgetExceededError, LeakprobeError
 from leakprobe.evaluation.theft import procrustes_cosine
-from leakprobe.stealing import parse_budgets, probe_verdict, steal_encoder
 from leakprobe.targets.encoder import ModuleEncoder
+from leakprobe.workflows.steal import parse_budgets, probe_verdict, steal_encoder
 
 
 @pytest.fixture(scope="module")

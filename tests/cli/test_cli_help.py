@@ -80,7 +80,7 @@ def _columns_aligned(lines: list[str]) -> None:
 
 
 def test_the_summary_table_fits_long_attack_names(capsys):
-    from leakprobe.cli import _print_summary
+    from leakprobe.cli.app import _print_summary
 
     long_name = "encodermi-cosine-with-a-very-long-suffix-x"
     _print_summary(_membership_report(["partcrop", long_name, "blind"]), None)
@@ -96,8 +96,8 @@ def test_the_summary_table_fits_long_attack_names(capsys):
 
 def test_the_stealing_table_fits_long_method_names_and_warns(monkeypatch, tmp_path):
     import leakprobe.data.splits as splits
-    import leakprobe.stealing as stealing
     import leakprobe.targets.loading as loading
+    import leakprobe.workflows.steal as stealing
 
     report = {"target_probe_accuracy": 0.338, "random_init_probe_accuracy": 0.375,
               "probe_informative": False,

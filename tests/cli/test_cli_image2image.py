@@ -60,10 +60,10 @@ def test_segmentation_target_trains_and_audits(trained, monkeypatch, capsys, tmp
 
 
 def test_audit_through_the_translate_endpoint_equals_local(trained, tmp_path):
-    from leakprobe.audits import audit_image2image
     from leakprobe.data.paired import load_paired_folder
-    from leakprobe.serve import TranslatorService, create_app
+    from leakprobe.serving.server import TranslatorService, create_app
     from leakprobe.targets.loading import load_translator
+    from leakprobe.workflows.audit import audit_image2image
 
     local = load_translator(str(trained / "translator.torchscript.pt"), device="cpu")
     mem = load_paired_folder(trained / "members", 32, 9)

@@ -79,15 +79,15 @@ def files(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture
 def no_work(monkeypatch):
     """Training, shadow training and every query raise: a check must come first."""
-    import leakprobe.audits
-    import leakprobe.defenses.sweep
     import leakprobe.targets.captioner
     import leakprobe.targets.encoder
     import leakprobe.training.captioning
+    import leakprobe.workflows.audit
+    import leakprobe.workflows.defend
 
     monkeypatch.setattr(leakprobe.training.captioning, "train_captioner", forbid)
-    monkeypatch.setattr(leakprobe.audits, "train_shadow", forbid)
-    monkeypatch.setattr(leakprobe.defenses.sweep, "_train", forbid)
+    monkeypatch.setattr(leakprobe.workflows.audit, "train_shadow", forbid)
+    monkeypatch.setattr(leakprobe.workflows.defend, "_train", forbid)
     monkeypatch.setattr(leakprobe.targets.encoder.ModuleEncoder, "embed", forbid)
     monkeypatch.setattr(leakprobe.targets.encoder.ModuleEncoder, "tokens", forbid)
     monkeypatch.setattr(leakprobe.targets.captioner.CallableCaptioner, "caption", forbid)
@@ -250,7 +250,7 @@ def test_defence_wrong_attack_name_trains_nothing(tmp_path, no_work):
 
 
 def test_server_budget_too_small_fails_before_the_first_query(tmp_path):
-    from leakprobe.serve import EncoderService, ServeConfig, create_app
+    from leakprobe.serving.server import EncoderService, ServeConfig, create_app
     from leakprobe.targets.encoder import ModuleEncoder
 
     torch.manual_seed(0)

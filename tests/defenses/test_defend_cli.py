@@ -7,9 +7,9 @@ import json
 from cli_runner import run_cli as cli
 from leakprobe.data.splits import make_split
 from leakprobe.data.synthetic import make_synthetic
-from leakprobe.defenses import defend_encoder
 from leakprobe.training.encoder import EncoderRecipe
 from leakprobe.training.trainer import TrainConfig
+from leakprobe.workflows.defend import defend_encoder
 
 TINY = ["--data", "synthetic:40", "--members", "20", "--epochs", "2", "--batch-size", "10",
         "--image-size", "16", "--num-parts", "4", "--n-views", "2", "--repeats", "1",

@@ -8,12 +8,12 @@ import torch
 
 from leakprobe.data.synthetic import make_synthetic
 from leakprobe.defenses.dp_sgd import dp_train_config
-from leakprobe.defenses.sweep import plan_settings
 from leakprobe.errors import LeakprobeError
 from leakprobe.training.dp import DPSGD, DPConfig, _accountant_epsilon
 from leakprobe.training.encoder import EncoderRecipe, _ssl_trainer, build_ssl_method, dp_recipe
 from leakprobe.training.ssl.base import SSLBatch
 from leakprobe.training.trainer import TrainConfig
+from leakprobe.workflows.defend import plan_settings
 
 
 def test_dp_config_and_settings():

@@ -8,11 +8,11 @@ import torch
 from leakprobe.data.splits import make_split
 from leakprobe.data.synthetic import make_synthetic
 from leakprobe.defenses.early_stopping import early_stopping_config
-from leakprobe.defenses.sweep import plan_settings
 from leakprobe.errors import LeakprobeError
 from leakprobe.targets.loading import load_encoder
 from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
 from leakprobe.training.trainer import TrainConfig
+from leakprobe.workflows.defend import plan_settings
 
 
 def test_snapshots_are_saved_loadable_and_differ(tmp_path):

@@ -6,10 +6,10 @@ import torch
 import leakprobe.augment as augment
 from leakprobe.data.synthetic import make_synthetic
 from leakprobe.defenses.scsr import DEFAULT_LOWER_BOUNDS, scsr_recipe
-from leakprobe.defenses.sweep import plan_settings
 from leakprobe.errors import LeakprobeError
 from leakprobe.training.encoder import EncoderRecipe, build_ssl_method, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig
+from leakprobe.workflows.defend import plan_settings
 
 
 def _crop_areas(recipe, monkeypatch) -> torch.Tensor:

@@ -10,15 +10,15 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from leakprobe.audits import audit_captioner
 from leakprobe.data.captions import Tokenizer, make_synthetic_captioned
 from leakprobe.errors import BudgetExceededError, LeakprobeError
 from leakprobe.models import captioner as _captioner  # noqa: F401  (registers cnn-lstm)
 from leakprobe.models import create_model
-from leakprobe.serve import CaptionerService, ServeConfig, create_app
+from leakprobe.serving.client import HTTPCaptioner
+from leakprobe.serving.server import CaptionerService, ServeConfig, create_app
+from leakprobe.serving.wire import encode_npy, encode_png
 from leakprobe.targets.captioner import ModuleCaptioner, load_captioner
-from leakprobe.targets.http import HTTPCaptioner
-from leakprobe.targets.wire import encode_npy, encode_png
+from leakprobe.workflows.audit import audit_captioner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,13 +12,13 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from leakprobe.audits import audit_encoder
 from leakprobe.data.synthetic import make_synthetic
 from leakprobe.errors import BudgetExceededError, LeakprobeError
 from leakprobe.models import create_model
-from leakprobe.serve import EncoderService, ServeConfig, create_app
+from leakprobe.serving.client import HTTPEncoder
+from leakprobe.serving.server import EncoderService, ServeConfig, create_app
 from leakprobe.targets.encoder import ModuleEncoder
-from leakprobe.targets.http import HTTPEncoder
+from leakprobe.workflows.audit import audit_encoder
 
 
 def fake_app(embed_handler, dim: int = 4) -> Starlette:
@@ -117,7 +117,7 @@ def test_audit_through_the_server_equals_the_local_audit():
 
 
 def test_steal_through_the_server_equals_the_local_steal(digits_target):
-    from leakprobe.stealing import steal_encoder
+    from leakprobe.workflows.steal import steal_encoder
 
     t = digits_target
     kwargs = {"budgets": [120], "methods": "contsteal,mse", "epochs": 2, "seed": 0,

@@ -11,9 +11,9 @@ import torch
 from serve_helpers import running
 
 from leakprobe.models import create_model
-from leakprobe.serve import EncoderService, ServeConfig, create_app
+from leakprobe.serving.server import EncoderService, ServeConfig, create_app
+from leakprobe.serving.wire import encode_npy, encode_png
 from leakprobe.targets.encoder import ModuleEncoder
-from leakprobe.targets.wire import encode_npy, encode_png
 
 
 def make_service(**config) -> EncoderService:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from study_helpers import TWO_CELLS, Killed, numbers
 
-import leakprobe.audits
 import leakprobe.training.encoder
+import leakprobe.workflows.audit
 from cli_runner import run_cli as cli
 from leakprobe.study import load_study_config, plan, run_study
 
@@ -67,7 +67,7 @@ def test_second_run_skips_every_cell(first_run, study, monkeypatch):
     def no_audit(*a, **k):
         raise AssertionError("a cached cell was audited again")
 
-    monkeypatch.setattr(leakprobe.audits, "audit_encoder", no_audit)
+    monkeypatch.setattr(leakprobe.workflows.audit, "audit_encoder", no_audit)
     again = run_study(study, out)
     assert calls == []
     assert numbers(again) == numbers(summary)

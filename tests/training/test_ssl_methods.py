@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
-from leakprobe.audits import audit_encoder
 from leakprobe.augment import SSLAugmentation
 from leakprobe.data.splits import make_split
 from leakprobe.data.synthetic import make_synthetic
@@ -18,6 +17,7 @@ from leakprobe.targets.encoder import ModuleEncoder
 from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
 from leakprobe.training.ssl.base import create_method, list_methods
 from leakprobe.training.trainer import TrainConfig
+from leakprobe.workflows.audit import audit_encoder
 
 METHODS = ["moco", "byol", "dino", "mae"]
 SIZE = 16

@@ -167,8 +167,8 @@ def run_cell(study: StudyConfig, cell: Cell, train_record: dict, split, utility_
     Returns:
         The ``cell.json`` record.
     """
-    from leakprobe.audits import audit_encoder, encoder_utility
     from leakprobe.targets.loading import load_encoder
+    from leakprobe.workflows.audit import audit_encoder, encoder_utility
 
     t0 = time.time()
     seed_everything(cell.seed)

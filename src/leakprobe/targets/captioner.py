@@ -275,7 +275,7 @@ def load_captioner(
     path = Path(text)
     device = resolve_device(device)  # first: a bad --device is named before the model is read
     if text.startswith(("http://", "https://")):
-        from leakprobe.targets.http import HTTPCaptioner
+        from leakprobe.serving.client import HTTPCaptioner
 
         return HTTPCaptioner(text, batch_size=batch_size, budget=budget, image_size=image_size)
     if path.is_dir():

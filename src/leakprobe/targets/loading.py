@@ -191,7 +191,7 @@ def load_encoder(
 
     dev = resolve_device(device)  # first: a bad --device is named before any model is read
     if spec.startswith(("http://", "https://")):
-        from leakprobe.targets.http import HTTPEncoder
+        from leakprobe.serving.client import HTTPEncoder
 
         return HTTPEncoder(spec, batch_size=min(batch_size, 256), budget=budget,
                            image_size=image_size)
@@ -217,7 +217,7 @@ def load_translator(
 
     dev = resolve_device(device)  # first: a bad --device is named before any model is read
     if spec.startswith(("http://", "https://")):
-        from leakprobe.targets.http import HTTPTranslator
+        from leakprobe.serving.client import HTTPTranslator
 
         return HTTPTranslator(spec, batch_size=batch_size, budget=budget, image_size=image_size)
     model = load_model_module(spec, arch, dev)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from leakprobe.errors import BudgetExceededError, LeakprobeError
+from leakprobe.serving.wire import decode_npy, encode_npy, encode_png
 from leakprobe.targets.encoder import QueryCounter, check_images, resize
-from leakprobe.targets.wire import decode_npy, encode_npy, encode_png
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from leakprobe.audits import audit_captioner, audit_encoder, audit_image2image, encoder_utility
 from leakprobe.data.captions import make_synthetic_captioned
 from leakprobe.data.loaders import load_dataset
 from leakprobe.data.paired import load_paired_folder
@@ -18,6 +17,12 @@ from leakprobe.training.captioning import train_target_captioner
 from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
 from leakprobe.training.image2image import train_target_image2image
 from leakprobe.training.trainer import TrainConfig
+from leakprobe.workflows.audit import (
+    audit_captioner,
+    audit_encoder,
+    audit_image2image,
+    encoder_utility,
+)
 
 # Long training on few images without a projection head: a target that memorises its
 # members, so the audit has leakage to find (see the README's "demo" section).

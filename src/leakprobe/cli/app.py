@@ -160,7 +160,6 @@ def train_encoder(
 ):
     """Train an SSL encoder on a member split; write weights, TorchScript and split manifest."""
     _machine(threads, amp)
-    from leakprobe.audits import encoder_utility
     from leakprobe.data.loaders import load_dataset
     from leakprobe.data.splits import make_split
     from leakprobe.io import write_json
@@ -168,6 +167,7 @@ def train_encoder(
     from leakprobe.training.dp import DPConfig
     from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
     from leakprobe.training.trainer import TrainConfig
+    from leakprobe.workflows.audit import encoder_utility
 
     _preflight(device, out)
     dataset = load_dataset(data, image_size, seed)
@@ -225,7 +225,7 @@ def _preflight(device: str | None = None, out: Path | None = None) -> None:
 
 
 def _print_summary(report: dict, out: Path | None) -> None:
-    from leakprobe.audits import summary_rows
+    from leakprobe.workflows.audit import summary_rows
 
     rows = summary_rows(report)
     width = max([len("attack")] + [len(str(r[0])) for r in rows])  # fits the longest name
@@ -294,7 +294,6 @@ def audit_encoder_cmd(
 ):
     """Audit an encoder with membership attacks; write report.json, report.html and plots."""
     _machine(threads, amp)
-    from leakprobe.audits import audit_encoder, build_attacks, encoder_utility, train_shadow
     from leakprobe.data.loaders import load_dataset
     from leakprobe.data.splits import check_shadow_disjoint, load_images
     from leakprobe.evaluation.audit import check_audit_plan
@@ -302,6 +301,12 @@ def audit_encoder_cmd(
     from leakprobe.training.encoder import EncoderRecipe
     from leakprobe.training.trainer import TrainConfig
     from leakprobe.views import parse_views
+    from leakprobe.workflows.audit import (
+        audit_encoder,
+        build_attacks,
+        encoder_utility,
+        train_shadow,
+    )
 
     _preflight(device, out)
     if views is not None:
@@ -413,9 +418,9 @@ def audit_image2image_cmd(
 ):
     """Audit an image-to-image model: reconstruction, predictability and membership error."""
     _machine(threads)
-    from leakprobe.audits import audit_image2image, build_image2image_attacks
     from leakprobe.data.paired import load_paired_folder
     from leakprobe.targets.loading import load_translator
+    from leakprobe.workflows.audit import audit_image2image, build_image2image_attacks
 
     _preflight(device, out)
     build_image2image_attacks(attacks, seed, seg_error=seg_error)  # names fail before loading
@@ -507,9 +512,9 @@ def audit_captioner_cmd(
 ):
     """Audit a captioner with M4I (metric- and feature-based) under the shadow setting."""
     _machine(threads, amp)
-    from leakprobe.audits import audit_captioner, build_caption_attacks
     from leakprobe.device import resolve_device
     from leakprobe.targets.captioner import load_captioner
+    from leakprobe.workflows.audit import audit_captioner, build_caption_attacks
 
     _preflight(device, out)
     attack_objs = build_caption_attacks(attacks, seed, classifier=classifier,
@@ -548,7 +553,7 @@ def serve_encoder_cmd(
 ):
     """Serve an encoder at http://HOST:PORT (/v1/info, /v1/embed) until interrupted."""
     _machine(threads)
-    from leakprobe.serve import EncoderService, ServeConfig, run_server
+    from leakprobe.serving.server import EncoderService, ServeConfig, run_server
     from leakprobe.targets.loading import load_encoder
 
     _preflight(device)
@@ -589,8 +594,8 @@ def steal_encoder_cmd(
     _machine(threads, amp)
     from leakprobe.attacks.stealing import create_stealing_method
     from leakprobe.data.splits import load_images
-    from leakprobe.stealing import parse_budgets, steal_encoder
     from leakprobe.targets.loading import load_encoder
+    from leakprobe.workflows.steal import parse_budgets, steal_encoder
 
     _preflight(device, out)
     parse_budgets(budget)
@@ -641,7 +646,7 @@ def serve_image2image_cmd(
 ):
     """Serve an image-to-image model at http://HOST:PORT (/v1/info, /v1/translate)."""
     _machine(threads)
-    from leakprobe.serve import ServeConfig, TranslatorService, run_server
+    from leakprobe.serving.server import ServeConfig, TranslatorService, run_server
     from leakprobe.targets.loading import load_translator
 
     _preflight(device)
@@ -668,7 +673,7 @@ def serve_captioner_cmd(
 ):
     """Serve a captioner at http://HOST:PORT (/v1/info, /v1/caption) until interrupted."""
     _machine(threads)
-    from leakprobe.serve import CaptionerService, ServeConfig, run_server
+    from leakprobe.serving.server import CaptionerService, ServeConfig, run_server
     from leakprobe.targets.captioner import load_captioner
 
     _preflight(device)
@@ -762,7 +767,7 @@ def demo_cmd(
 ):
     """Train small targets on built-in data (encoder, U-Net, captioner), audit, report."""
     _machine(threads, amp)
-    from leakprobe.demo import run_demo
+    from leakprobe.workflows.demo import run_demo
 
     _preflight(device, out)
     report = run_demo(out, members=members, epochs=epochs, seed=seed, device=device,
@@ -842,10 +847,10 @@ def defend_encoder_cmd(
     _machine(threads, amp)
     from leakprobe.data.loaders import load_dataset
     from leakprobe.data.splits import make_split
-    from leakprobe.defenses import defend_encoder
     from leakprobe.report.defence import defence_rows
     from leakprobe.training.encoder import EncoderRecipe
     from leakprobe.training.trainer import TrainConfig
+    from leakprobe.workflows.defend import defend_encoder
 
     _preflight(device, out)
     vals = _parse_values(values, defence)
@@ -905,6 +910,3 @@ def main() -> None:
 
             torch.set_num_threads(before)
 
-
-if __name__ == "__main__":
-    main()

@@ -124,9 +124,9 @@ def _train(split, settings, defence, out, resume) -> dict[str, Path]:
 def _preflight(out: Path, attacks, seed: int, split: Split, knowledge: str, folds: int,
                repeats: int, attack_options: dict) -> None:
     """Output folder, attack names, sets and protocol: checked before any setting trains."""
-    from leakprobe.audits import build_attacks
     from leakprobe.evaluation.audit import check_audit_plan
     from leakprobe.preflight import check_out_dir
+    from leakprobe.workflows.audit import build_attacks
 
     check_out_dir(out, "out_dir")
     check_audit_plan(build_attacks(attacks, seed, **attack_options), None, split.members,
@@ -162,7 +162,7 @@ def defend_encoder(
             seeds the audits).
         out_dir: output folder: ``report.json``/``report.html`` (combined), and one folder
             per setting with its audit report (and, except for early stopping, its target).
-        attacks: attack names for :func:`leakprobe.audits.audit_encoder`.
+        attacks: attack names for :func:`leakprobe.workflows.audit.audit_encoder`.
         utility_set: labelled images for utility (default: the non-member split).
         knowledge, folds, repeats: the audit protocol.
         permutations: label permutations of each audit's test of "no leakage" (0: none).
@@ -178,10 +178,10 @@ def defend_encoder(
         and ``epsilon_caveat`` why it is not a guarantee (see
         :mod:`leakprobe.training.dp_record`).
     """
-    from leakprobe.audits import audit_encoder, encoder_utility
     from leakprobe.report.defence import write_defence_report
     from leakprobe.report.schema import leakprobe_version
     from leakprobe.targets.loading import load_encoder
+    from leakprobe.workflows.audit import audit_encoder, encoder_utility
 
     t0 = time.time()
     out = Path(out_dir)

@@ -1,6 +1,6 @@
 """Serve an encoder (or a translator, a captioner) over HTTP, with limits and stealing defences.
 
-Protocol (DESIGN.md section 3), spoken by :class:`leakprobe.targets.http.HTTPEncoder`:
+Protocol (DESIGN.md section 3), spoken by :class:`leakprobe.serving.client.HTTPEncoder`:
 
 - ``GET /v1/info`` -> ``{"kind": "encoder", "input_size", "embed_dim", "tokens",
   "tokens_in_embedding_space", "max_batch", "max_queries", "queries_used", "defence"}``
@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from leakprobe.errors import LeakprobeError
-from leakprobe.targets.wire import decode_npy, decode_png, encode_npy
+from leakprobe.serving.wire import decode_npy, decode_png, encode_npy
 
 
 @dataclass

@@ -1,0 +1,5 @@
+"""``python -m leakprobe.cli``."""
+
+from leakprobe.cli.app import main
+
+main()
