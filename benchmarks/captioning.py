@@ -83,8 +83,8 @@ def main() -> None:
     extractor_s = time.perf_counter() - t0
 
     def audit(members, non):
-        report = audit_captioner(target, members, non, shadow_data,
-                                 [M4IMetric(seed=0), feature, Blind(seed=0)], seed=0,
+        report = audit_captioner(target, members, non, shadow_data=shadow_data,
+                                 attacks=[M4IMetric(seed=0), feature, Blind(seed=0)], seed=0,
                                  shadow_target=shadow)
         return {r["attack"]: r["metrics"] for r in report["results"]}
 

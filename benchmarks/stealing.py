@@ -87,8 +87,8 @@ def main() -> None:
             digits.images, EncoderRecipe("simclr", "resnet-tiny"),
             TrainConfig(epochs=15, batch_size=256, lr=3e-3, amp="auto", seed=0, device="cpu"))
         target = ModuleEncoder(model, device="cpu")
-    report = steal_encoder(target, digits.subset(order[100:1100]), args.budgets, args.methods,
-                           epochs=args.epochs, device="cpu",
+    report = steal_encoder(target, digits.subset(order[100:1100]), budgets=args.budgets,
+                           methods=args.methods, epochs=args.epochs, device="cpu",
                            probe_train=digits.subset(order[:100]),
                            probe_test=digits.subset(order[1100:]))
     print(f"target linear-probe accuracy {report['target_probe_accuracy']:.3f}; "

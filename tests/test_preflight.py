@@ -74,7 +74,7 @@ def test_remaining_queries_of_local_and_unlimited_targets():
 def test_encoder_audit_over_budget_fails_before_the_first_query(sets, tmp_path):
     target = ModuleEncoder(Tiny(), device="cpu", budget=500)
     with pytest.raises(LeakprobeError) as info:
-        audit_encoder(target, *sets, "partcrop-pooled,encodermi-vector",  # Tiny has no tokens
+        audit_encoder(target, *sets, attacks="partcrop-pooled,encodermi-vector",  # no tokens
                       out_dir=tmp_path / "r", num_parts=16, n_views=16)
     # 60 images x (partcrop-pooled 17 + encodermi-vector 16 + blind 0)
     assert str(info.value) == (
@@ -88,7 +88,7 @@ def test_encoder_audit_out_dir_a_file_fails_before_the_first_query(sets, tmp_pat
     target = ModuleEncoder(Tiny(), device="cpu")
     (tmp_path / "r").write_text("")
     with pytest.raises(LeakprobeError, match="an existing file"):
-        audit_encoder(target, *sets, "baseline-norm", out_dir=tmp_path / "r")
+        audit_encoder(target, *sets, attacks="baseline-norm", out_dir=tmp_path / "r")
     assert target.queries == 0
 
 
@@ -99,9 +99,9 @@ def test_audits_refuse_a_target_of_the_wrong_kind(sets, monkeypatch):
     shadow = make_synthetic_captioned(40, 32, seed=2)
     with pytest.raises(LeakprobeError, match=r"is not a captioner: it has no caption\(images\)"):
         audit_captioner(target, captioned.subset(range(30)), captioned.subset(range(30, 60)),
-                        shadow, "m4i-metric")
+                        shadow_data=shadow, attacks="m4i-metric")
     with pytest.raises(LeakprobeError, match=r"is not an image-to-image model"):
-        audit_image2image(target, *sets, "reconstruction")
+        audit_image2image(target, *sets, attacks="reconstruction")
     assert target.queries == 0
 
 
@@ -119,16 +119,18 @@ def test_captioner_audit_checks_everything_before_training(monkeypatch):
     members, nonmembers = captioned.subset(range(30)), captioned.subset(range(30, 60))
     shadow = make_synthetic_captioned(40, 32, seed=2)
     with pytest.raises(LeakprobeError, match="members and non-members overlap"):
-        audit_captioner(Parrot(), members, members, shadow, "m4i-metric")
+        audit_captioner(Parrot(), members, members, shadow_data=shadow, attacks="m4i-metric")
     with pytest.raises(LeakprobeError, match="unknown captioning attack"):
-        audit_captioner(Parrot(), members, nonmembers, shadow, "m4i-nope")
+        audit_captioner(Parrot(), members, nonmembers, shadow_data=shadow, attacks="m4i-nope")
     with pytest.raises(LeakprobeError, match="--classifier must be svm, logreg or mlp"):
-        audit_captioner(Parrot(), members, nonmembers, shadow, "m4i-metric", classifier="rf")
+        audit_captioner(Parrot(), members, nonmembers, shadow_data=shadow, attacks="m4i-metric",
+                        classifier="rf")
     with pytest.raises(LeakprobeError, match="epochs must be >= 1"):
-        audit_captioner(Parrot(), members, nonmembers, shadow, "m4i-metric", shadow_epochs=0)
+        audit_captioner(Parrot(), members, nonmembers, shadow_data=shadow, attacks="m4i-metric",
+                        shadow_epochs=0)
     with pytest.raises(LeakprobeError, match="the shadow data shares 30 images with the "
                                              "target's members"):
-        audit_captioner(Parrot(), members, nonmembers, members, "m4i-metric")
+        audit_captioner(Parrot(), members, nonmembers, shadow_data=members, attacks="m4i-metric")
 
 
 def test_stealing_over_budget_fails_before_the_first_query(tmp_path):
@@ -136,8 +138,8 @@ def test_stealing_over_budget_fails_before_the_first_query(tmp_path):
     probe = make_synthetic(40, 32, seed=2)
     target = ModuleEncoder(Tiny(), device="cpu", budget=150)
     with pytest.raises(LeakprobeError) as info:
-        steal_encoder(target, data, "40,80", "contsteal,mse", epochs=1, device="cpu",
-                      out_dir=tmp_path / "s", probe_train=probe.subset(range(20)),
+        steal_encoder(target, data, budgets="40,80", methods="contsteal,mse", epochs=1,
+                      device="cpu", out_dir=tmp_path / "s", probe_train=probe.subset(range(20)),
                       probe_test=probe.subset(range(20, 40)))
     assert str(info.value).startswith(
         "stealing needs 200 queries (80 at 1 view, 80 at 2 views, 40 probe images); the "

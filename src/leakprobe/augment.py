@@ -187,7 +187,7 @@ class SSLAugmentation:
         self, images: torch.Tensor, generator: torch.Generator, n_views: int = 1
     ) -> torch.Tensor:
         views = random_resized_crop(
-            images, self.size, n_views, self.crop_scale, tuple(self.crop_ratio),
+            images, self.size, n_views, self.crop_scale, (self.crop_ratio[0], self.crop_ratio[1]),
             flip_p=self.flip_p, generator=generator,
         )
         b = views.shape[0]

@@ -13,12 +13,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` in one step.
 
     Args:
         path: final destination; its folder is created when missing.
-        write: writes the complete file to the temporary path it is given.
+        write: writes the complete file to the temporary path it is given (its return
+            value is ignored).
     Returns:
         The final path.
     """

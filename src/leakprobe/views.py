@@ -288,7 +288,11 @@ def attack_views(views: str | dict | ViewSpec | None,
     """
     if views is None:
         base = VIEW_PRESETS[DEFAULT_VIEWS]
-        scale = tuple(float(v) for v in crop_scale)
+        values = tuple(float(v) for v in crop_scale)
+        if len(values) != 2:  # the message ViewSpec gives
+            raise LeakprobeError(f"views: {_key('crop_scale')} must be two numbers LO:HI, "
+                                 f"got {values!r}")
+        scale = (values[0], values[1])
         label = DEFAULT_VIEWS if scale == base.crop_scale else f"{DEFAULT_VIEWS}+custom"
         return replace(base, crop_scale=scale, preset=label)
     return parse_views(views)

@@ -204,8 +204,8 @@ def test_tokenless_audit_runs_partcrop_pooled_and_says_why(small_target):
     target = _NoTokens(t["target"])
     target.has_tokens = False
     mem, non = t["members"], t["nonmembers"]
-    report = audit_encoder(target, mem, non, "partcrop-variants,baseline-norm", repeats=1,
-                           num_parts=4)
+    report = audit_encoder(target, mem, non, attacks="partcrop-variants,baseline-norm",
+                           repeats=1, num_parts=4)
     results = {r["attack"]: r for r in report["results"]}
     assert list(results) == ["partcrop-pooled", "baseline-norm", "blind"]
     assert any("exposes no tokens" in n and "not the paper's" in n
@@ -215,7 +215,8 @@ def test_tokenless_audit_runs_partcrop_pooled_and_says_why(small_target):
         build_attacks("partcrop", target=target)
     q0 = target.queries
     with pytest.raises(LeakprobeError, match="use partcrop-pooled"):  # objects: before queries
-        audit_encoder(target, mem, non, [create_attack("encodermi-threshold"), PartCrop()])
+        audit_encoder(target, mem, non,
+                      attacks=[create_attack("encodermi-threshold"), PartCrop()])
     assert target.queries == q0
     # on a target with tokens the aliases keep the paper's partcrop
     names = [a.name for a in build_attacks("all", target=t["target"])]
@@ -307,7 +308,8 @@ def test_cross_fitted_null_aucs_average_to_chance_across_seeds():
         pick = torch.randperm(1024, generator=torch.Generator().manual_seed(seed))[:128]
         split = make_split(data.subset(pick), 64, seed=seed)
         report = audit_encoder(target, split.members, split.nonmembers,
-                               "encodermi-vector,lpla-p2,baseline-norm", seed=seed, n_views=4)
+                               attacks="encodermi-vector,lpla-p2,baseline-norm", seed=seed,
+                               n_views=4)
         for r in report["results"]:
             aucs.setdefault(r["attack"], []).append(r["metrics"]["auc"])
     for name, values in aucs.items():
@@ -415,7 +417,7 @@ def test_build_attacks_routes_views_and_the_report_records_them(mild_target):
         build_attacks("partcrop", views="nope")  # even when no attack draws views
     target, members, nonmembers = mild_target
     mem, non = members.subset(range(20)), nonmembers.subset(range(20))
-    report = audit_encoder(target, mem, non, "baseline-consistency,lpla-p2", repeats=1,
+    report = audit_encoder(target, mem, non, attacks="baseline-consistency,lpla-p2", repeats=1,
                            views="mild,flip=0")
     ctx = report["context"]
     assert ctx["views_setting"].startswith("recipe given") and "mild,flip=0" in \
@@ -424,7 +426,7 @@ def test_build_attacks_routes_views_and_the_report_records_them(mild_target):
     assert ctx["views"]["lpla-p2"]["crop_scale"] == [0.5, 1.0]
     assert ctx["views"]["lpla-p2"]["flip_p"] == 0.0
     assert report["results"][0]["params"]["views"] == "mild,flip=0"
-    default = audit_encoder(target, mem, non, "baseline-consistency", repeats=1)
+    default = audit_encoder(target, mem, non, attacks="baseline-consistency", repeats=1)
     assert default["context"]["views_setting"].startswith("default SimCLR views (black box")
     assert default["context"]["views"]["baseline-consistency"]["crop_scale"] == [0.2, 1.0]
 
@@ -441,7 +443,7 @@ def test_matching_the_targets_recipe_is_the_stronger_audit(mild_target):
     aucs = {}
     for views in (None, "mild"):
         report = audit_encoder(target, members, nonmembers,
-                               "baseline-consistency,encodermi-threshold", repeats=1,
+                               attacks="baseline-consistency,encodermi-threshold", repeats=1,
                                views=views)
         aucs[views] = {r["attack"]: r["metrics"] for r in report["results"]}
     for name in ("baseline-consistency", "encodermi-threshold"):

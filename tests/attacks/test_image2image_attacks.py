@@ -46,7 +46,7 @@ def colorizer():
 
 def test_membership_error_finds_memorised_members(colorizer):
     c = colorizer
-    report = audit_image2image(c["target"], c["members"], c["nonmembers"], ATTACKS)
+    report = audit_image2image(c["target"], c["members"], c["nonmembers"], attacks=ATTACKS)
     m = metrics_by_attack(report)
     assert m["membership-error"]["auc"] >= 0.75, m["membership-error"]
     assert report["context"]["pixel_features"]["name"] == "builtin"
@@ -54,7 +54,8 @@ def test_membership_error_finds_memorised_members(colorizer):
 
 def test_null_target_gives_chance(colorizer):
     c = colorizer
-    m = metrics_by_attack(audit_image2image(c["target"], c["unseen_a"], c["unseen_b"], ATTACKS))
+    m = metrics_by_attack(audit_image2image(c["target"], c["unseen_a"], c["unseen_b"],
+                                            attacks=ATTACKS))
     for name in ("reconstruction", "membership-error", "predictability"):
         lo, hi = m[name]["auc_ci"]
         assert lo <= 0.5 <= hi, (name, m[name])
@@ -73,7 +74,7 @@ def test_membership_error_holds_up_when_easy_and_hard_images_mix():
     config = TrainConfig(epochs=40, batch_size=16, lr=2e-3, amp="auto", seed=0, device="cpu")
     model, _ = train_image2image(members, "denoise", "unet-small", config)
     m = metrics_by_attack(audit_image2image(ModuleTranslator(model, device="cpu"), members,
-                                            nonmembers, ATTACKS))
+                                            nonmembers, attacks=ATTACKS))
     assert m["membership-error"]["auc"] >= m["reconstruction"]["auc"] - 0.02, m
 
 
@@ -84,4 +85,4 @@ def test_unknown_attack_and_missing_ground_truth_are_clear_errors(colorizer):
     bare = ImageSet(c["members"].images, c["members"].ids)
     other = ImageSet(c["nonmembers"].images, c["nonmembers"].ids)
     with pytest.raises(LeakprobeError, match="ground-truth"):
-        audit_image2image(c["target"], bare, other, "reconstruction")
+        audit_image2image(c["target"], bare, other, attacks="reconstruction")

@@ -20,8 +20,8 @@ def test_both_attacks_find_the_members_of_a_memorising_captioner(memorising_capt
                                                                   tmp_path):
     c = memorising_captioner
     report = audit_captioner(
-        c["target"], c["members"], c["nonmembers"], c["shadow_data"],
-        [M4IMetric(seed=0), c["feature_attack"], Blind(seed=0)],
+        c["target"], c["members"], c["nonmembers"], shadow_data=c["shadow_data"],
+        attacks=[M4IMetric(seed=0), c["feature_attack"], Blind(seed=0)],
         seed=0, out_dir=tmp_path, shadow_target=c["shadow_target"])
     m = _aucs(report)
     print({k: round(v["auc"], 3) for k, v in m.items()})
@@ -40,8 +40,8 @@ def test_both_attacks_find_the_members_of_a_memorising_captioner(memorising_capt
 def test_null_target_stays_at_chance(memorising_captioner):
     c = memorising_captioner  # "members" the target never saw
     report = audit_captioner(
-        c["target"], c["unseen"], c["nonmembers"], c["shadow_data"],
-        [M4IMetric(seed=0), c["feature_attack"]], seed=0,
+        c["target"], c["unseen"], c["nonmembers"], shadow_data=c["shadow_data"],
+        attacks=[M4IMetric(seed=0), c["feature_attack"]], seed=0,
         shadow_target=c["shadow_target"])
     for name, m in _aucs(report).items():
         assert m["auc_ci"][0] <= 0.5 <= m["auc_ci"][1], (name, m["auc"], m["auc_ci"])
@@ -61,7 +61,8 @@ def test_python_api_audit_from_names_trains_its_shadow(memorising_captioner):
     assert leakprobe.load_captioner is load_captioner
     report = leakprobe.audit_captioner(c["target"], c["members"].subset(range(20)),
                                        c["nonmembers"].subset(range(20)),
-                                       c["shadow_data"].subset(range(60)), "all", seed=0,
+                                       shadow_data=c["shadow_data"].subset(range(60)),
+                                       attacks="all", seed=0,
                                        shadow_epochs=2, extractor_epochs=1)
     assert [r["attack"] for r in report["results"]] == ["m4i-metric", "m4i-feature", "blind"]
     assert report["context"]["shadow_members"] == 30
@@ -72,7 +73,7 @@ def test_shadow_data_overlapping_the_target_is_refused(memorising_captioner):
     c = memorising_captioner
     with pytest.raises(LeakprobeError, match="shadow data shares 60 images with the target's "
                                              "members"):
-        audit_captioner(c["target"], c["members"], c["nonmembers"], c["members"],
+        audit_captioner(c["target"], c["members"], c["nonmembers"], shadow_data=c["members"],
                         shadow_epochs=1)
 
 

@@ -68,11 +68,11 @@ def test_audit_through_the_translate_endpoint_equals_local(trained, tmp_path):
     local = load_translator(str(trained / "translator.torchscript.pt"), device="cpu")
     mem = load_paired_folder(trained / "members", 32, 9)
     non = load_paired_folder(trained / "nonmembers", 32, 9)
-    expected = audit_image2image(local, mem, non, "reconstruction,membership-error",
+    expected = audit_image2image(local, mem, non, attacks="reconstruction,membership-error",
                                  num_classes=9)
     with running(create_app(TranslatorService(local))) as url:
         remote = audit_image2image(load_translator(url), mem, non,
-                                   "reconstruction,membership-error", num_classes=9)
+                                   attacks="reconstruction,membership-error", num_classes=9)
     for a, b in zip(expected["results"], remote["results"], strict=True):
         assert a["metrics"] == b["metrics"]
 

@@ -204,7 +204,7 @@ def test_api_refuses_a_shadow_split_holding_audited_images(model, tmp_path):
     members, nonmembers = data.subset(range(30)), data.subset(range(30, 60))
     shadow = (target, members.subset(range(10)), load_dataset("synthetic:20:8", 32, 0))
     with pytest.raises(LeakprobeError, match="shadow data shares 10 images with the target's"):
-        audit_encoder(target, members, nonmembers, "baseline-norm", knowledge="shadow",
+        audit_encoder(target, members, nonmembers, attacks="baseline-norm", knowledge="shadow",
                       shadow=shadow)
 
 

@@ -68,8 +68,8 @@ def test_early_stopping_sweep_audits_the_snapshots(tmp_path):
     data = make_synthetic(40, 16, 0)
     split = make_split(data, 20, seed=0)
     recipe = EncoderRecipe("simclr", "resnet-tiny", {}, (0.08, 1.0), {"proj_dim": 0})
-    report = defend_encoder(split, "early-stopping", [1, 3], recipe,
-                            TrainConfig(batch_size=10, device="cpu"), tmp_path,
+    report = defend_encoder(split, defence="early-stopping", values=[1, 3], recipe=recipe,
+                            config=TrainConfig(batch_size=10, device="cpu"), out_dir=tmp_path,
                             attacks="partcrop", repeats=1, num_parts=4)
     names = [s["name"] for s in report["settings"]]
     assert names == ["epoch_0001", "epoch_0003"]

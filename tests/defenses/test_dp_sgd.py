@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from leakprobe.data.synthetic import make_synthetic
-from leakprobe.defenses.dp_sgd import dp_train_config
+from leakprobe.defences.dp_sgd import dp_train_config
 from leakprobe.errors import LeakprobeError
 from leakprobe.training.dp import DPSGD, DPConfig, _accountant_epsilon
 from leakprobe.training.encoder import EncoderRecipe, _ssl_trainer, build_ssl_method, dp_recipe

@@ -7,7 +7,7 @@ import torch
 
 from leakprobe.data.splits import make_split
 from leakprobe.data.synthetic import make_synthetic
-from leakprobe.defenses.early_stopping import early_stopping_config
+from leakprobe.defences.early_stopping import early_stopping_config
 from leakprobe.errors import LeakprobeError
 from leakprobe.targets.loading import load_encoder
 from leakprobe.training.encoder import EncoderRecipe, train_target_encoder

@@ -5,7 +5,7 @@ import torch
 
 import leakprobe.augment as augment
 from leakprobe.data.synthetic import make_synthetic
-from leakprobe.defenses.scsr import DEFAULT_LOWER_BOUNDS, scsr_recipe
+from leakprobe.defences.scsr import DEFAULT_LOWER_BOUNDS, scsr_recipe
 from leakprobe.errors import LeakprobeError
 from leakprobe.training.encoder import EncoderRecipe, build_ssl_method, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig

@@ -111,11 +111,12 @@ def test_audit_through_the_server_equals_the_local_audit(local):
     members, nonmembers, shadow = data.subset(range(20)), data.subset(range(20, 40)), \
         data.subset(range(40, 100))
     kwargs = {"seed": 0, "shadow_epochs": 2, "extractor_epochs": 1, "device": "cpu"}
-    expected = audit_captioner(local, members, nonmembers, shadow, **kwargs)
+    expected = audit_captioner(local, members, nonmembers, shadow_data=shadow, **kwargs)
     service = CaptionerService(local)
     with running(create_app(service)) as url:
         remote_target = load_captioner(url)
-        remote = audit_captioner(remote_target, members, nonmembers, shadow, **kwargs)
+        remote = audit_captioner(remote_target, members, nonmembers, shadow_data=shadow,
+                                 **kwargs)
     for a, b in zip(expected["results"], remote["results"], strict=True):
         assert a["attack"] == b["attack"]
         assert a["samples"]["score"] == b["samples"]["score"]

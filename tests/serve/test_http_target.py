@@ -102,12 +102,13 @@ def test_audit_through_the_server_equals_the_local_audit():
     data = make_synthetic(60, 32, seed=3)
     members, nonmembers = data.subset(range(30)), data.subset(range(30, 60))
     attacks = "partcrop,encodermi-threshold,lpla-p2"
-    local = audit_encoder(ModuleEncoder(model, device="cpu"), members, nonmembers, attacks,
-                          num_parts=8)
+    local = audit_encoder(ModuleEncoder(model, device="cpu"), members, nonmembers,
+                          attacks=attacks, num_parts=8)
     service = EncoderService(ModuleEncoder(model, device="cpu"))
     with running(create_app(service)) as url:
         remote_target = HTTPEncoder(url)
-        remote = audit_encoder(remote_target, members, nonmembers, attacks, num_parts=8)
+        remote = audit_encoder(remote_target, members, nonmembers, attacks=attacks,
+                               num_parts=8)
     for a, b in zip(local["results"], remote["results"], strict=True):
         assert a["attack"] == b["attack"]
         assert a["samples"]["score"] == b["samples"]["score"]

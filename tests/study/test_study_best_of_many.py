@@ -14,6 +14,7 @@ import pytest
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.metrics import auc
 from leakprobe.evaluation.permutation import null_aucs_of_fixed_scores, permuted_labels
+from leakprobe.report.schema import summary_rows as _summarise
 from leakprobe.study.config import parse_study_config, primary_attacks
 from leakprobe.study.grid import expand_grid
 from leakprobe.study.report import (
@@ -23,7 +24,6 @@ from leakprobe.study.report import (
     render_html,
     table_lines,
 )
-from leakprobe.study.runner import _summarise
 
 NINE = ["partcrop", "partcrop-cosine", "encodermi-vector", "encodermi-set",
         "encodermi-threshold", "lpla-p1", "lpla-p2", "lpla-pinf", "baseline-norm"]

@@ -108,7 +108,7 @@ def test_trained_target_is_audited(trained, data, name, tmp_path):
     target = ModuleEncoder(backbone, device="cpu")
     assert target.has_tokens  # patch tokens / feature-map tokens are exposed
     report = audit_encoder(target, data.members, data.nonmembers,
-                           "partcrop,encodermi-threshold,lpla-p2,baseline-norm", seed=0,
+                           attacks="partcrop,encodermi-threshold,lpla-p2,baseline-norm", seed=0,
                            out_dir=tmp_path, repeats=1, num_parts=16, n_views=4)
     assert (tmp_path / "report.json").is_file() and (tmp_path / "report.html").is_file()
     names = [r["attack"] for r in report["results"]]

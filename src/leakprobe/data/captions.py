@@ -7,6 +7,8 @@
 * :func:`load_coco_captions` / :func:`save_coco_captions` read and write the COCO captions
   format (``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``),
   with images preprocessed exactly like :func:`~leakprobe.data.loaders.load_image_folder`;
+* :func:`load_captioned_dataset` loads either from a spec (``synthetic:N[:SEED]``,
+  ``FILE.json[:IMAGES]``), for ``--data`` / ``--members`` style options;
 * :class:`Tokenizer` is a word-level vocabulary for caption models.
 
 Words are ``[^\\W_]+`` runs of the lower-cased text (letters and digits; punctuation and
@@ -29,7 +31,7 @@ import torch
 from PIL import Image
 
 from leakprobe.data.images import ImageSet
-from leakprobe.data.loaders import _check_size, _read_image, _safe_name
+from leakprobe.data.loaders import _check_size, _read_image, _safe_name, parse_synthetic_spec
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json
 
@@ -350,6 +352,31 @@ def load_coco_captions(
     )
 
 
+def load_captioned_dataset(
+    spec: str, image_size: int = 32, seed: int = 0, images_dir: str | Path | None = None
+) -> ImageSet:
+    """Load captioned images from a spec: the captioned counterpart of ``load_dataset``.
+
+    Args:
+        spec: ``synthetic:N[:SEED]`` (:func:`make_synthetic_captioned`), a COCO captions file
+            ``FILE.json``, or ``FILE.json:IMAGES`` with the folder its file names resolve
+            against.
+        image_size: side of the square output images.
+        seed: generator seed for ``synthetic`` (a seed in the spec takes precedence).
+        images_dir: folder the file names of ``FILE.json`` resolve against (default: the
+            JSON's folder); ``FILE.json:IMAGES`` takes precedence.
+    Returns:
+        The ImageSet, with ``extras["captions"]``.
+    """
+    spec = str(spec)
+    if spec.startswith("synthetic:"):
+        n, data_seed = parse_synthetic_spec(spec, seed)
+        return make_synthetic_captioned(n, image_size, data_seed)
+    path, _, folder = spec.partition(".json:")
+    json_path = path + ".json" if folder else spec
+    return load_coco_captions(json_path, folder or images_dir, image_size)
+
+
 def save_coco_captions(data: ImageSet, json_path: str | Path, images_dir: str | Path) -> Path:
     """Write an ImageSet with ``extras["captions"]`` as PNGs plus a COCO captions JSON.
 
@@ -382,10 +409,11 @@ def save_coco_captions(data: ImageSet, json_path: str | Path, images_dir: str | 
     if folder.exists() and not folder.is_dir():
         raise LeakprobeError(f"cannot write images to {folder}: it is a file")
     folder.mkdir(parents=True, exist_ok=True)
-    pixels = (data.images.clamp(0, 1) * 255).round().to(torch.uint8)
-    pixels = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+    pixels_uint8 = (data.images.clamp(0, 1) * 255).round().to(torch.uint8)
+    pixels = pixels_uint8.permute(0, 2, 3, 1).contiguous().numpy()
     used: set[str] = set()
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for i, image_id in enumerate(data.ids):
         name = _safe_name(image_id)
         if name in used:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ class ImageSet:
     def image_size(self) -> int:
         return int(self.images.shape[-1])
 
-    def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
+    def subset(self, index: torch.Tensor | Sequence[int]) -> ImageSet:
         """The images at ``index`` (positions), with their ids, labels and extras."""
         idx = torch.as_tensor(index, dtype=torch.long)
         pos = idx.tolist()
@@ -68,9 +69,8 @@ def concat(sets: list[ImageSet]) -> ImageSet:
     """Concatenate image sets of the same image size (labels kept only if all have them)."""
     if not sets:
         raise LeakprobeError("nothing to concatenate")
-    labels = None
-    if all(s.labels is not None for s in sets):
-        labels = torch.cat([s.labels for s in sets])
+    label_parts = [s.labels for s in sets if s.labels is not None]
+    labels = torch.cat(label_parts) if len(label_parts) == len(sets) else None
     keys = set.intersection(*(set(s.extras) for s in sets))
     extras: dict[str, Any] = {}
     for k in keys:

@@ -91,8 +91,8 @@ def _read_image(path: Path, image_size: int) -> np.ndarray:
             img.verify()  # structural check (CRC, truncation) before decoding
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(img)
+            upright = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(upright)
             rgb = rgb.resize((image_size, image_size), Image.Resampling.BICUBIC)
             return np.asarray(rgb, dtype=np.uint8).copy()
     except Image.DecompressionBombError as exc:
@@ -202,8 +202,8 @@ def save_image_folder(images: ImageSet, path: str | Path, overwrite: bool = Fals
         )
     for f in existing:
         f.unlink()
-    pixels = (images.images.clamp(0, 1) * 255).round().to(torch.uint8)
-    pixels = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+    pixels_uint8 = (images.images.clamp(0, 1) * 255).round().to(torch.uint8)
+    pixels = pixels_uint8.permute(0, 2, 3, 1).contiguous().numpy()
     labels = None if images.labels is None else images.labels.tolist()
     used: set[Path] = set()
     for i, image_id in enumerate(images.ids):
@@ -309,7 +309,9 @@ def load_idx(dir: str | Path, image_size: int, split: str = "train") -> ImageSet
     if not folder.is_dir():
         raise LeakprobeError(f"IDX folder {folder} does not exist")
     parts = ["train", "test"] if split == "all" else [split]
-    xs, ys, ids = [], [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    ids: list[str] = []
     for part in parts:
         prefix = "train" if part == "train" else "t10k"
         img_path = _find_idx(folder, prefix, "images")
@@ -325,8 +327,8 @@ def load_idx(dir: str | Path, image_size: int, split: str = "train") -> ImageSet
         ids.extend(f"idx:{part}:{i}" for i in range(x.shape[0]))
     if len({x.shape[1:] for x in xs}) != 1:
         raise LeakprobeError(f"{folder}: train and test images have different sizes")
-    x = torch.from_numpy(np.concatenate(xs)).unsqueeze(1).float().div_(255.0)
-    images = _gray_to_rgb(_resize_batch(x, image_size))
+    gray = torch.from_numpy(np.concatenate(xs)).unsqueeze(1).float().div_(255.0)
+    images = _gray_to_rgb(_resize_batch(gray, image_size))
     labels = torch.from_numpy(np.concatenate(ys).astype(np.int64))
     return ImageSet(images, ids, labels, source=f"idx:{folder}:{split}")
 
@@ -373,11 +375,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             return np.ndarray
         if name == "dtype":
             return np.dtype
+        import importlib
+
         try:
-            from numpy._core.multiarray import _reconstruct
-        except ImportError:  # numpy < 2
-            from numpy.core.multiarray import _reconstruct
-        return _reconstruct
+            return importlib.import_module("numpy._core.multiarray")._reconstruct
+        except (ImportError, AttributeError):  # numpy < 2
+            return importlib.import_module("numpy.core.multiarray")._reconstruct
 
 
 def _unpickle_batch(raw: bytes, where: str) -> dict[str, Any]:
@@ -477,7 +480,9 @@ def load_cifar(
     missing = [name for name in wanted if name not in raw]
     if missing:
         raise LeakprobeError(f"{where}: missing {kind} batch files: {', '.join(missing)}")
-    xs, ys, ids = [], [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    ids: list[str] = []
     for part in parts:
         count = 0
         for name in _cifar_files(kind, part):
@@ -487,8 +492,8 @@ def load_cifar(
             ys.append(y)
             count += x.shape[0]
         ids.extend(f"{kind}:{part}:{i}" for i in range(count))
-    x = torch.from_numpy(np.concatenate(xs)).view(-1, 3, 32, 32).float().div_(255.0)
-    images = _resize_batch(x, image_size).contiguous()
+    pixels = torch.from_numpy(np.concatenate(xs)).view(-1, 3, 32, 32).float().div_(255.0)
+    images = _resize_batch(pixels, image_size).contiguous()
     labels = torch.from_numpy(np.concatenate(ys))
     return ImageSet(images, ids, labels, source=f"{kind}:{dir}:{split}")
 
@@ -528,6 +533,29 @@ def _split_suffix(rest: str, spec: str) -> tuple[str, str]:
     return rest, tail
 
 
+def parse_synthetic_spec(spec: str, seed: int = 0) -> tuple[int, int]:
+    """``synthetic:N[:SEED]`` -> (N, SEED); ``seed`` when the spec names none.
+
+    Raises:
+        LeakprobeError: not of that form, or N < 1.
+    """
+    name, _, rest = str(spec).partition(":")
+    parts = rest.split(":")
+    try:
+        if name != "synthetic" or len(parts) > 2:
+            raise ValueError
+        n = int(parts[0])
+        if len(parts) == 2:
+            seed = int(parts[1])
+    except ValueError:
+        raise LeakprobeError(
+            f"bad data spec {spec!r}: expected synthetic:N or synthetic:N:SEED"
+        ) from None
+    if n < 1:
+        raise LeakprobeError(f"bad data spec {spec!r}: N must be positive")
+    return n, seed
+
+
 def load_dataset(spec: str, image_size: int = 32, seed: int = 0) -> ImageSet:
     """Load a data set from a spec string (see the module docstring for the forms).
 
@@ -545,19 +573,7 @@ def load_dataset(spec: str, image_size: int = 32, seed: int = 0) -> ImageSet:
     spec = str(spec)
     name, _, rest = spec.partition(":")
     if name == "synthetic" and rest:
-        parts = rest.split(":")
-        try:
-            n = int(parts[0])
-            if len(parts) > 2:
-                raise ValueError
-            if len(parts) == 2:
-                seed = int(parts[1])
-        except ValueError:
-            raise LeakprobeError(
-                f"bad data spec {spec!r}: expected synthetic:N or synthetic:N:SEED"
-            ) from None
-        if n < 1:
-            raise LeakprobeError(f"bad data spec {spec!r}: N must be positive")
+        n, seed = parse_synthetic_spec(spec, seed)
         from leakprobe.data.synthetic import make_synthetic
 
         data = make_synthetic(n, image_size, seed)
@@ -576,13 +592,13 @@ def load_dataset(spec: str, image_size: int = 32, seed: int = 0) -> ImageSet:
         data.source = spec
         return data
     if name == "idx" and rest:
-        folder, split = _split_suffix(rest, spec)
-        data = load_idx(folder, image_size, split)
+        idx_dir, split = _split_suffix(rest, spec)
+        data = load_idx(idx_dir, image_size, split)
         data.source = spec
         return data
     if name in ("cifar10", "cifar100") and rest:
-        folder, split = _split_suffix(rest, spec)
-        data = load_cifar(folder, image_size, split, kind=name)
+        cifar_dir, split = _split_suffix(rest, spec)
+        data = load_cifar(cifar_dir, image_size, split, kind=name)
         data.source = spec
         return data
     path = Path(spec)

@@ -60,8 +60,8 @@ def _read_label_map(path: Path, image_size: int, num_classes: int) -> np.ndarray
                     f"{path}: a label map must be a mode L or P image (pixel value = class "
                     f"index), got mode {img.mode}"
                 )
-            img = img.resize((image_size, image_size), Image.Resampling.NEAREST)
-            labels = np.asarray(img, dtype=np.int64).copy()
+            resized = img.resize((image_size, image_size), Image.Resampling.NEAREST)
+            labels = np.asarray(resized, dtype=np.int64).copy()
     except LeakprobeError:
         raise
     except Image.DecompressionBombError as exc:

@@ -83,7 +83,7 @@ def check_shadow_disjoint(shadow: ImageSet, members: ImageSet, nonmembers: Image
         LeakprobeError: naming the sets that overlap, how many images and one example, e.g.
             "the shadow data shares 12 images with the target's members (e.g. ...)".
     """
-    found = []
+    found: list[str] = []
     example = ""
     for side, images in (("members", members), ("non-members", nonmembers)):
         overlap = shared_images(images, shadow)

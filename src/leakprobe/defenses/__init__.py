@@ -1,12 +1,21 @@
-"""Defences for SSL encoders: the recipe change each one makes, and its validation.
+"""Deprecated alias of :mod:`leakprobe.defences` (renamed to the spelling of the CLI and reports).
 
-One module per concept: :mod:`.early_stopping`, :mod:`.dp_sgd` and :mod:`.scsr`. Training,
-auditing and measuring a defence at several strengths is a workflow
-(:mod:`leakprobe.workflows.defend`, ``leakprobe defend encoder``).
+``from leakprobe.defenses import scsr_recipe`` still works (with a ``DeprecationWarning``);
+import from :mod:`leakprobe.defences` instead.
 """
 
-from leakprobe.defenses.dp_sgd import dp_train_config
-from leakprobe.defenses.early_stopping import early_stopping_config
-from leakprobe.defenses.scsr import DEFAULT_LOWER_BOUNDS, scsr_recipe
+from __future__ import annotations
 
-__all__ = ["DEFAULT_LOWER_BOUNDS", "dp_train_config", "early_stopping_config", "scsr_recipe"]
+import warnings
+from typing import Any
+
+import leakprobe.defences as _defences
+
+warnings.warn("leakprobe.defenses is deprecated; import leakprobe.defences instead",
+              DeprecationWarning, stacklevel=2)
+
+__all__ = list(_defences.__all__)
+
+
+def __getattr__(name: str) -> Any:
+    return getattr(_defences, name)

@@ -17,6 +17,7 @@ Attacks are used through their methods only (``features``, ``fit_features``,
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from leakprobe.evaluation.permutation import (
 from leakprobe.evaluation.results import AttackResult, FitTask
 from leakprobe.progress import log, task
 from leakprobe.threads import single_threaded
+
+if TYPE_CHECKING:
+    from leakprobe.targets.protocols import Target
 
 MIN_PER_SIDE = 20
 # Cross-fittings averaged per sample by default. One: the permutation test then redoes exactly
@@ -99,7 +103,7 @@ def check_audit_plan(
     if repeats < 1:
         raise LeakprobeError(f"--repeats must be >= 1, got {repeats}")
     crossfitted = [a for a in attacks if knowledge == "known-subset" or not a.needs_fit
-                   or getattr(a, "model_free", False)]
+                   or a.model_free]
     if crossfitted:
         if folds < 2:
             raise LeakprobeError(f"--folds must be >= 2, got {folds}")
@@ -111,7 +115,7 @@ def check_audit_plan(
     needed += extra_queries
     if extra_queries:
         how += f"; + {extra_queries} {extra_what or 'other'} queries"
-    tunable = any(hasattr(a, "n_views") or hasattr(a, "num_parts") for a in attacks)
+    tunable = any(a.query_options for a in attacks)
     hint = ("lower --n-views/--num-parts, use fewer attacks or images" if tunable
             else "use fewer attacks or images")
     check_query_budget(target, needed, f"this audit needs {needed} queries ({how})", hint)
@@ -148,8 +152,7 @@ def shuffled_features(attack, target, samples: ImageSet, seed: int) -> np.ndarra
     outputs), the others the image tensor.
     """
     perm = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
-    batch = samples.subset(perm) if getattr(attack, "sample_kind", "images") == "pairs" \
-        else samples.images[perm]
+    batch = samples.subset(perm) if attack.sample_kind == "pairs" else samples.images[perm]
     total = attack.queries_per_image(target) * len(samples)
     with task(f"{attack.name}: querying", total or None, unit="queries"):
         feats = attack.features(target, batch)
@@ -198,7 +201,7 @@ def crossfit_scores(attack, feats: np.ndarray, labels: np.ndarray, folds: int, s
 
 def crossfit(
     attack,
-    target,
+    target: Target,
     members: ImageSet,
     nonmembers: ImageSet,
     folds: int = 2,
@@ -237,10 +240,10 @@ def crossfit(
 
 def shadow_fit_score(
     attack,
-    shadow_target,
+    shadow_target: Target,
     shadow_members: ImageSet,
     shadow_nonmembers: ImageSet,
-    target,
+    target: Target,
     members: ImageSet,
     nonmembers: ImageSet,
     permutations: int = 0,
@@ -271,13 +274,13 @@ def shadow_fit_score(
 
 def run_audit(
     attacks: list,
-    target,
+    target: Target,
     members: ImageSet,
     nonmembers: ImageSet,
     knowledge: str = "known-subset",
     folds: int = 2,
     seed: int = 0,
-    shadow: tuple | None = None,
+    shadow: tuple[Target, ImageSet, ImageSet] | None = None,
     repeats: int = DEFAULT_REPEATS,
     permutations: int | None = 0,
 ) -> list[AttackResult]:
@@ -305,6 +308,8 @@ def run_audit(
             res = crossfit(attack, target, members, nonmembers, folds, seed, repeats,
                            permutations)
         else:
+            if shadow is None:  # knowledge is "shadow" here, checked above
+                raise LeakprobeError("knowledge 'shadow' needs a shadow target and its split")
             res = shadow_fit_score(attack, shadow[0], shadow[1], shadow[2], target, members,
                                    nonmembers, permutations, seed)
         log(f"attack {res.attack}: {res.queries} queries, {res.seconds:.1f}s")

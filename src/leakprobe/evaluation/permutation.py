@@ -163,8 +163,8 @@ def max_statistic_p(observed: dict[str, float], null: dict[str, list[float]]) ->
     counts).
     """
     names = list(observed)
-    rows = [null.get(n) for n in names]
-    if not names or any(r is None or len(r) == 0 for r in rows):
+    rows = [row for row in (null.get(n) for n in names) if row is not None and len(row) > 0]
+    if not names or len(rows) != len(names):
         return None
     if len({len(r) for r in rows}) != 1:
         return None

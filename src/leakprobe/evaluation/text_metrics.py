@@ -204,8 +204,8 @@ def cider_d(
     ctest = [_cook(tokenize(c), n) for c in candidates]
     crefs = [[_cook(tokenize(r), n) for r in refs] for refs in references]
     df: defaultdict = defaultdict(float)
-    for refs in crefs:
-        for gram in {g for ref in refs for g in ref}:
+    for ref_counts in crefs:
+        for gram in {g for ref in ref_counts for g in ref}:
             df[gram] += 1
     log_n = math.log(float(len(crefs)))
 
@@ -224,11 +224,11 @@ def cider_d(
 
     penalty_den = 2 * sigma**2
     scores = np.zeros(len(candidates))
-    for i, (test, refs) in enumerate(zip(ctest, crefs, strict=True)):
+    for i, (test, ref_counts) in enumerate(zip(ctest, crefs, strict=True)):
         v_hyp, n_hyp, l_hyp = vec(test)
         total = np.zeros(n)
-        for ref in refs:
-            v_ref, n_ref, l_ref = vec(ref)
+        for ref_count in ref_counts:
+            v_ref, n_ref, l_ref = vec(ref_count)
             penalty = math.exp(-((l_hyp - l_ref) ** 2) / penalty_den)
             for k in range(n):
                 val = sum(
@@ -237,7 +237,7 @@ def cider_d(
                 if n_hyp[k] != 0 and n_ref[k] != 0:
                     val /= n_hyp[k] * n_ref[k]
                 total[k] += val * penalty
-        scores[i] = float(np.mean(total)) / len(refs) * 10.0
+        scores[i] = float(np.mean(total)) / len(ref_counts) * 10.0
     return scores
 
 

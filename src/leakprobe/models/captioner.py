@@ -62,6 +62,8 @@ class CNNLSTMCaptioner(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = PAD_ID, BOS_ID, EOS_ID  # TorchScript sees these
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1))
+        self.mean: torch.Tensor  # the buffers' types (not class annotations: TorchScript
+        self.std: torch.Tensor  # reads those, and cannot parse them as strings)
         layers: list[nn.Module] = [
             nn.Conv2d(3, width, 3, 1, 1, bias=False), make_norm("batch", width), nn.ReLU()
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from leakprobe.models.registry import create_model, register_model
+from leakprobe.models.registry import create_model, int_attribute, register_model
 
 
 def mlp_head(
@@ -36,7 +36,7 @@ class Surrogate(nn.Module):
     def __init__(self, backbone: nn.Module, out_dim: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.embed_dim, out_dim)
+        self.head = nn.Linear(int_attribute(backbone, "embed_dim"), out_dim)
         self.embed_dim = out_dim
         self.input_size: int = int(getattr(backbone, "input_size", 32))
         self.tokens_in_embedding_space = bool(
@@ -48,7 +48,9 @@ class Surrogate(nn.Module):
     @torch.jit.export
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, out_dim): the backbone's tokens through the head (a per-token linear map)."""
-        return self.head(self.backbone.tokens(x))
+        # TorchScript compiles this body, so no typed helper here; the backbone's ``tokens`` is
+        # a method, which nn.Module.__getattr__'s stub types as a tensor or a module
+        return self.head(self.backbone.tokens(x))  # type: ignore[operator]
 
 
 @register_model("surrogate")

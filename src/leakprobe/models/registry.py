@@ -42,6 +42,17 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise LeakprobeError(f"bad options for architecture '{name}': {e}") from e
 
 
+def int_attribute(model: nn.Module, name: str) -> int:
+    """``model.<name>``: a plain int a model stores (``embed_dim``, ``input_size``...).
+
+    The registered models keep these as Python ints, but ``nn.Module.__getattr__`` is typed as
+    returning a tensor or a module; this states the type (the value is returned as it is, and a
+    model without the attribute still raises AttributeError).
+    """
+    value: int = getattr(model, name)
+    return value
+
+
 def _load_builtin() -> None:
     from leakprobe.models import (  # noqa: F401  (registration side effects)
         captioner,

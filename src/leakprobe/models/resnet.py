@@ -62,6 +62,8 @@ class ResNetCIFAR(nn.Module):
         self.input_size = input_size
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1))
+        self.mean: torch.Tensor  # the buffers' types (not class annotations: TorchScript
+        self.std: torch.Tensor  # reads those, and cannot parse them as strings)
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), make_norm(norm, width))
         stages = []
         c_in = width

@@ -45,7 +45,7 @@ class Up(nn.Module):
         super().__init__()
         self.transpose = mode == "transpose"
         if self.transpose:
-            self.up = nn.ConvTranspose2d(c_deep, c_skip, 2, 2)
+            self.up: nn.Module = nn.ConvTranspose2d(c_deep, c_skip, 2, 2)
             self.conv = DoubleConv(2 * c_skip, c_skip, norm)
         else:
             self.up = nn.Identity()
@@ -102,6 +102,8 @@ class UNet(nn.Module):
         self.softmax_output = output == "softmax"
         self.register_buffer("mean", torch.full((1, in_channels, 1, 1), 0.5))
         self.register_buffer("std", torch.full((1, in_channels, 1, 1), 0.25))
+        self.mean: torch.Tensor  # the buffers' types (not class annotations: TorchScript
+        self.std: torch.Tensor  # reads those, and cannot parse them as strings)
         channels = [width * 2**i for i in range(depth + 1)]
         self.stem = DoubleConv(in_channels, channels[0], norm)
         self.downs = nn.ModuleList(

@@ -47,6 +47,8 @@ class ViT(nn.Module):
         self.embed_dim = dim
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1))
+        self.mean: torch.Tensor  # the buffers' types (not class annotations: TorchScript
+        self.std: torch.Tensor  # reads those, and cannot parse them as strings)
         self.patch_embed = nn.Conv2d(3, dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.randn(1, self.grid * self.grid, dim) * 0.02)

@@ -84,6 +84,8 @@ class ImageNetResNet(nn.Module):
             "mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
         )
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.mean: torch.Tensor  # the buffers' types (not class annotations: TorchScript
+        self.std: torch.Tensor  # reads those, and cannot parse them as strings)
         self.inplanes = 64
         self.width_per_group = width_per_group
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)

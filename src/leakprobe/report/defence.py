@@ -1,29 +1,53 @@
 """The report of a defence sweep: a table and trade-off plots (attack AUC vs utility/strength).
 
-Reads the ``encoder-defence`` report of :func:`leakprobe.defenses.defend_encoder`; every
-string from it is HTML-escaped. An epsilon is shown as a number only when it is a DP
+Reads the ``encoder-defence`` report of :func:`leakprobe.workflows.defend.defend_encoder`;
+every string from it is HTML-escaped. An epsilon is shown as a number only when it is a DP
 guarantee; otherwise as ``none (nominal X, not a guarantee)`` with the caveat under the table
 (:mod:`leakprobe.training.dp_record`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from leakprobe.defences.kinds import STRENGTH_AXIS_LABELS, SWEEP_DEFENCES, resolve_defence
 from leakprobe.io import write_json, write_text
 from leakprobe.report.html import _CSS, _esc, _fmt, figure_html, kind_blurb
 from leakprobe.report.plots import new_figure, plot_curves, save_figure
+from leakprobe.report.schema import DEFENCE_KIND, summary_rows
 from leakprobe.training.dp_record import dp_epsilon, epsilon_text
 
-__all__ = ["defence_rows", "plot_tradeoff", "write_defence_report"]
+__all__ = ["build_defence_report", "defence_rows", "plot_tradeoff", "write_defence_report"]
 
-STRENGTH_LABELS = {
-    "early-stopping": "training epochs",
-    "dp": "DP-SGD noise multiplier",
-    "dp-epsilon": "DP-SGD target epsilon",
-    "scsr": "crop-scale lower bound",
-}
+# sweep name (``--defence``) -> the strength axis's label
+STRENGTH_LABELS = {name: STRENGTH_AXIS_LABELS[resolve_defence(name)[1]]
+                   for name in SWEEP_DEFENCES}
+
+
+def build_defence_report(
+    *,
+    defence: str,
+    settings: list[dict[str, Any]],
+    warnings: list[str],
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """Assemble the report of a defence sweep (``kind: encoder-defence``).
+
+    Args:
+        defence: the sweep's defence (``early-stopping``, ``dp``, ``dp-epsilon``, ``scsr``).
+        settings: one entry per strength (``name``, ``setting``, ``strength``, ``utility``,
+            ``epsilon``..., ``report``: its audit report's path, ``results``: that report's).
+        warnings: shown first.
+        context: the sweep's data, recipe, training and audit protocol.
+    Returns:
+        The report as plain JSON types (paths, tuples and other objects become strings and
+        lists).
+    """
+    report = {"kind": DEFENCE_KIND, "defence": defence, "settings": settings,
+              "warnings": warnings, "context": context}
+    return json.loads(json.dumps(report, default=str))
 
 
 def defence_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -41,11 +65,11 @@ def defence_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]
     for s in report["settings"]:
         util = s.get("utility") or {}
         auc, ci = {}, {}
-        for r in s["results"]:
+        for r in summary_rows(s):
             if r["attack"] not in attacks:
                 attacks.append(r["attack"])
-            auc[r["attack"]] = r["metrics"]["auc"]
-            ci[r["attack"]] = r["metrics"].get("auc_ci")
+            auc[r["attack"]] = r["auc"]
+            ci[r["attack"]] = r["auc_ci"]
         eps = dp_epsilon(s.get("dp"))
         rows.append({"name": s["name"], "setting": s["setting"], "strength": s.get("strength"),
                      "knn": util.get("knn_accuracy"), "probe": util.get("linear_probe_accuracy"),

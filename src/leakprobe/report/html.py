@@ -12,16 +12,18 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json, write_text
 from leakprobe.report.plots import plot_curves, plot_histograms, plot_roc, png_data_uri
-from leakprobe.report.schema import is_blind, load_report
+from leakprobe.report.schema import STEALING_KIND, MembershipKind, is_blind, load_report
 
-__all__ = ["KIND_BLURBS", "figure_html", "kind_blurb", "render_reports", "write_report"]
+__all__ = ["KIND_BLURBS", "RENDERERS", "SectionRenderer", "figure_html", "kind_blurb",
+           "render_reports", "renderer_for", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
@@ -499,9 +501,8 @@ def _stealing_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[
     return images
 
 
-def _write_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[str, Path]:
-    if str(report.get("kind", "")).endswith("-stealing"):
-        return _stealing_plots(report, out_dir, prefix)
+def _membership_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[str, Path]:
+    """ROC, log-log ROC and score histograms of a membership report."""
     if not report.get("results"):
         return {}
     return {
@@ -513,19 +514,50 @@ def _write_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[str
     }
 
 
+def _membership_body(report: dict[str, Any], images: dict[str, Path]) -> str:
+    return (_card_html(report) + _metrics_html(report) + _utility_html(report)
+            + _plots_html(images))
+
+
+def _stealing_body(report: dict[str, Any], images: dict[str, Path]) -> str:
+    return _stealing_html(report) + _plots_html(images)
+
+
+@dataclass(frozen=True)
+class SectionRenderer:
+    """How one kind of report is drawn on a page.
+
+    Attributes:
+        plots: ``(report, out_dir, prefix) -> {name: png path}``: writes the PNGs.
+        body: ``(report, images) -> html``: the section's content after its warnings.
+    """
+
+    plots: Callable[[dict[str, Any], Path, str], dict[str, Path]]
+    body: Callable[[dict[str, Any], dict[str, Path]], str]
+
+
+_MEMBERSHIP = SectionRenderer(_membership_plots, _membership_body)
+# kind -> its renderer (the sections of write_report / render_reports)
+RENDERERS: dict[str, SectionRenderer] = {
+    **{kind: _MEMBERSHIP for kind in get_args(MembershipKind)},
+    STEALING_KIND: SectionRenderer(_stealing_plots, _stealing_body),
+}
+
+
+def renderer_for(report: dict[str, Any]) -> SectionRenderer:
+    """The renderer of the report's kind; a kind not in :data:`RENDERERS` is drawn (and
+    validated by :func:`~leakprobe.report.schema.load_report`) as a membership report."""
+    return RENDERERS.get(str(report.get("kind", "")), _MEMBERSHIP)
+
+
 def _section_html(
     report: dict[str, Any], images: dict[str, Path], heading: str, source: str | None = None
 ) -> str:
-    kind = str(report.get("kind", "report"))
     parts = [f"<section><h2>{_esc(heading)}</h2>"]
     if source is not None:
         parts.append(f'<p class="muted">source: {_esc(source)}</p>')
     parts.append(_warnings_html(report))
-    if kind.endswith("-stealing"):
-        parts += [_stealing_html(report), _plots_html(images)]
-    else:
-        parts += [_card_html(report), _metrics_html(report), _utility_html(report)]
-        parts.append(_plots_html(images))
+    parts.append(renderer_for(report).body(report, images))
     parts.append("</section>")
     return "".join(parts)
 
@@ -561,7 +593,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     """
     out = Path(out_dir)
     paths: dict[str, Path] = {"json": write_json(out / "report.json", report)}
-    images = _write_plots(report, out, prefix="")
+    images = renderer_for(report).plots(report, out, "")
     paths.update(images)
     title = f"leakprobe report: {report.get('kind', '')}"
     page = _page_html(title, [_section_html(report, images, _heading(report))],
@@ -591,7 +623,7 @@ def render_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str
     written: dict[str, Path] = {}
     sections = []
     for i, (src, report) in enumerate(zip(paths, reports, strict=True), start=1):
-        images = _write_plots(report, out, prefix=f"r{i}_")
+        images = renderer_for(report).plots(report, out, f"r{i}_")
         written.update({f"r{i}_{k}": v for k, v in images.items()})
         sections.append(_section_html(report, images, f"{i}. {_heading(report)}", str(src)))
     kinds = sorted({str(r.get("kind", "")) for r in reports})

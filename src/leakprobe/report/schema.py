@@ -1,7 +1,10 @@
 """The JSON result schema of a membership audit (see DESIGN.md section 3, "Results").
 
-The keys written by :func:`build_report` and checked by :func:`load_report` are a stable
-interface that scripts read: keys may be added, never renamed.
+The keys written by :func:`build_membership_report` and checked by :func:`load_report` are a
+stable interface that scripts read: keys may be added, never renamed. The report kinds are
+named here once (:data:`MembershipKind`, :data:`STEALING_KIND`, :data:`DEFENCE_KIND`); the
+other kinds' builders live beside their renderers (:mod:`leakprobe.report.stealing`,
+:mod:`leakprobe.report.defence`, :mod:`leakprobe.study.report`).
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _metadata_version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -22,17 +26,24 @@ from leakprobe.evaluation.results import AttackResult
 
 __all__ = [
     "BLIND_ATTACK",
+    "DEFENCE_KIND",
+    "STEALING_KIND",
     "AttackResult",
+    "MembershipKind",
+    "build_membership_report",
     "build_report",
     "is_blind",
     "leakprobe_version",
     "load_report",
+    "summary_rows",
     "to_jsonable",
 ]
 
 BLIND_ATTACK = "blind"
-MEMBERSHIP_KINDS = ("encoder-membership", "image2image-membership", "captioner-membership")
-KNOWLEDGE_SETTINGS = ("known-subset", "shadow")
+# The ``kind`` of each report leakprobe writes.
+MembershipKind = Literal["encoder-membership", "image2image-membership", "captioner-membership"]
+STEALING_KIND = "encoder-stealing"
+DEFENCE_KIND = "encoder-defence"
 
 # Stable keys (DESIGN.md): checked by load_report.
 _TOP_KEYS = ("leakprobe_version", "kind", "knowledge", "seed", "results")
@@ -127,11 +138,12 @@ def _default_versions() -> dict[str, Any]:
     }
 
 
-def build_report(
-    kind: str,
+def build_membership_report(
+    kind: MembershipKind,
     knowledge: str,
     seed: int,
     results: list[AttackResult],
+    *,
     context: dict | None = None,
     n_bootstrap: int = 1000,
     warnings: list[str] | None = None,
@@ -216,11 +228,11 @@ def build_report(
                 f"({_p_text(b)}), so every attack's AUC partly measures that difference, not "
                 "leakage."
             )
-            for r in out_results:
-                if not is_blind(r["attack"]):
-                    r["vs_blind"] = {
+            for row in out_results:
+                if not is_blind(row["attack"]):
+                    row["vs_blind"] = {
                         "blind_auc": b["auc"],
-                        "auc_minus_blind": r["metrics"]["auc"] - b["auc"],
+                        "auc_minus_blind": row["metrics"]["auc"] - b["auc"],
                     }
 
     return {
@@ -232,6 +244,41 @@ def build_report(
         "warnings": all_warnings,
         "results": out_results,
     }
+
+
+build_report = build_membership_report  # the name scripts and the README know
+
+
+def summary_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per attack of a membership report (its ``results``), for tables.
+
+    The one flattener of audit results: the CLI's summary table, a study cell's ``attacks``
+    and a defence sweep's table all read these rows.
+
+    Returns:
+        Per attack, in report order: ``attack``, ``auc``, ``auc_ci``, ``tpr_at_1pct_fpr`` (None
+        where the audit cannot resolve 1% FPR: fewer than 1,000 non-members) and its
+        ``tpr_at_1pct_fpr_ci``, ``tpr_at_fpr``, ``balanced_accuracy``, ``queries``,
+        ``seconds``, the test of "no leakage" (``p_value``, ``p_value_method``,
+        ``permutations``, ``null_auc_band``) and ``null_aucs`` (the AUCs under the audit's
+        label permutations, shared by all its attacks: the null of a best-of-many maximum).
+        Metrics a trimmed report lacks are None.
+    """
+    rows = []
+    for r in report["results"]:
+        m = r["metrics"]
+        tpr = m.get("tpr_at_fpr")
+        rows.append({
+            "attack": r["attack"], "auc": m["auc"], "auc_ci": m.get("auc_ci"),
+            "tpr_at_1pct_fpr": None if tpr is None else tpr.get("0.01"),
+            "tpr_at_1pct_fpr_ci": (m.get("tpr_at_fpr_ci") or {}).get("0.01"),
+            "tpr_at_fpr": tpr, "balanced_accuracy": m.get("balanced_accuracy"),
+            "queries": r.get("queries"), "seconds": r.get("seconds"),
+            "p_value": m.get("p_value"), "p_value_method": m.get("p_value_method"),
+            "permutations": m.get("permutations"), "null_auc_band": m.get("null_auc_band"),
+            "null_aucs": list(r.get("null_aucs") or []),
+        })
+    return rows
 
 
 # The blind floor warns when its one-sided test rejects "same distribution" at this level
@@ -267,13 +314,32 @@ def _require(obj: Any, keys: tuple[str, ...], where: str, path: Path) -> None:
         raise LeakprobeError(f"{path}: {where} lacks key(s) {', '.join(missing)}")
 
 
+def _check_membership(report: dict[str, Any], path: Path) -> None:
+    _require(report, _TOP_KEYS, "the report", path)
+    for i, r in enumerate(report["results"]):
+        _require(r, _RESULT_KEYS, f"result {i}", path)
+        _require(r["metrics"], _METRIC_KEYS, f"metrics of result {i} ({r['attack']})", path)
+
+
+def _check_stealing(report: dict[str, Any], path: Path) -> None:
+    for i, r in enumerate(report["results"]):
+        _require(r, ("method", "metrics"), f"result {i}", path)
+
+
+# kind -> the keys check of :func:`load_report` (a kind not listed is checked as membership)
+_CHECKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
+    **{kind: _check_membership for kind in get_args(MembershipKind)},
+    STEALING_KIND: _check_stealing,
+}
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read and validate a report JSON written by leakprobe.
 
     Membership reports need the DESIGN.md keys (``leakprobe_version``, ``kind``,
     ``knowledge``, ``seed``, ``results`` with ``attack``, ``params``, ``n_members``,
     ``n_nonmembers``, ``metrics`` {auc, auc_ci, balanced_accuracy, tpr_at_fpr}, ``queries``,
-    ``seconds``). Stealing reports (``kind`` ending in ``-stealing``) need ``kind`` and
+    ``seconds``). Stealing reports (``kind`` ``encoder-stealing``) need ``kind`` and
     ``results`` with ``method`` and ``metrics``. Optional keys get defaults
     (``context``: {}, ``warnings``: []).
 
@@ -296,14 +362,8 @@ def load_report(path: str | Path) -> dict[str, Any]:
     _require(report, ("kind", "results"), "the report", path)
     if not isinstance(report["results"], list):
         raise LeakprobeError(f"{path}: 'results' must be a list")
-    if str(report["kind"]).endswith("-stealing"):
-        for i, r in enumerate(report["results"]):
-            _require(r, ("method", "metrics"), f"result {i}", path)
-    else:
-        _require(report, _TOP_KEYS, "the report", path)
-        for i, r in enumerate(report["results"]):
-            _require(r, _RESULT_KEYS, f"result {i}", path)
-            _require(r["metrics"], _METRIC_KEYS, f"metrics of result {i} ({r['attack']})", path)
+    check = _CHECKS.get(str(report["kind"]), _check_membership)  # other kinds: membership's
+    check(report, path)
     report.setdefault("context", {})
     report.setdefault("warnings", [])
     return report

@@ -1,6 +1,10 @@
 """Serve an encoder (or a translator, a captioner) over HTTP, with limits and stealing defences.
 
-Protocol (DESIGN.md section 3), spoken by :class:`leakprobe.serving.client.HTTPEncoder`:
+:class:`ModelService` holds what every family's service shares (parsing, limits, budget,
+errors); :class:`EncoderService`, :class:`TranslatorService` and :class:`CaptionerService`
+add their family's ``/v1/info`` fields and answer at their own route.
+
+Protocol (DESIGN.md section 3), spoken by the clients of :mod:`leakprobe.serving.client`:
 
 - ``GET /v1/info`` -> ``{"kind": "encoder", "input_size", "embed_dim", "tokens",
   "tokens_in_embedding_space", "max_batch", "max_queries", "queries_used", "defence"}``
@@ -28,6 +32,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from starlette.applications import Starlette
@@ -97,31 +102,43 @@ class RateLimiter:
             self.buckets[client] = (tokens - 1, now)
 
 
-class EncoderService:
-    """Wraps an :class:`~leakprobe.targets.encoder.Encoder`; counts and limits queries."""
+class ModelService:
+    """The part of every service that does not depend on the model family.
 
-    kind = "encoder"
-    route = "/v1/embed"
+    It parses and limits requests (:meth:`parse_images`), charges the service's budget and
+    runs the model (:meth:`run_model`), and describes itself at ``/v1/info`` (:meth:`info`).
+    A family's service sets ``kind`` and ``route``, adds its model's fields to ``/v1/info``
+    in :meth:`model_info` and answers a request at ``route`` in :meth:`answer`.
 
-    def __init__(self, encoder, config: ServeConfig | None = None) -> None:
-        self.encoder = encoder
+    Args:
+        target: the local target served (``input_size`` and the family's query method).
+        config: limits (and, for encoders, output perturbation).
+    """
+
+    kind: ClassVar[str] = ""
+    route: ClassVar[str] = ""
+
+    def __init__(self, target, config: ServeConfig | None = None) -> None:
+        self.target = target
         self.config = config or ServeConfig()
         self.queries_used = 0
         self.lock = threading.Lock()
         self.limiter = RateLimiter(self.config.rate)
-        self.generator = torch.Generator().manual_seed(self.config.seed)
 
     def info(self) -> dict:
+        """The ``/v1/info`` answer: family, input size, the model's fields, limits, usage."""
         c = self.config
-        defence = {k: v for k, v in {"noise": c.noise, "top_k": c.top_k,
-                                     "round_decimals": c.round_decimals}.items() if v}
-        same_space = getattr(self.encoder, "tokens_in_embedding_space", None)
-        return {"kind": "encoder", "input_size": int(self.encoder.input_size),
-                "embed_dim": int(getattr(self.encoder, "embed_dim", 0)),
-                "tokens": bool(getattr(self.encoder, "has_tokens", False)),
-                "tokens_in_embedding_space": same_space if isinstance(same_space, bool) else None,
-                "max_batch": c.max_batch, "max_queries": c.max_queries,
-                "queries_used": self.queries_used, "defence": defence}
+        return {"kind": self.kind, "input_size": int(self.target.input_size),
+                **self.model_info(), "max_batch": c.max_batch, "max_queries": c.max_queries,
+                "queries_used": self.queries_used}
+
+    def model_info(self) -> dict:
+        """The family's own fields of ``/v1/info`` (none by default)."""
+        return {}
+
+    def answer(self, payload: object) -> dict:
+        """The JSON answer to one request at ``route``."""
+        raise NotImplementedError(f"{type(self).__name__} must define answer")
 
     def parse_images(self, payload: object) -> torch.Tensor:
         c = self.config
@@ -162,17 +179,6 @@ class EncoderService:
                                     f"used, {n} more requested")
         self.queries_used += n
 
-    def _perturb(self, emb: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if c.noise:
-            emb = emb + c.noise * torch.randn(emb.shape, generator=self.generator)
-        if c.top_k:
-            keep = emb.abs().topk(min(c.top_k, emb.shape[1]), dim=1).indices
-            emb = torch.zeros_like(emb).scatter(1, keep, emb.gather(1, keep))
-        if c.round_decimals is not None:
-            emb = torch.round(emb, decimals=c.round_decimals)
-        return emb
-
     def run_model(self, fn, images: torch.Tensor):
         """Charge the budget for ``images`` and run ``fn(images)``; returns (output, used).
 
@@ -188,41 +194,88 @@ class EncoderService:
                 raise ServiceError(500, f"model failed: {type(e).__name__}") from e
             return out, self.queries_used
 
+
+class EncoderService(ModelService):
+    """Serves an :class:`~leakprobe.targets.encoder.Encoder` at ``/v1/embed``.
+
+    Its answers can be perturbed against stealing (``noise``, ``top_k``, ``round_decimals``
+    of :class:`ServeConfig`).
+    """
+
+    kind = "encoder"
+    route = "/v1/embed"
+
+    def __init__(self, encoder, config: ServeConfig | None = None) -> None:
+        super().__init__(encoder, config)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+
+    @property
+    def encoder(self):
+        """The served encoder (the target)."""
+        return self.target
+
+    def model_info(self) -> dict:
+        same_space = getattr(self.target, "tokens_in_embedding_space", None)
+        return {"embed_dim": int(getattr(self.target, "embed_dim", 0)),
+                "tokens": bool(getattr(self.target, "has_tokens", False)),
+                "tokens_in_embedding_space": same_space if isinstance(same_space, bool) else None}
+
+    def info(self) -> dict:
+        c = self.config
+        defence = {k: v for k, v in {"noise": c.noise, "top_k": c.top_k,
+                                     "round_decimals": c.round_decimals}.items() if v}
+        return {**super().info(), "defence": defence}
+
+    def _perturb(self, emb: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.noise:
+            emb = emb + c.noise * torch.randn(emb.shape, generator=self.generator)
+        if c.top_k:
+            keep = emb.abs().topk(min(c.top_k, emb.shape[1]), dim=1).indices
+            emb = torch.zeros_like(emb).scatter(1, keep, emb.gather(1, keep))
+        if c.round_decimals is not None:
+            emb = torch.round(emb, decimals=c.round_decimals)
+        return emb
+
+    def answer(self, payload: object) -> dict:
+        return self.embed(payload)
+
     def embed(self, payload: object) -> dict:
+        """Embeddings (and tokens when asked) of the request's images, perturbed if set."""
         images = self.parse_images(payload)
-        want_tokens = bool(payload.get("tokens", False))  # type: ignore[union-attr]
+        options = payload if isinstance(payload, dict) else {}  # parse_images refused the rest
+        want_tokens = bool(options.get("tokens", False))
 
         def query(x: torch.Tensor):
-            return self._perturb(self.encoder.embed(x)), (
-                self.encoder.tokens(x) if want_tokens else None)
+            return self._perturb(self.target.embed(x)), (
+                self.target.tokens(x) if want_tokens else None)
 
         (emb, tok), used = self.run_model(query, images)
-        if payload.get("response_encoding") == "npy":  # type: ignore[union-attr]
+        if options.get("response_encoding") == "npy":
             return {"embeddings_npy": encode_npy(emb),
                     "tokens_npy": None if tok is None else encode_npy(tok), "queries_used": used}
         return {"embeddings": emb.tolist(), "tokens": None if tok is None else tok.tolist(),
                 "queries_used": used}
 
 
-class TranslatorService(EncoderService):
-    """Serves an image-to-image target at ``/v1/translate`` (same limits and errors)."""
+class TranslatorService(ModelService):
+    """Serves an image-to-image target at ``/v1/translate`` (same limits and errors).
+
+    Answers ``{"outputs_npy": base64 float32 .npy (B, C, H, W), "queries_used": n}``.
+    """
 
     kind = "image2image"
     route = "/v1/translate"
 
-    def info(self) -> dict:
-        c = self.config
-        return {"kind": self.kind, "input_size": int(self.encoder.input_size),
-                "out_channels": int(getattr(self.encoder, "out_channels", 0)),
-                "max_batch": c.max_batch, "max_queries": c.max_queries,
-                "queries_used": self.queries_used}
+    def model_info(self) -> dict:
+        return {"out_channels": int(getattr(self.target, "out_channels", 0))}
 
-    def embed(self, payload: object) -> dict:  # the one handler of this service
-        out, used = self.run_model(self.encoder.translate, self.parse_images(payload))
+    def answer(self, payload: object) -> dict:
+        out, used = self.run_model(self.target.translate, self.parse_images(payload))
         return {"outputs_npy": encode_npy(out), "queries_used": used}
 
 
-class CaptionerService(EncoderService):
+class CaptionerService(ModelService):
     """Serves a captioner at ``/v1/caption`` (same requests, limits and errors as ``/v1/embed``).
 
     Answers ``{"captions": [str, ...], "queries_used": n}``: one caption per image.
@@ -231,19 +284,13 @@ class CaptionerService(EncoderService):
     kind = "captioner"
     route = "/v1/caption"
 
-    def info(self) -> dict:
-        c = self.config
-        return {"kind": self.kind, "input_size": int(self.encoder.input_size),
-                "max_batch": c.max_batch, "max_queries": c.max_queries,
-                "queries_used": self.queries_used}
-
-    def embed(self, payload: object) -> dict:  # the one handler of this service
-        captions, used = self.run_model(self.encoder.caption, self.parse_images(payload))
+    def answer(self, payload: object) -> dict:
+        captions, used = self.run_model(self.target.caption, self.parse_images(payload))
         return {"captions": [str(c) for c in captions], "queries_used": used}
 
 
-def create_app(service: EncoderService) -> Starlette:
-    """The Starlette application serving ``service``."""
+def create_app(service: ModelService) -> Starlette:
+    """The Starlette application serving ``service`` (``/v1/info`` and its ``route``)."""
     max_body = service.config.max_body_bytes
 
     def error(e: ServiceError) -> JSONResponse:
@@ -252,7 +299,7 @@ def create_app(service: EncoderService) -> Starlette:
     async def info(request: Request) -> JSONResponse:
         return JSONResponse(service.info())
 
-    async def embed(request: Request) -> JSONResponse:
+    async def answer(request: Request) -> JSONResponse:
         try:
             service.limiter.check(request.client.host if request.client else "?")
             length = request.headers.get("content-length")
@@ -269,16 +316,15 @@ def create_app(service: EncoderService) -> Starlette:
                 raise ServiceError(400, f"malformed JSON: {e}") from e
             from starlette.concurrency import run_in_threadpool
 
-            return JSONResponse(await run_in_threadpool(service.embed, payload))
+            return JSONResponse(await run_in_threadpool(service.answer, payload))
         except ServiceError as e:
             return error(e)
 
-    route = getattr(service, "route", "/v1/embed")
     return Starlette(routes=[Route("/v1/info", info, methods=["GET"]),
-                             Route(route, embed, methods=["POST"])])
+                             Route(service.route, answer, methods=["POST"])])
 
 
-def run_server(service: EncoderService, host: str = "127.0.0.1", port: int = 8080) -> None:
+def run_server(service: ModelService, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve until interrupted (uvicorn, one process, concurrent requests)."""
     import uvicorn
 

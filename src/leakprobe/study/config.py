@@ -64,7 +64,8 @@ Defences (each value of the listed strength is one setting of the grid):
   schedule (learning-rate schedule of the full run), i.e. training stopped early; taken as a
   snapshot of the paradigm's undefended run, so it costs no extra training.
 - ``dp`` (``noise_multiplier`` or ``target_epsilon``; ``max_grad_norm``, ``delta``,
-  ``accountant``): DP-SGD training; the cell reports the epsilon spent.
+  ``accountant``): DP-SGD training; the cell reports the epsilon spent. ``dp-epsilon`` (the
+  ``defend encoder`` spelling) is ``dp`` with ``target_epsilon``.
 - ``scsr`` (``crop_min``, ``crop_max`` = 1.0): the shrinking crop-scale range defence of the
   PartCrop paper, training crops drawn from ``(crop_min, crop_max)`` of the image area.
 
@@ -80,14 +81,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leakprobe.attacks.registry import FAMILIES, expand_attacks
+from leakprobe.defences.kinds import DEFENCE_ALIASES, DEFENCE_KINDS
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.permutation import DEFAULT_PERMUTATIONS
 from leakprobe.precision import AMP_CHOICES
 
-DEFENCE_KINDS = ("none", "early-stopping", "dp", "scsr")
 KNOWLEDGE_SETTINGS = ("known-subset",)
 OPTIMIZERS = ("adamw", "sgd")
-ATTACK_OPTION_KEYS = ("num_parts", "n_views", "views")
+# The options a study may set for its attacks: the encoder family's (leakprobe.attacks.registry)
+ATTACK_OPTION_KEYS = FAMILIES["encoder"].options
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "amp")
 
 # Attack families: the attacks that are variants of one method (order: the table's).
@@ -410,7 +413,8 @@ def _defence(obj: Any, where: str) -> Defence:
     if not isinstance(obj, dict):
         raise LeakprobeError(f"{where}: expected a mapping with 'kind', got {obj!r}")
     raw = obj
-    kind = _str(raw.get("kind"), f"{where}.kind", DEFENCE_KINDS)
+    spelled = _str(raw.get("kind"), f"{where}.kind", (*DEFENCE_KINDS, *DEFENCE_ALIASES))
+    kind, implied = DEFENCE_ALIASES.get(spelled, (spelled, ""))  # dp-epsilon: dp by epsilon
     common = ("kind", "paradigms", "train", "arch_kwargs")
     raw = _check_keys(raw, (*common, *_DEFENCE_KEYS[kind]), where)
     paradigms = tuple(_str(p, f"{where}.paradigms") for p in
@@ -430,6 +434,8 @@ def _defence(obj: Any, where: str) -> Defence:
                                for v in _list(raw["epochs"], f"{where}.epochs")}))
         strength = "epochs"
     elif kind == "dp":
+        if implied and implied not in raw:
+            raise LeakprobeError(f"{where}: {spelled} needs '{implied}' (a list of strengths)")
         has_noise, has_eps = "noise_multiplier" in raw, "target_epsilon" in raw
         if has_noise == has_eps:
             raise LeakprobeError(f"{where}: dp needs exactly one of 'noise_multiplier' or "
@@ -487,8 +493,6 @@ def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
     Raises:
         LeakprobeError: on unknown keys, missing keys or bad values (one line, key path).
     """
-    from leakprobe.attacks.membership import expand_attack_names
-
     raw = _check_keys(raw, _TOP_KEYS, source, required=("data", "paradigms"))
     base = _train(raw.get("train"), "train", TrainSettings())
     paradigms = tuple(_paradigm(p, f"paradigms[{i}]", base)
@@ -517,9 +521,9 @@ def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
     seeds = tuple(_int(s, "seeds", 0) for s in _list(raw.get("seeds", [0]), "seeds"))
     if len(set(seeds)) != len(seeds):
         raise LeakprobeError(f"seeds: repeated values {list(seeds)}")
-    attacks = tuple(expand_attack_names(
+    attacks = tuple(expand_attacks(
         [_str(a, "attacks") for a in _list(raw.get("attacks", list(StudyConfig.attacks)),
-                                           "attacks")]))
+                                           "attacks")], family="encoder"))
     options = _check_keys(_mapping(raw.get("attack_options"), "attack_options"),
                           ATTACK_OPTION_KEYS, "attack_options")
     for k, v in options.items():

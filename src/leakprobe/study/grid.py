@@ -20,7 +20,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from leakprobe.study.config import Defence, Paradigm, StudyConfig
+from leakprobe.defences.setting import DefenceOptions, DefenceSetting, defence_setting
+from leakprobe.study.config import TRAIN_KEYS, Defence, Paradigm, StudyConfig
+from leakprobe.training.encoder import EncoderRecipe
+from leakprobe.training.trainer import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -86,40 +89,60 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _label(defence: Defence, value: Any) -> str:
-    if defence.kind == "none":
-        return "none"
-    if defence.kind == "early-stopping":
-        return f"es{value}"
-    if defence.kind == "dp":
-        return f"dp-nm{value:g}" if defence.strength == "noise_multiplier" else f"dp-eps{value:g}"
-    return f"scsr{value:g}"
-
-
 def _applies(defence: Defence, paradigm: Paradigm) -> bool:
     return not defence.paradigms or paradigm.name in defence.paradigms
 
 
-def _training(study: StudyConfig, p: Paradigm, d: Defence, value: Any, seed: int) -> dict:
-    """The resolved training of one cell (what a trained encoder depends on)."""
-    crop = list(p.crop_scale)
-    if d.kind == "scsr":
-        crop = [float(value), float(d.options["crop_max"])]
+def _requested_train(paradigm: Paradigm, defence: Defence) -> dict:
+    """The paradigm's training settings with the defence's overrides (``TRAIN_KEYS``)."""
+    return {**asdict(paradigm.train), **defence.train}
+
+
+def cell_setting(paradigm: Paradigm, defence: Defence, value: Any, seed: int) -> DefenceSetting:
+    """The defence setting of one cell: the paradigm's recipe and training settings (with the
+    defence's ``train`` and ``arch_kwargs`` overrides) through
+    :func:`leakprobe.defences.setting.defence_setting`, as ``leakprobe defend encoder`` does.
+
+    Early stopping's run is the paradigm's undefended run (its full schedule) with a snapshot
+    at ``value``.
+    """
+    recipe = EncoderRecipe(paradigm.method, paradigm.arch,
+                           {**paradigm.arch_kwargs, **defence.arch_kwargs},
+                           tuple(paradigm.crop_scale), dict(paradigm.method_kwargs))
+    config = TrainConfig(**_requested_train(paradigm, defence), seed=seed)
+    return defence_setting(defence.kind, value, recipe, config,
+                           strength_name=defence.strength or None,
+                           options=DefenceOptions(**defence.options))
+
+
+def _training(study: StudyConfig, paradigm: Paradigm, defence: Defence,
+              setting: DefenceSetting, seed: int) -> dict:
+    """The resolved training of one cell (what a trained encoder depends on).
+
+    Snapshot epochs are not part of it (they belong to the run: :class:`TrainRun`), and
+    ``amp`` is the requested one: DP-SGD ignores it (the per-image pass runs in float32), so a
+    key does not depend on whether :func:`~leakprobe.defences.dp_sgd.dp_train_config` turned it
+    off.
+    """
+    recipe, config = setting.recipe, setting.config
     dp = None
-    if d.kind == "dp":
-        dp = {"noise_multiplier": value if d.strength == "noise_multiplier" else None,
-              "target_epsilon": value if d.strength == "target_epsilon" else None,
-              "max_grad_norm": d.options["max_grad_norm"], "delta": d.options["delta"],
-              "accountant": d.options["accountant"]}
+    if config.dp is not None:
+        dp = {"noise_multiplier": config.dp.noise_multiplier,
+              "target_epsilon": config.dp.target_epsilon,
+              "max_grad_norm": config.dp.max_grad_norm, "delta": config.dp.delta,
+              "accountant": config.dp.accountant}
+    train = {key: getattr(config, key) for key in TRAIN_KEYS}
+    train["amp"] = _requested_train(paradigm, defence)["amp"]
     return {
         "data": {"spec": study.data, "data_seed": study.data_seed,
                  "image_size": study.image_size, "members": study.members,
                  "nonmembers": study.nonmembers},
         "seed": seed,
-        "recipe": {"method": p.method, "arch": p.arch,
-                   "arch_kwargs": {**p.arch_kwargs, **d.arch_kwargs},
-                   "crop_scale": crop, "method_kwargs": dict(p.method_kwargs)},
-        "train": {**asdict(p.train), **d.train, "dp": dp},
+        "recipe": {"method": recipe.method, "arch": recipe.arch,
+                   "arch_kwargs": dict(recipe.arch_kwargs),
+                   "crop_scale": list(recipe.crop_scale),
+                   "method_kwargs": dict(recipe.method_kwargs)},
+        "train": {**train, "dp": dp},
     }
 
 
@@ -149,20 +172,22 @@ def expand_grid(study: StudyConfig, version: str | None = None) -> list[TrainRun
                 continue
             for value in d.values:
                 for seed in study.seeds:
-                    training = _training(study, p, d, value, seed)
-                    stop = int(value) if d.kind == "early-stopping" else None
+                    setting = cell_setting(p, d, value, seed)
+                    training = _training(study, p, d, setting, seed)
+                    stop = setting.evaluate_epoch
                     config = {"paradigm": p.name, "defence": d.kind,
                               "strength": {d.strength: value} if d.strength else {},
                               "training": training, "evaluate_epoch": stop, **evaluation}
                     key = stable_hash({"cell": config, "leakprobe_version": version})
                     base = stable_hash(training)
                     if base not in groups:
-                        run_label = "none" if d.kind == "early-stopping" else _label(d, value)
+                        # early stopping evaluates snapshots of the undefended run
+                        run_label = "none" if stop is not None else setting.label
                         groups[base] = {"label": f"{p.name}-{run_label}-s{seed}",
                                         "training": training, "seed": seed, "cells": []}
                         order.append(base)
                     groups[base]["cells"].append(dict(
-                        name=f"{p.name}-{_label(d, value)}-s{seed}", key=key, paradigm=p.name,
+                        name=f"{p.name}-{setting.label}-s{seed}", key=key, paradigm=p.name,
                         defence=d.kind, strength_name=d.strength, strength=value, seed=seed,
                         stop_epoch=stop, config=config))
     runs = []

@@ -138,28 +138,6 @@ def ensure_trained(run: TrainRun, split, out: Path, device: str) -> dict:
     return record
 
 
-def _summarise(report: dict) -> list[dict]:
-    """Per attack: AUC, intervals, TPR at 1% FPR and the test of "no leakage".
-
-    ``null_aucs`` (the AUCs under the audit's label permutations, shared by all attacks of
-    the cell) is kept so the report can test the best-of-many maximum.
-    """
-    rows = []
-    for r in report["results"]:
-        m = r["metrics"]
-        rows.append({
-            "attack": r["attack"], "auc": m["auc"], "auc_ci": m["auc_ci"],
-            "tpr_at_1pct_fpr": m["tpr_at_fpr"].get("0.01"),
-            "tpr_at_1pct_fpr_ci": (m.get("tpr_at_fpr_ci") or {}).get("0.01"),
-            "tpr_at_fpr": m["tpr_at_fpr"], "balanced_accuracy": m["balanced_accuracy"],
-            "queries": r.get("queries"), "seconds": r.get("seconds"),
-            "p_value": m.get("p_value"), "p_value_method": m.get("p_value_method"),
-            "permutations": m.get("permutations"), "null_auc_band": m.get("null_auc_band"),
-            "null_aucs": list(r.get("null_aucs") or []),
-        })
-    return rows
-
-
 def run_cell(study: StudyConfig, cell: Cell, train_record: dict, split, utility_set,
              out: Path, device: str) -> dict:
     """Audit and measure one cell's encoder; write its audit report and ``cell.json`` (last).
@@ -167,6 +145,7 @@ def run_cell(study: StudyConfig, cell: Cell, train_record: dict, split, utility_
     Returns:
         The ``cell.json`` record.
     """
+    from leakprobe.report.schema import summary_rows
     from leakprobe.targets.loading import load_encoder
     from leakprobe.workflows.audit import audit_encoder, encoder_utility
 
@@ -179,7 +158,7 @@ def run_cell(study: StudyConfig, cell: Cell, train_record: dict, split, utility_
     folder = cell_dir(out, cell)
     kn = study.knowledge
     report = audit_encoder(
-        target, split.members, split.nonmembers, list(study.attacks), knowledge=kn.setting,
+        target, split.members, split.nonmembers, attacks=list(study.attacks), knowledge=kn.setting,
         folds=kn.folds, seed=cell.seed, out_dir=folder / "audit", utility=utility,
         repeats=kn.repeats, permutations=kn.permutations,
         context={"study": study.name, "cell": cell.name, "model": rel},
@@ -196,7 +175,7 @@ def run_cell(study: StudyConfig, cell: Cell, train_record: dict, split, utility_
         "epochs_trained": cell.stop_epoch or train_record.get("epochs_trained"),
         "utility": {k: utility[k] for k in ("knn_accuracy", "linear_probe_accuracy", "chance",
                                             "n_images")},
-        "attacks": _summarise(report),
+        "attacks": summary_rows(report),  # null_aucs kept: the best-of-many test needs them
         "epsilon": eps.get("epsilon"), "epsilon_nominal": eps.get("epsilon_nominal"),
         "epsilon_caveat": eps.get("caveat"), "dp": dp,
         "warnings": report.get("warnings", []),

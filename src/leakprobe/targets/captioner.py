@@ -25,13 +25,7 @@ import torch
 
 from leakprobe.device import resolve_device
 from leakprobe.errors import LeakprobeError
-from leakprobe.targets.encoder import (
-    QueryCounter,
-    check_images,
-    input_size_of,
-    positive,
-    resize,
-)
+from leakprobe.targets.base import TargetBase, first_line
 
 WEIGHTS_FILE = "captioner.safetensors"
 TORCHSCRIPT_FILE = "captioner.torchscript.pt"
@@ -49,16 +43,15 @@ class Captioner(Protocol):
     """
 
     input_size: int
-    queries: int
+
+    @property
+    def queries(self) -> int:
+        """Images queried so far."""
+        ...
 
     def caption(self, images: torch.Tensor) -> list[str]:
         """(B, 3, H, W) -> B captions."""
         ...
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def ids_to_tokens(row: list[int]) -> list[int]:
@@ -68,13 +61,14 @@ def ids_to_tokens(row: list[int]) -> list[int]:
     return [i for i in row if i not in _DROPPED_IDS]
 
 
-class ModuleCaptioner:
+class ModuleCaptioner(TargetBase):
     """Wrap a torch / TorchScript captioning module as a :class:`Captioner`.
 
     The module's ``generate(images)`` must return (B, L) integer token ids (greedy decoding,
     ``<eos>`` then ``<pad>``); each row is cut at ``<eos>`` and decoded with ``tokenizer``.
     Every query is resized to ``input_size`` (captions depend on scale), split into batches,
-    run under ``torch.inference_mode`` and counted; a budget can be set.
+    run under ``torch.inference_mode`` and counted; a budget can be set (all of it
+    :class:`~leakprobe.targets.base.TargetBase`'s).
 
     Args:
         model: the module (with a ``generate`` method).
@@ -86,6 +80,10 @@ class ModuleCaptioner:
         budget: optional maximum number of images queried.
         name: shown in reports and errors.
     """
+
+    kind = "captioner"
+    probe_hint = " (set --image-size to what it expects)"
+    resizes_queries = True  # captions depend on scale
 
     def __init__(
         self,
@@ -110,29 +108,13 @@ class ModuleCaptioner:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
-        self.input_size = input_size_of(input_size, model)
-        self.batch_size = positive(batch_size, "batch size")
-        self.counter = QueryCounter(budget)
+        super().__init__(model, name=name, input_size=input_size, batch_size=batch_size,
+                         budget=budget)
         self._generate: Callable = self.model.generate
-        self._probe()
+        self.check_output(self._probe_call(self._generate), 2)  # not counted as queries
 
-    @property
-    def queries(self) -> int:
-        return self.counter.used
-
-    def _probe(self) -> None:
-        """Check ``generate`` once on a tiny batch (not counted as queries)."""
-        s = self.input_size
-        x = torch.rand(2, 3, s, s, generator=torch.Generator().manual_seed(0))
-        try:
-            with torch.inference_mode():
-                out = self._generate(x.to(self.device))
-        except Exception as e:  # any failure of the model is a bad model for this input
-            raise LeakprobeError(f"model {self.name} rejects (2,3,{s},{s}) inputs: "
-                                 f"{_first_line(e)} (set --image-size to what it expects)") from e
-        self._check(out, 2)
-
-    def _check(self, out: object, n: int) -> torch.Tensor:
+    def check_output(self, out: object, n: int) -> torch.Tensor:
+        """(n, L) integer token ids."""
         ok = (isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == n
               and not out.is_floating_point() and not out.is_complex())
         if not ok:
@@ -140,26 +122,24 @@ class ModuleCaptioner:
                    else type(out).__name__)
             raise LeakprobeError(f"model {self.name}: generate must return (B,L) integer token "
                                  f"ids, got {got}")
-        return out
+        return out  # type: ignore[return-value]
+
+    def _decode(self, out: object, n: int) -> list[str]:
+        """Check one chunk's ids and decode each row into a caption."""
+        return [str(self.tokenizer.decode(ids_to_tokens(row)))
+                for row in self.check_output(out, n).cpu().tolist()]
 
     def caption(self, images: torch.Tensor) -> list[str]:
         """One caption per image (decoded greedy output)."""
-        images = _charged(images, self.input_size, self.counter)
-        captions: list[str] = []
-        with torch.inference_mode():
-            for chunk in images.split(self.batch_size):
-                ids = self._check(self._generate(chunk.to(self.device, torch.float32)),
-                                  chunk.shape[0])
-                captions += [str(self.tokenizer.decode(ids_to_tokens(row)))
-                             for row in ids.cpu().tolist()]
-        return captions
+        return [c for part in self._batched(self._generate, images, self._decode) for c in part]
 
 
-class CallableCaptioner:
+class CallableCaptioner(TargetBase):
     """Wrap any object with ``caption(images) -> list[str]`` as a :class:`Captioner`.
 
     Queries are resized to ``input_size``, split into batches, counted (budget optional) and
-    every answer is checked to be a list of one ``str`` per image.
+    every answer is checked to be a list of one ``str`` per image. The object runs where it
+    is (no device, no probe); its failures become a :class:`LeakprobeError`.
 
     Args:
         obj: the object (its ``input_size`` is used when ``input_size`` is not given).
@@ -168,6 +148,9 @@ class CallableCaptioner:
         budget: optional maximum number of images queried.
         name: shown in reports and errors.
     """
+
+    kind = "captioner"
+    resizes_queries = True
 
     def __init__(
         self,
@@ -183,15 +166,11 @@ class CallableCaptioner:
             raise LeakprobeError(f"{self.name} has no caption(images) method")
         self.obj = obj
         self._caption: Callable = fn
-        self.input_size = input_size_of(input_size, obj)
-        self.batch_size = positive(batch_size, "batch size")
-        self.counter = QueryCounter(budget)
+        super().__init__(obj, name=name, input_size=input_size, batch_size=batch_size,
+                         budget=budget)
 
-    @property
-    def queries(self) -> int:
-        return self.counter.used
-
-    def _check(self, out: object, n: int) -> list[str]:
+    def check_output(self, out: object, n: int) -> list[str]:
+        """A list of ``n`` strings."""
         if not isinstance(out, list) or len(out) != n or not all(isinstance(c, str) for c in out):
             if isinstance(out, list):
                 kinds = sorted({type(c).__name__ for c in out})
@@ -202,20 +181,20 @@ class CallableCaptioner:
                                  f"got {got}")
         return out
 
+    def _call(self, fn: Callable, chunk: torch.Tensor) -> object:
+        """The object's own call, where it runs; its failures are named."""
+        try:
+            return fn(chunk.float())
+        except LeakprobeError:
+            raise
+        except Exception as e:  # user code
+            raise LeakprobeError(f"model {self.name}: caption failed "
+                                 f"({type(e).__name__}: {first_line(e)})") from e
+
     def caption(self, images: torch.Tensor) -> list[str]:
         """One caption per image, from the wrapped object in batches."""
-        images = _charged(images, self.input_size, self.counter)
-        captions: list[str] = []
-        for chunk in images.split(self.batch_size):
-            try:
-                out = self._caption(chunk.float())
-            except LeakprobeError:
-                raise
-            except Exception as e:  # user code
-                raise LeakprobeError(f"model {self.name}: caption failed "
-                                     f"({type(e).__name__}: {_first_line(e)})") from e
-            captions += self._check(out, chunk.shape[0])
-        return captions
+        return [c for part in self._batched(self._caption, images, self.check_output)
+                for c in part]
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -230,7 +209,7 @@ def load_tokenizer(path: str | Path) -> Any:
     except LeakprobeError:
         raise
     except Exception as e:  # bad JSON, wrong keys
-        raise LeakprobeError(f"{p}: not a readable tokenizer ({_first_line(e)})") from e
+        raise LeakprobeError(f"{p}: not a readable tokenizer ({first_line(e)})") from e
 
 
 def _check_model_json(folder: Path) -> None:
@@ -265,6 +244,7 @@ def load_captioner(
         LeakprobeError: unknown form, missing files, import or factory failures, bad models.
     """
     from leakprobe.models import captioner as _captioner  # noqa: F401  (registers cnn-lstm)
+    from leakprobe.targets.families import family
     from leakprobe.targets.loading import (
         load_entry_point,
         load_safetensors_module,
@@ -275,9 +255,8 @@ def load_captioner(
     path = Path(text)
     device = resolve_device(device)  # first: a bad --device is named before the model is read
     if text.startswith(("http://", "https://")):
-        from leakprobe.serving.client import HTTPCaptioner
-
-        return HTTPCaptioner(text, batch_size=batch_size, budget=budget, image_size=image_size)
+        return family("captioner").client(text, batch_size=batch_size, budget=budget,
+                                          image_size=image_size)
     if path.is_dir():
         _check_model_json(path)
         if (path / WEIGHTS_FILE).exists():
@@ -303,10 +282,3 @@ def load_captioner(
     tokenizer = load_tokenizer(path.parent / TOKENIZER_FILE)
     return ModuleCaptioner(module, tokenizer, image_size, device, batch_size, budget, name=text)
 
-
-def _charged(images: torch.Tensor, size: int, counter: QueryCounter) -> torch.Tensor:
-    """Check a query batch, resize it to the model's input side and pay for it."""
-    check_images(images)
-    images = resize(images, size)
-    counter.charge(images.shape[0])
-    return images

@@ -6,11 +6,20 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 
 from leakprobe.device import resolve_device
-from leakprobe.errors import BudgetExceededError, LeakprobeError
-from leakprobe.progress import count_queries
+from leakprobe.errors import LeakprobeError
+from leakprobe.targets.base import (
+    QueryCounter,
+    TargetBase,
+    check_images,
+    input_size_of,
+    positive,
+    resize,
+)
+
+__all__ = ["Encoder", "ModuleEncoder", "ObjectEncoder", "QueryCounter", "check_images",
+           "input_size_of", "positive", "resize"]
 
 
 @runtime_checkable
@@ -24,7 +33,11 @@ class Encoder(Protocol):
     """
 
     input_size: int
-    queries: int
+
+    @property
+    def queries(self) -> int:
+        """Images queried so far."""
+        ...
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D) embeddings."""
@@ -35,36 +48,7 @@ class Encoder(Protocol):
         ...
 
 
-class QueryCounter:
-    """Counts images sent to a target and enforces an optional budget."""
-
-    def __init__(self, budget: int | None = None) -> None:
-        self.budget = budget
-        self.used = 0
-
-    def charge(self, n: int) -> None:
-        if self.budget is not None and self.used + n > self.budget:
-            raise BudgetExceededError(
-                f"query budget exhausted: {self.used} of {self.budget} used, {n} more requested"
-            )
-        self.used += n
-        count_queries(n)  # advances the progress bar of the step that pays for them
-
-
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize to ``size`` x ``size`` with antialiased bilinear interpolation (no-op if equal)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)
-
-
-def check_images(images: torch.Tensor) -> None:
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise LeakprobeError(f"images must be (B,3,H,W), got {tuple(images.shape)}")
-
-
-class ModuleEncoder:
+class ModuleEncoder(TargetBase):
     """Wrap a torch module (or a TorchScript module) as an :class:`Encoder`.
 
     ``forward`` must give (B, D) embeddings; a ``tokens`` method, when present, gives
@@ -76,6 +60,7 @@ class ModuleEncoder:
     run under ``torch.inference_mode``; outputs come back on the CPU as float32. Models that
     reject images of another size than ``input_size`` (probed once) get every query resized to
     ``input_size``; the others see the size they are given (PartCrop's half-size parts).
+    Probing, batching, checking and counting are :class:`~leakprobe.targets.base.TargetBase`'s.
 
     Args:
         module: the model.
@@ -85,6 +70,9 @@ class ModuleEncoder:
         budget: optional maximum number of images queried.
         name: shown in reports.
     """
+
+    kind = "encoder"
+    probe_hint = " (set --image-size to what the model expects)"
 
     def __init__(
         self,
@@ -97,16 +85,10 @@ class ModuleEncoder:
     ) -> None:
         self.device = resolve_device(device)
         self.module = module.to(self.device).eval()
-        self.input_size = input_size_of(input_size, module)
-        self.batch_size = positive(batch_size, "batch size")
-        self.counter = QueryCounter(budget)
-        self.name = name or type(module).__name__
+        super().__init__(module, name=name, input_size=input_size, batch_size=batch_size,
+                         budget=budget)
         self._tokens_fn: Callable | None = getattr(module, "tokens", None)
         self.embed_dim = self._probe()
-
-    @property
-    def queries(self) -> int:
-        return self.counter.used
 
     @property
     def has_tokens(self) -> bool:
@@ -118,24 +100,19 @@ class ModuleEncoder:
         declared = getattr(getattr(self, "obj", self.module), "tokens_in_embedding_space", None)
         return declared if isinstance(declared, bool) else None
 
+    @property
+    def resizes_queries(self) -> bool:  # type: ignore[override]
+        """Models that reject other sizes than ``input_size`` get every query resized."""
+        return not self.flexible_size
+
     def _probe(self) -> int:
         """Check the model on a tiny batch; learn whether it takes other sizes."""
-        x = torch.rand(2, 3, self.input_size, self.input_size, generator=torch.Generator()
-                       .manual_seed(0)).to(self.device)
-        try:
-            with torch.inference_mode():
-                out = self.module(x)
-        except Exception as e:  # any failure of user code is a bad model for this input
-            raise LeakprobeError(
-                f"model {self.name} rejects (2,3,{self.input_size},{self.input_size}) inputs: "
-                f"{str(e).splitlines()[0] if str(e) else type(e).__name__} "
-                "(set --image-size to what the model expects)"
-            ) from e
-        self._check_embedding(out, 2)
+        x = self._probe_batch()
+        out = self.check_output(self._probe_call(self.module, x), 2)
         half = max(self.input_size // 2, 1)
         try:
             with torch.inference_mode():
-                self._check_embedding(self.module(x[:, :, :half, :half]), 2)
+                self.check_output(self.module(x[:, :, :half, :half]), 2)
             self.flexible_size = True
         except Exception:
             self.flexible_size = False
@@ -146,51 +123,28 @@ class ModuleEncoder:
                 if tok is None:  # the protocol allows "not exposed"
                     self._tokens_fn = None
                 else:
-                    self._check_tokens(tok, 2)
+                    self.check_tokens(tok, 2)
             except LeakprobeError:
                 raise
             except Exception:
                 self._tokens_fn = None
         return int(out.shape[1])
 
-    def _check_output(self, out: object, n: int, ndim: int, what: str) -> torch.Tensor:
-        """``out`` must be a finite tensor with ``ndim`` dims and ``n`` rows."""
-        if not isinstance(out, torch.Tensor) or out.ndim != ndim or out.shape[0] != n:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise LeakprobeError(f"model {self.name} must return {what}, got {shape}")
-        if not torch.isfinite(out).all():
-            raise LeakprobeError(f"model {self.name} returned NaN/inf values ({what})")
-        return out
+    def check_output(self, out: object, n: int) -> torch.Tensor:
+        """Finite (n, D) embeddings."""
+        return self._check_tensor(out, n, 2, "(B,D) embeddings")
 
-    def _check_embedding(self, out: object, n: int) -> torch.Tensor:
-        return self._check_output(out, n, 2, "(B,D) embeddings")
-
-    def _check_tokens(self, out: object, n: int) -> torch.Tensor:
-        return self._check_output(out, n, 3, "(B,L,D) tokens")
-
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        check_images(images)
-        if not self.flexible_size:
-            images = resize(images, self.input_size)
-        return images
-
-    def _batched(self, fn: Callable, images: torch.Tensor, check: Callable) -> torch.Tensor:
-        images = self._prepare(images)
-        self.counter.charge(images.shape[0])
-        outs = []
-        with torch.inference_mode():
-            for chunk in images.split(self.batch_size):
-                out = fn(chunk.to(self.device, torch.float32, non_blocking=True))
-                outs.append(check(out, chunk.shape[0]).float().cpu())
-        return torch.cat(outs) if outs else torch.empty(0)
+    def check_tokens(self, out: object, n: int) -> torch.Tensor:
+        """Finite (n, L, D) tokens."""
+        return self._check_tensor(out, n, 3, "(B,L,D) tokens")
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self._batched(self.module, images, self._check_embedding)
+        return self._batched_tensor(self.module, images)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor | None:
         if self._tokens_fn is None:
             return None
-        return self._batched(self._tokens_fn, images, self._check_tokens)
+        return self._batched_tensor(self._tokens_fn, images, self.check_tokens)
 
 
 class ObjectEncoder(ModuleEncoder):
@@ -210,25 +164,8 @@ class ObjectEncoder(ModuleEncoder):
     ) -> None:
         self.obj = obj
         self.device = torch.device("cpu")
-        self.input_size = input_size_of(input_size, obj)
-        self.batch_size = positive(batch_size, "batch size")
-        self.counter = QueryCounter(budget)
-        self.name = name or type(obj).__name__
+        TargetBase.__init__(self, obj, name=name, input_size=input_size,
+                            batch_size=batch_size, budget=budget)
         self.module = obj.embed  # type: ignore[attr-defined]
         self._tokens_fn = getattr(obj, "tokens", None)
         self.embed_dim = self._probe()
-
-
-def positive(value: int, what: str) -> int:
-    """``value`` if it is >= 1, else a clear error naming ``what``."""
-    if value < 1:
-        raise LeakprobeError(f"{what} must be >= 1, got {value}")
-    return int(value)
-
-
-def input_size_of(given: int | None, model: object) -> int:
-    """The input side: the one given, else the model's declared ``input_size``, else 32."""
-    if given is not None:
-        return positive(given, "--image-size")
-    declared = getattr(model, "input_size", None)
-    return int(declared) if isinstance(declared, int) and declared > 0 else 32

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from leakprobe.errors import LeakprobeError
 from leakprobe.models import create_model
 from leakprobe.targets.encoder import ModuleEncoder, ObjectEncoder
+from leakprobe.targets.families import family
 
 
 def _safetensors_arch(path: Path) -> tuple[str | None, dict]:
@@ -191,10 +192,8 @@ def load_encoder(
 
     dev = resolve_device(device)  # first: a bad --device is named before any model is read
     if spec.startswith(("http://", "https://")):
-        from leakprobe.serving.client import HTTPEncoder
-
-        return HTTPEncoder(spec, batch_size=min(batch_size, 256), budget=budget,
-                           image_size=image_size)
+        return family("encoder").client(spec, batch_size=min(batch_size, 256), budget=budget,
+                                        image_size=image_size)
     model = load_model_module(spec, arch, dev)
     if isinstance(model, torch.nn.Module):
         return ModuleEncoder(model, image_size, dev, batch_size, budget, name=str(spec))
@@ -217,9 +216,8 @@ def load_translator(
 
     dev = resolve_device(device)  # first: a bad --device is named before any model is read
     if spec.startswith(("http://", "https://")):
-        from leakprobe.serving.client import HTTPTranslator
-
-        return HTTPTranslator(spec, batch_size=batch_size, budget=budget, image_size=image_size)
+        return family("image2image").client(spec, batch_size=batch_size, budget=budget,
+                                            image_size=image_size)
     model = load_model_module(spec, arch, dev)
     if isinstance(model, torch.nn.Module):
         return ModuleTranslator(model, image_size, dev, batch_size, budget, name=str(spec))

@@ -22,7 +22,7 @@ from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json
 from leakprobe.models import captioner as _captioner  # noqa: F401  (registers cnn-lstm)
 from leakprobe.models import create_model
-from leakprobe.models.captioner import PAD_ID
+from leakprobe.models.captioner import PAD_ID, CNNLSTMCaptioner
 from leakprobe.models.serialization import export_torchscript, save_weights
 from leakprobe.progress import log
 from leakprobe.training.trainer import TrainConfig, Trainer
@@ -68,7 +68,7 @@ def train_captioner(
     arch_kwargs: dict | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
-) -> tuple[torch.nn.Module, list[float]]:
+) -> tuple[CNNLSTMCaptioner, list[float]]:
     """Train a ``cnn-lstm`` captioner on ``data`` (images + ``extras["captions"]``).
 
     Args:
@@ -84,6 +84,8 @@ def train_captioner(
     refs = reference_captions(data)
     torch.manual_seed(config.seed)
     model = create_model(ARCH, **captioner_kwargs(tokenizer, data.image_size, arch_kwargs))
+    if not isinstance(model, CNNLSTMCaptioner):  # what ARCH registers
+        raise LeakprobeError(f"architecture {ARCH!r} is not a CNNLSTMCaptioner")
     trainer = Trainer(model, config, checkpoint_dir)
     device = trainer.device
     seqs = encode_captions(tokenizer, [c for r in refs for c in r], model.max_len).to(device)

@@ -48,13 +48,14 @@ import math
 import secrets
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
 from leakprobe.errors import LeakprobeError
 from leakprobe.training.dp_record import GENERIC_CAVEAT, epsilon_text
-from leakprobe.training.ssl.base import SSLBatch
+from leakprobe.training.ssl.base import SSLBatch, SSLMethod
 
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -124,7 +125,7 @@ def check_dp_compatible(module: nn.Module) -> None:
         )
 
 
-def _groups(module: nn.Module) -> int:
+def _groups(module: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d | nn.SyncBatchNorm) -> int:
     """GroupNorm groups replacing a BatchNorm.
 
     ``gcd(32, C)`` (Opacus' ``ModuleValidator.fix`` rule) for BatchNorm2d/3d, whose inputs
@@ -155,13 +156,19 @@ def replace_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def _require_ssl_method(model: nn.Module) -> None:
+def _require_ssl_method(model: nn.Module) -> SSLMethod:
+    """``model``, checked to have ``prepare``/``student``/``objective``.
+
+    Any module with these three methods is accepted (duck typing, not an isinstance check on
+    :class:`SSLMethod`); it is returned typed as the SSLMethod interface it provides.
+    """
     for attr in ("prepare", "student", "objective"):
         if not callable(getattr(model, attr, None)):
             raise LeakprobeError(
                 f"DP-SGD needs an SSL method with prepare/student/objective (per-image "
                 f"gradients); {type(model).__name__} has no '{attr}'"
             )
+    return cast(SSLMethod, model)
 
 
 def _accountant_epsilon(name: str, sigma: float, q: float, steps: int, delta: float) -> float:
@@ -210,11 +217,13 @@ def poisson_sample(n: int, rate: float, generator: torch.Generator) -> torch.Ten
     return torch.nonzero(torch.rand(n, generator=generator) < rate).squeeze(1)
 
 
-def _used_parameters(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[str]:
+def _used_parameters(module: SSLMethod, inputs: tuple[torch.Tensor, ...]) -> list[str]:
     """Trainable parameters the student of ``module`` actually uses on ``inputs``."""
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     outs = module.student(*(x[:1] for x in inputs))
     total = sum(o.float().sum() for o in outs)
+    if not isinstance(total, torch.Tensor):  # sum() of no tensors is the int 0
+        raise LeakprobeError("DP-SGD: the student returns no output")
     grads = torch.autograd.grad(total, [p for _, p in named], allow_unused=True)
     names = [n for (n, _), g in zip(named, grads, strict=True) if g is not None]
     if not names:
@@ -247,12 +256,12 @@ class DPSGD:
     def __init__(
         self, method: nn.Module, config: DPConfig, n_train: int, batch_size: int, epochs: int
     ) -> None:
-        _require_ssl_method(method)
+        ssl_method = _require_ssl_method(method)
         check_dp_compatible(method)
         if n_train < 1 or batch_size < 1:
             raise LeakprobeError(f"DP-SGD needs training images and a batch size >= 1, got "
                                  f"N={n_train}, B={batch_size}")
-        self.method = method
+        self.method = ssl_method
         self.config = config
         self.n_train = int(n_train)
         self.batch_size = min(batch_size, n_train)
@@ -262,6 +271,8 @@ class DPSGD:
         if config.noise_multiplier is not None:
             self.noise_multiplier = float(config.noise_multiplier)
         else:
+            if config.target_epsilon is None:  # DPConfig checks it; here for the type
+                raise LeakprobeError("DP needs a noise multiplier or a target epsilon")
             self.noise_multiplier = noise_for_epsilon(
                 config.target_epsilon, config.delta, self.sample_rate, self.total_steps,
                 config.accountant)

@@ -17,6 +17,7 @@ from leakprobe.data.splits import Split, save_manifest
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json
 from leakprobe.models import create_model
+from leakprobe.models.registry import int_attribute
 from leakprobe.models.serialization import export_torchscript, save_weights
 from leakprobe.progress import log
 from leakprobe.training.dp import batchnorm_modules, check_dp_compatible, replace_batchnorm
@@ -66,7 +67,12 @@ def export_backbone(method: torch.nn.Module) -> torch.nn.Module:
     """The encoder a method hands out: ``method.export_backbone()`` if defined (e.g. a
     teacher), else ``method.backbone``."""
     export = getattr(method, "export_backbone", None)
-    return export() if callable(export) else method.backbone
+    if callable(export):
+        return export()
+    backbone = method.backbone
+    if not isinstance(backbone, torch.nn.Module):
+        raise LeakprobeError(f"{type(method).__name__}.backbone is not a module")
+    return backbone
 
 
 def build_ssl_method(recipe: EncoderRecipe, input_size: int, dp: bool = False) -> SSLMethod:
@@ -76,11 +82,14 @@ def build_ssl_method(recipe: EncoderRecipe, input_size: int, dp: bool = False) -
     GroupNorm; the backbone itself must already be BatchNorm-free (see :func:`dp_recipe`).
     """
     backbone = create_model(recipe.arch, input_size=input_size, **recipe.arch_kwargs)
-    augmentation = SSLAugmentation(size=input_size, crop_scale=tuple(recipe.crop_scale))
+    low, high = recipe.crop_scale
+    augmentation = SSLAugmentation(size=input_size, crop_scale=(low, high))
     if dp:
         check_dp_compatible(backbone)
     method = create_method(recipe.method, backbone, augmentation, **recipe.method_kwargs)
-    return replace_batchnorm(method) if dp else method
+    if dp:
+        replace_batchnorm(method)  # in place (a method is not itself a BatchNorm)
+    return method
 
 
 def _ssl_trainer(
@@ -125,13 +134,14 @@ def save_encoder(
 ) -> dict[str, Path]:
     """Write ``encoder.safetensors``, ``encoder.torchscript.pt`` and ``model.json``."""
     out = Path(out_dir)
-    kwargs = {"input_size": int(backbone.input_size), **recipe.arch_kwargs}
+    input_size = int(int_attribute(backbone, "input_size"))
+    kwargs = {"input_size": input_size, **recipe.arch_kwargs}
     paths = {
         "weights": save_weights(backbone, out / "encoder.safetensors", recipe.arch, kwargs),
         "torchscript": export_torchscript(backbone, out / "encoder.torchscript.pt"),
     }
     meta = {"kind": "encoder", "arch": recipe.arch, "arch_kwargs": kwargs,
-            "input_size": int(backbone.input_size), "embed_dim": int(backbone.embed_dim),
+            "input_size": input_size, "embed_dim": int(int_attribute(backbone, "embed_dim")),
             "recipe": {**recipe.__dict__, "crop_scale": list(recipe.crop_scale)}, **info}
     paths["model"] = write_json(out / "model.json", json.loads(json.dumps(meta, default=str)))
     return paths
@@ -205,7 +215,7 @@ def train_target_encoder(
                               if (snapshot_dir(out, e) / "model.json").is_file()}
     engine = trainer.dp_engine
     if engine is not None:
-        log(f"DP-SGD: epsilon {engine.epsilon_text(detail=False)} at delta {config.dp.delta:g} "
+        log(f"DP-SGD: epsilon {engine.epsilon_text(detail=False)} at delta {engine.config.delta:g} "
             f"(noise {engine.noise_multiplier:.3g}, {engine.steps} steps)")
         if engine.caveat and engine.noise_multiplier > 0:
             log(f"DP-SGD: not a guarantee: {engine.caveat}")

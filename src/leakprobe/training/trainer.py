@@ -184,7 +184,10 @@ class Trainer:
     def _run_epoch(self, data, loss_fn, optimizer, schedule, g, batch, epoch) -> list[float]:
         self.model.train()
         dp = self.dp_engine
-        order = torch.randperm(data.shape[0], generator=g) if dp is None else None
+        # one shuffle per epoch; DP-SGD draws a Poisson sample per step instead (no shuffle,
+        # so its placeholder takes nothing from the generator)
+        order = (torch.randperm(data.shape[0], generator=g) if dp is None
+                 else torch.empty(0, dtype=torch.long))
         n_steps = data.shape[0] // batch
         losses = []
         for step in range(n_steps):

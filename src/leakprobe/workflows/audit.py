@@ -8,11 +8,13 @@ from __future__ import annotations
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from leakprobe.attacks.membership import create_attack, expand_attack_names, token_problem
+from leakprobe.attacks.membership import MembershipAttack, ViewAttack, token_problem
 from leakprobe.attacks.membership.partcrop import check_token_attacks
+from leakprobe.attacks.registry import FAMILIES, create_attack, expand_attacks, route_options
 from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import make_split
 from leakprobe.errors import LeakprobeError
@@ -22,22 +24,22 @@ from leakprobe.evaluation.utility import knn_accuracy, linear_probe
 from leakprobe.preflight import check_out_dir
 from leakprobe.progress import log
 from leakprobe.report.html import write_report
-from leakprobe.report.schema import build_report
+from leakprobe.report.schema import MembershipKind, build_membership_report
 from leakprobe.targets.encoder import ModuleEncoder
 from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig
 
-# Attack parameters a user may set from the CLI, and the attacks that take them.
-ATTACK_OPTIONS = {"num_parts": ("partcrop",), "n_views": ("encodermi",),
-                  "views": ("encodermi", "lpla", "baseline-consistency")}
-
+if TYPE_CHECKING:
+    from leakprobe.targets.protocols import Captioner, Encoder, ImageToImage, Target
 
 def build_attacks(names: str | list[str], seed: int = 0, target=None, **options) -> list:
     """Attack objects for ``names`` (aliases expanded) plus the blind attack, seeded.
 
-    With ``target``, PartCrop's token attacks are fitted to it: on a target known to lack
-    tokens in its embedding space an alias runs ``partcrop-pooled`` instead and an explicit
-    ``partcrop`` / ``partcrop-cosine`` is refused (before any query).
+    ``options`` (``num_parts``, ``n_views``, ``views``; the encoder family's options of
+    :mod:`leakprobe.attacks.registry`) reach every attack that takes them; others are
+    ignored. With ``target``, PartCrop's token attacks are fitted to it: on a target known
+    to lack tokens in its embedding space an alias runs ``partcrop-pooled`` instead and an
+    explicit ``partcrop`` / ``partcrop-cosine`` is refused (before any query).
     """
     if options.get("views") is not None:
         from leakprobe.views import parse_views
@@ -46,16 +48,13 @@ def build_attacks(names: str | list[str], seed: int = 0, target=None, **options)
     for opt, flag in (("num_parts", "--num-parts"), ("n_views", "--n-views")):
         if options.get(opt) is not None and options[opt] < 1:
             raise LeakprobeError(f"{flag} must be >= 1, got {options[opt]}")
-    attacks = []
+    attacks: list[MembershipAttack] = []
     no_tokens = token_problem(target) if target is not None else None
-    for name in [*expand_attack_names(names, no_tokens), "blind"]:
+    for name in [*expand_attacks(names, family="encoder", no_tokens=no_tokens), "blind"]:
         if name == "blind" and any(a.name == "blind" for a in attacks):
             continue
-        kwargs = {"seed": seed}
-        for opt, prefixes in ATTACK_OPTIONS.items():
-            if options.get(opt) is not None and name.startswith(prefixes):
-                kwargs[opt] = options[opt]
-        attacks.append(create_attack(name, **kwargs))
+        attacks.append(create_attack(name, family="encoder", seed=seed,
+                                     **route_options(name, options, family="encoder")))
     return attacks
 
 
@@ -87,19 +86,20 @@ def train_shadow(
 
 
 def audit_encoder(
-    target,
+    target: Encoder,
     members: ImageSet,
     nonmembers: ImageSet,
+    *,
     attacks: str | list = "all",
     knowledge: str = "known-subset",
     folds: int = 2,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
-    shadow: tuple | None = None,
-    context: dict | None = None,
-    utility: dict | None = None,
     repeats: int = DEFAULT_REPEATS,
     permutations: int | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    context: dict | None = None,
+    utility: dict | None = None,
+    shadow: tuple[Encoder, ImageSet, ImageSet] | None = None,
     **attack_options,
 ) -> dict:
     """Audit an encoder for membership leakage and (optionally) write the report folder.
@@ -111,15 +111,16 @@ def audit_encoder(
             ``partcrop-pooled`` replaces ``partcrop`` for a target without usable tokens), or
             attack objects.
         knowledge: ``known-subset`` (cross-fitted over ``folds``) or ``shadow``.
-        seed: fixes folds, crops, views and attackers.
-        out_dir: where ``report.json``, ``report.html`` and plots go (None: nothing written).
-        shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
-        context: extra threat-model facts for the report.
-        utility: the encoder's utility, shown beside the attacks.
+        folds: cross-fitting folds (known-subset).
         repeats: cross-fitting repetitions averaged per sample (known-subset).
         permutations: label permutations of each attack's test of "no leakage" (p-value,
             null band, fitting-aware AUC interval; 0 skips them; None: 100 or
             ``$LEAKPROBE_PERMUTATIONS``). Queries are paid once.
+        seed: fixes folds, crops, views and attackers.
+        out_dir: where ``report.json``, ``report.html`` and plots go (None: nothing written).
+        context: extra threat-model facts for the report.
+        utility: the encoder's utility, shown beside the attacks.
+        shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
         attack_options: ``num_parts`` (PartCrop), ``n_views`` (EncoderMI) and ``views``
             (the view recipe of EncoderMI, LpLA and baseline-consistency: a preset such as
             ``"byol"``, ``"simclr,crop-scale=0.2:1"`` or a dict; see :mod:`leakprobe.views`).
@@ -139,18 +140,19 @@ def audit_encoder(
         check_shadow_disjoint(concat([shadow[1], shadow[2]]), members, nonmembers)
     ctx = {"tokens_exposed": bool(getattr(target, "has_tokens", False)),
            **views_context(attack_objs), **(context or {})}
-    return run_and_report("encoder-membership", target, attack_objs, members, nonmembers,
-                          knowledge, folds, seed, out_dir, shadow, ctx, utility, repeats,
-                          permutations)
+    return run_and_report("encoder-membership", target, members, nonmembers,
+                          attacks=attack_objs, knowledge=knowledge, folds=folds,
+                          repeats=repeats, permutations=permutations, seed=seed,
+                          out_dir=out_dir, context=ctx, utility=utility, shadow=shadow)
 
 
 def views_context(attack_objs: list) -> dict:
     """Report facts on the augmented views: the setting and each attack's resolved recipe."""
-    drawn = [a for a in attack_objs if callable(getattr(a, "view_spec", None))]
+    drawn = [a for a in attack_objs if isinstance(a, ViewAttack)]
     if not drawn:
         return {}
     given = sorted({a.views if isinstance(a.views, str) else a.view_spec().preset
-                    for a in drawn if getattr(a, "views", None) is not None})
+                    for a in drawn if a.views is not None})
     setting = ("recipe given (owner's audit): " + ", ".join(given) if given
                else "default SimCLR views (black box: recipe unknown)")
     return {"views_setting": setting,
@@ -158,32 +160,36 @@ def views_context(attack_objs: list) -> dict:
 
 
 def run_and_report(
-    kind: str,
-    target,
-    attack_objs: list,
+    kind: MembershipKind,
+    target: Target,
     members: ImageSet,
     nonmembers: ImageSet,
+    *,
+    attacks: list,
     knowledge: str = "known-subset",
     folds: int = 2,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
-    shadow: tuple | None = None,
-    context: dict | None = None,
-    utility: dict | None = None,
     repeats: int = DEFAULT_REPEATS,
     permutations: int | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    context: dict | None = None,
+    utility: dict | None = None,
+    shadow: tuple[Target, ImageSet, ImageSet] | None = None,
 ) -> dict:
-    """Run attacks under the audit protocol, build the report and (optionally) write it."""
+    """Run attack objects under the audit protocol, build the report and (optionally) write it.
+
+    The arguments are those of :func:`audit_encoder` (``attacks``: attack objects only),
+    after ``kind``, the report's kind, which also says what ``target`` must answer.
+    """
     check_out_dir(out_dir, "out_dir")  # before the first query, not when the report is written
     check_target(target, kind)
     t0 = time.time()
     permutations = resolve_permutations(permutations)
-    results = run_audit(attack_objs, target, members, nonmembers, knowledge, folds, seed, shadow,
-                        repeats, permutations)
-    for attack, result in zip(attack_objs, results, strict=True):  # e.g. partcrop-pooled
-        notes = getattr(attack, "report_notes", None)
-        if callable(notes):
-            result.notes.extend(notes(target))
+    results = run_audit(attacks, target, members, nonmembers, knowledge=knowledge,
+                        folds=folds, seed=seed, shadow=shadow, repeats=repeats,
+                        permutations=permutations)
+    for attack, result in zip(attacks, results, strict=True):  # e.g. partcrop-pooled
+        result.notes.extend(attack.report_notes(target))
     ctx = {
         "target": getattr(target, "name", type(target).__name__),
         "input_size": int(getattr(target, "input_size", 0)),
@@ -191,7 +197,7 @@ def run_and_report(
         "knowledge": knowledge, "folds": folds if knowledge == "known-subset" else None,
         "crossfit_repeats": repeats if knowledge == "known-subset" else None,
         "permutations": int(permutations),
-        "queries_per_image": {a.name: a.queries_per_image(target) for a in attack_objs},
+        "queries_per_image": {a.name: a.queries_per_image(target) for a in attacks},
         "total_queries": int(sum(r.queries for r in results)),
         "wall_seconds": round(time.time() - t0, 2),
         "device": str(getattr(target, "device", "")),
@@ -203,7 +209,7 @@ def run_and_report(
     }
     if utility:
         ctx["utility"] = utility
-    report = build_report(kind, knowledge, seed, results, ctx)
+    report = build_membership_report(kind, knowledge, seed, results, context=ctx)
     if out_dir is not None:
         write_report(report, out_dir)
     return report
@@ -227,61 +233,45 @@ def check_target(target, kind: str) -> None:
                              f"{method}(images) method; load the model with {loader}")
 
 
-def summary_rows(report: dict) -> list[tuple[str, float, list, float | None, float]]:
-    """(attack, AUC, AUC interval, TPR@1%FPR, balanced accuracy) for printing.
-
-    The TPR is None where the audit cannot resolve 1% FPR (fewer than 1,000 non-members).
-    """
-    rows = []
-    for r in report["results"]:
-        m = r["metrics"]
-        rows.append((r["attack"], m["auc"], m["auc_ci"], m["tpr_at_fpr"].get("0.01"),
-                     m["balanced_accuracy"]))
-    return rows
-
-
-def _expand_names(names: str | list[str], known: list[str], all_: list[str], what: str):
-    """Comma list -> known attack names in order, ``all`` expanded, duplicates dropped."""
-    raw = names.split(",") if isinstance(names, str) else list(names)
-    wanted: list[str] = []
-    for name in (n.strip().lower() for n in raw if n.strip()):
-        for n in (all_ if name == "all" else [name]):
-            if n not in known:
-                raise LeakprobeError(f"unknown {what} attack '{n}'; known: "
-                                     f"{', '.join(known)}, all")
-            if n not in wanted:
-                wanted.append(n)
-    return wanted
-
-
 def build_image2image_attacks(names: str | list[str], seed: int = 0, **options) -> list:
-    """Image-to-image attack objects for ``names`` (``all`` = the three of the paper)."""
-    from leakprobe.attacks.membership.reconstruction import SCORES, ReconstructionMIA
+    """Image-to-image attack objects for ``names`` (``all`` = the three of the paper).
 
-    wanted = _expand_names(names, list(SCORES), list(SCORES[:3]), "image-to-image")
+    ``options`` (the image2image family's options of :mod:`leakprobe.attacks.registry`:
+    ``pixel_features``, ``seg_error``...) go to every attack; another option is an error.
+    """
+    wanted = expand_attacks(names, family="image2image")
     if options.get("seg_error", "l1") not in ("l1", "ce", "iou"):
         raise LeakprobeError(f"--seg-error must be l1, ce or iou, got {options['seg_error']!r}")
-    return [ReconstructionMIA(statistic=n, seed=seed, **options) for n in wanted]
+    known = FAMILIES["image2image"].options
+    for key in options:
+        if key not in known:
+            raise LeakprobeError(f"unknown image-to-image attack option '{key}'; known: "
+                                 f"{', '.join(known)}")
+    return [create_attack(n, family="image2image", seed=seed,
+                          **route_options(n, options, family="image2image")) for n in wanted]
 
 
 def audit_image2image(
-    target,
+    target: ImageToImage,
     members: ImageSet,
     nonmembers: ImageSet,
+    *,
     attacks: str | list = "reconstruction,predictability,membership-error",
     knowledge: str = "known-subset",
     folds: int = 2,
+    repeats: int = DEFAULT_REPEATS,
+    permutations: int | None = None,
     seed: int = 0,
     out_dir: str | Path | None = None,
     context: dict | None = None,
-    repeats: int = DEFAULT_REPEATS,
-    permutations: int | None = None,
     **attack_options,
 ) -> dict:
     """Audit an image-to-image model (members/non-members carry ground-truth outputs).
 
-    ``attack_options`` go to every attack: ``pixel_features``, ``features_weights``,
-    ``num_classes``, ``seg_error``, ``ridge``. The report states the feature extractor.
+    The arguments mean what they mean for :func:`audit_encoder` (``attacks``: names, ``all``
+    for the three of the paper, or attack objects). ``attack_options`` go to every attack:
+    ``pixel_features``, ``features_weights``, ``num_classes``, ``seg_error``, ``ridge``. The
+    report states the feature extractor.
     """
     from leakprobe.attacks.membership.pixel_features import create_pixel_features
 
@@ -294,22 +284,23 @@ def audit_image2image(
     ctx = {"pixel_features": extractor.describe(),
            "task_output": "label map" if "masks" in members.extras else "image",
            **(context or {})}
-    return run_and_report("image2image-membership", target, attack_objs, members, nonmembers,
-                          knowledge, folds, seed, out_dir, None, ctx, None, repeats,
-                          permutations)
+    return run_and_report("image2image-membership", target, members, nonmembers,
+                          attacks=attack_objs, knowledge=knowledge, folds=folds,
+                          repeats=repeats, permutations=permutations, seed=seed,
+                          out_dir=out_dir, context=ctx)
 
 
 def build_caption_attacks(names: str | list[str], seed: int = 0, **options) -> list:
     """Captioning attack objects (``all`` = m4i-metric,m4i-feature) plus the blind floor.
 
     ``options``: ``classifier`` (m4i-metric: ``svm``, ``logreg``, ``mlp``),
-    ``extractor_epochs`` and ``device`` (m4i-feature's multimodal extractor).
+    ``extractor_epochs`` and ``device`` (m4i-feature's multimodal extractor), each given to
+    the attacks that take it; others are ignored.
     """
     from leakprobe.attacks.membership.blind import Blind
-    from leakprobe.attacks.membership.m4i import CAPTION_ATTACKS
     from leakprobe.device import resolve_device
 
-    wanted = _expand_names(names, list(CAPTION_ATTACKS), list(CAPTION_ATTACKS), "captioning")
+    wanted = expand_attacks(names, family="captioner")
     if options.get("classifier") and options["classifier"] not in ("svm", "logreg", "mlp"):
         raise LeakprobeError(f"--classifier must be svm, logreg or mlp, got "
                              f"{options['classifier']!r}")
@@ -317,33 +308,26 @@ def build_caption_attacks(names: str | list[str], seed: int = 0, **options) -> l
         raise LeakprobeError(f"--extractor-epochs must be >= 1, got {options['extractor_epochs']}")
     if options.get("device") is not None:
         resolve_device(options["device"])
-    attacks = []
-    for n in wanted:
-        kwargs = {"seed": seed}
-        if n == "m4i-metric" and options.get("classifier"):
-            kwargs["classifier"] = options["classifier"]
-        if n == "m4i-feature":
-            if options.get("extractor_epochs") is not None:
-                kwargs["epochs"] = options["extractor_epochs"]
-            if options.get("device") is not None:
-                kwargs["device"] = options["device"]
-        attacks.append(CAPTION_ATTACKS[n](**kwargs))
+    options = {**options, "classifier": options.get("classifier") or None}  # "": not set
+    attacks = [create_attack(n, family="captioner", seed=seed,
+                             **route_options(n, options, family="captioner")) for n in wanted]
     return [*attacks, Blind(seed=seed)]
 
 
 def audit_captioner(
-    target,
+    target: Captioner,
     members: ImageSet,
     nonmembers: ImageSet,
+    *,
     shadow_data: ImageSet,
     attacks: str | list = "m4i-metric,m4i-feature",
+    permutations: int | None = None,
     seed: int = 0,
     out_dir: str | Path | None = None,
-    shadow_epochs: int = 100,
-    shadow_target=None,
     context: dict | None = None,
+    shadow_target: Captioner | None = None,
+    shadow_epochs: int = 100,
     amp: str | bool = "auto",
-    permutations: int | None = None,
     **attack_options,
 ) -> dict:
     """Audit a captioner with M4I under the shadow setting.
@@ -358,17 +342,17 @@ def audit_captioner(
     Args:
         target: a :class:`~leakprobe.targets.captioner.Captioner`.
         members, nonmembers: evaluation images with ``extras["captions"]``.
-        shadow_data: the attacker's own captioned images.
+        shadow_data: the attacker's own captioned images (required).
         attacks: attack names (``m4i-metric``, ``m4i-feature``, ``all``) or attack objects.
-        seed: fixes the shadow split, the shadow captioner and the attackers.
-        out_dir: report folder (None: nothing written).
-        shadow_epochs: training epochs of the shadow captioner (match the target's).
-        shadow_target: an already trained shadow captioner for the first half of the split.
-        context: extra threat-model facts for the report.
-        amp: bf16 autocast of the shadow captioner's training (``auto``/``on``/``off``).
         permutations: label permutations of the test of "no leakage" (the M4I scorers are
             fitted on the shadow, so their p-values are Mann-Whitney's; the blind floor is
             cross-fitted and permuted).
+        seed: fixes the shadow split, the shadow captioner and the attackers.
+        out_dir: report folder (None: nothing written).
+        context: extra threat-model facts for the report.
+        shadow_target: an already trained shadow captioner for the first half of the split.
+        shadow_epochs: training epochs of the shadow captioner (match the target's).
+        amp: bf16 autocast of the shadow captioner's training (``auto``/``on``/``off``).
         attack_options: see :func:`build_caption_attacks`.
     Returns:
         The report dictionary (kind ``captioner-membership``, knowledge ``shadow``).
@@ -408,7 +392,7 @@ def audit_captioner(
         model, _ = train_captioner(split.members, tokenizer, config)
         shadow_target = ModuleCaptioner(model, tokenizer, device=config.device, name="shadow")
     for attack in attack_objs:
-        if hasattr(attack, "prepare") and not hasattr(attack, "extractor_"):
+        if not attack.prepared:
             log(f"training the {attack.name} extractor on {len(shadow_data)} images")
             attack.prepare(shadow_data)
     ctx = {"shadow_data": shadow_data.source, "shadow_members": len(split.members),
@@ -417,7 +401,7 @@ def audit_captioner(
            "precision": {"queries": "fp32", "shadow_training": None if shadow_given is not None
                          else config.extra.get("precision")},
            **(context or {})}
-    return run_and_report("captioner-membership", target, attack_objs, members, nonmembers,
-                          "shadow", 2, seed, out_dir,
-                          (shadow_target, split.members, split.nonmembers), ctx, None,
-                          permutations=permutations)
+    return run_and_report("captioner-membership", target, members, nonmembers,
+                          attacks=attack_objs, knowledge="shadow", folds=2,
+                          permutations=permutations, seed=seed, out_dir=out_dir, context=ctx,
+                          shadow=(shadow_target, split.members, split.nonmembers))

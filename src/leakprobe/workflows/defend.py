@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import Split
-from leakprobe.defenses.dp_sgd import dp_train_config
-from leakprobe.defenses.early_stopping import check_epochs, early_stopping_config
-from leakprobe.defenses.scsr import scsr_recipe
+from leakprobe.defences.early_stopping import check_epochs, early_stopping_config
+from leakprobe.defences.kinds import SWEEP_DEFENCES, resolve_defence
+from leakprobe.defences.setting import DefenceOptions, DefenceSetting, defence_setting
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.audit import DEFAULT_REPEATS
 from leakprobe.evaluation.permutation import resolve_permutations
@@ -28,30 +28,10 @@ from leakprobe.training.dp_record import dp_epsilon
 from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
 from leakprobe.training.trainer import TrainConfig
 
-DEFENCES = ("early-stopping", "dp", "dp-epsilon", "scsr")
+# the names ``--defence`` accepts (see leakprobe.defences.kinds; dp-epsilon: dp by epsilon)
+DEFENCES = SWEEP_DEFENCES
 
-
-@dataclass
-class DefenceSetting:
-    """One strength of a defence.
-
-    Attributes:
-        name: its folder name under the output folder.
-        setting: what the report shows (``{"epoch": 50}``, ``{"noise_multiplier": 1.0}``...).
-        strength: the number plotted on the strength axis (None: not plotted, e.g. no DP).
-        recipe: the encoder recipe to train.
-        config: the training config.
-    """
-
-    name: str
-    setting: dict
-    strength: float | None
-    recipe: EncoderRecipe
-    config: TrainConfig
-
-
-def _number(value: float) -> str:
-    return f"{value:g}"
+__all__ = ["DEFENCES", "DefenceSetting", "defend_encoder", "plan_settings"]
 
 
 def plan_settings(
@@ -59,11 +39,16 @@ def plan_settings(
     values: Sequence[float | None],
     recipe: EncoderRecipe,
     config: TrainConfig,
+    *,
     max_grad_norm: float = 1.0,
     delta: float = 1e-5,
     accountant: str = "rdp",
 ) -> list[DefenceSetting]:
     """The settings of ``defence`` at ``values`` (None in a DP list: a run without DP).
+
+    Every setting comes from :func:`leakprobe.defences.setting.defence_setting`, as a study
+    cell's does; early stopping first plans one run to the largest epoch
+    (:func:`~leakprobe.defences.early_stopping.early_stopping_config`).
 
     Args:
         defence: ``early-stopping`` (values: epochs), ``dp`` (noise multipliers),
@@ -78,46 +63,28 @@ def plan_settings(
         raise LeakprobeError(f"unknown defence {defence!r}; known: {', '.join(DEFENCES)}")
     if not values:
         raise LeakprobeError(f"defence {defence!r} needs at least one value")
-    if defence == "early-stopping":
-        run = early_stopping_config(config, values)
-        return [DefenceSetting(f"epoch_{e:04d}", {"epoch": e}, float(e), recipe, run)
-                for e in check_epochs(values)]
-    out = []
-    for v in values:
-        if v is None and defence in ("dp", "dp-epsilon"):
-            out.append(DefenceSetting("no_dp", {"dp": False}, None, recipe, config))
-        elif defence == "dp":
-            cfg = dp_train_config(config, noise_multiplier=v, max_grad_norm=max_grad_norm,
-                                  delta=delta, accountant=accountant)
-            out.append(DefenceSetting(f"dp_noise_{_number(v)}",
-                                      {"noise_multiplier": float(v),
-                                       "max_grad_norm": max_grad_norm}, float(v), recipe, cfg))
-        elif defence == "dp-epsilon":
-            cfg = dp_train_config(config, target_epsilon=v, max_grad_norm=max_grad_norm,
-                                  delta=delta, accountant=accountant)
-            out.append(DefenceSetting(f"dp_epsilon_{_number(v)}",
-                                      {"target_epsilon": float(v),
-                                       "max_grad_norm": max_grad_norm}, float(v), recipe, cfg))
-        else:
-            r = scsr_recipe(recipe, v, recipe.crop_scale[1])
-            out.append(DefenceSetting(f"scsr_{_number(r.crop_scale[0])}",
-                                      {"crop_scale": list(r.crop_scale)}, r.crop_scale[0], r,
-                                      config))
+    kind, strength_name = resolve_defence(defence)
+    if kind == "early-stopping":
+        config = early_stopping_config(config, values)
+        values = check_epochs(values)
+    options = DefenceOptions(max_grad_norm=max_grad_norm, delta=delta, accountant=accountant)
+    out = [defence_setting(kind, v, recipe, config, strength_name=strength_name,
+                           options=options) for v in values]
     names = [s.name for s in out]
     if len(set(names)) != len(names):
         raise LeakprobeError(f"defence values repeat: {', '.join(names)}")
     return out
 
 
-def _train(split, settings, defence, out, resume) -> dict[str, Path]:
+def _train(split, settings, out, resume) -> dict[str, Path]:
     """Train the targets; return the encoder weights of every setting."""
-    if defence == "early-stopping":
+    if settings[0].kind == "early-stopping":
         cfg = settings[0].config
         log(f"early stopping: one run of {cfg.epochs} epochs, snapshots at "
             f"{', '.join(map(str, cfg.snapshot_epochs))}")
         paths = train_target_encoder(split, settings[0].recipe, cfg, out / "target", resume)
         snaps = paths["snapshots"]
-        return {s.name: snaps[s.setting["epoch"]] / "encoder.safetensors" for s in settings}
+        return {s.name: snaps[s.evaluate_epoch] / "encoder.safetensors" for s in settings}
     return {}
 
 
@@ -135,6 +102,7 @@ def _preflight(out: Path, attacks, seed: int, split: Split, knowledge: str, fold
 
 def defend_encoder(
     split: Split,
+    *,
     defence: str,
     values: Sequence[float | None],
     recipe: EncoderRecipe,
@@ -156,7 +124,8 @@ def defend_encoder(
 
     Args:
         split: members (trained on) and non-members of the target.
-        defence: ``early-stopping``, ``dp``, ``dp-epsilon`` or ``scsr``.
+        defence: ``early-stopping``, ``dp``, ``dp-epsilon`` or ``scsr`` (see
+            :mod:`leakprobe.defences.kinds`).
         values: strengths (see :func:`plan_settings`).
         recipe, config: the undefended training recipe and settings (``config.seed`` also
             seeds the audits).
@@ -178,7 +147,7 @@ def defend_encoder(
         and ``epsilon_caveat`` why it is not a guarantee (see
         :mod:`leakprobe.training.dp_record`).
     """
-    from leakprobe.report.defence import write_defence_report
+    from leakprobe.report.defence import build_defence_report, write_defence_report
     from leakprobe.report.schema import leakprobe_version
     from leakprobe.targets.loading import load_encoder
     from leakprobe.workflows.audit import audit_encoder, encoder_utility
@@ -189,14 +158,15 @@ def defend_encoder(
         from leakprobe.views import parse_views
 
         parse_views(attack_options["views"])  # fail before training anything
-    settings = plan_settings(defence, values, recipe, config, max_grad_norm, delta, accountant)
+    settings = plan_settings(defence, values, recipe, config, max_grad_norm=max_grad_norm,
+                             delta=delta, accountant=accountant)
     seed = config.seed
     _preflight(out, attacks, seed, split, knowledge, folds, repeats, attack_options)
     labelled = utility_set if utility_set is not None else split.nonmembers
     warnings = []
     if labelled.labels is None:
         warnings.append("no labels on the utility set: utility not measured")
-    models = _train(split, settings, defence, out, resume)
+    models = _train(split, settings, out, resume)
     entries = []
     for s in settings:
         folder = out / s.name
@@ -211,10 +181,10 @@ def defend_encoder(
         dp = meta.get("dp")
         eps = dp_epsilon(dp) or {}
         context = {"model": str(models[s.name]), "defence": defence, "setting": s.setting}
-        report = audit_encoder(target, split.members, split.nonmembers, attacks, knowledge,
-                               folds, seed, folder, context=context, utility=utility,
-                               repeats=repeats, permutations=permutations,
-                               **attack_options)
+        report = audit_encoder(target, split.members, split.nonmembers, attacks=attacks,
+                               knowledge=knowledge, folds=folds, repeats=repeats,
+                               permutations=permutations, seed=seed, out_dir=folder,
+                               context=context, utility=utility, **attack_options)
         entry = {
             "name": s.name,
             "setting": s.setting,
@@ -233,12 +203,11 @@ def defend_encoder(
         entries.append(entry)
         log(f"defence {defence}: {s.name}: " + ", ".join(
             f"{r['attack']} AUC {r['metrics']['auc']:.3f}" for r in report["results"]))
-    combined = {
-        "kind": "encoder-defence",
-        "defence": defence,
-        "settings": entries,
-        "warnings": warnings,
-        "context": {
+    combined = build_defence_report(
+        defence=defence,
+        settings=entries,
+        warnings=warnings,
+        context={
             "data": split.members.source, "members": len(split.members),
             "nonmembers": len(split.nonmembers),
             "utility_set": labelled.source if labelled.labels is not None else None,
@@ -251,8 +220,7 @@ def defend_encoder(
             "leakprobe_version": leakprobe_version(),
             "wall_seconds": round(time.time() - t0, 2),
         },
-    }
-    combined = json.loads(json.dumps(combined, default=str))
+    )
     write_defence_report(combined, out)
     return combined
 

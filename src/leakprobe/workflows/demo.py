@@ -63,7 +63,7 @@ def run_demo(
     target = load_encoder(str(paths["weights"]), device=device)
     utility = encoder_utility(target, load_dataset("synthetic:1000:1", 32, seed + 1), seed)
     report = audit_encoder(
-        target, split.members, split.nonmembers, "partcrop,encodermi,lpla,baseline",
+        target, split.members, split.nonmembers, attacks="partcrop,encodermi,lpla,baseline",
         seed=seed, out_dir=out, utility=utility,
         context={"model": str(paths["weights"]), "demo": True,
                  "train_seconds": round(time.time() - t0, 1)},
@@ -104,7 +104,7 @@ def _demo_captioner(out: Path, seed: int, device: str, amp: str | bool,
     paths = train_target_captioner(split, config, out / "target", resume=True)
     target = load_captioner(str(out / "target"), device=device)
     shadow = make_synthetic_captioned(240, 32, seed + 5)  # the attacker's own data
-    audit_captioner(target, split.members, split.nonmembers, shadow, seed=seed, out_dir=out,
-                    shadow_epochs=epochs, amp=amp, extractor_epochs=extractor_epochs,
+    audit_captioner(target, split.members, split.nonmembers, shadow_data=shadow, seed=seed,
+                    out_dir=out, shadow_epochs=epochs, amp=amp, extractor_epochs=extractor_epochs,
                     context={"model": str(paths["model"].parent), "demo": True})
     return [out / "report.json"]

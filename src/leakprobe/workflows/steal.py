@@ -16,6 +16,7 @@ import math
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,9 +33,11 @@ from leakprobe.models.serialization import export_torchscript, save_weights
 from leakprobe.preflight import check_out_dir, check_query_budget
 from leakprobe.progress import log
 from leakprobe.report.html import write_report
-from leakprobe.report.schema import leakprobe_version
-from leakprobe.targets.encoder import ModuleEncoder
+from leakprobe.report.stealing import build_stealing_report, stealing_result
 from leakprobe.training.trainer import TrainConfig, Trainer
+
+if TYPE_CHECKING:
+    from leakprobe.targets.protocols import Encoder
 
 
 def train_surrogate(
@@ -73,7 +76,7 @@ def parse_budgets(text: str | int | list[int]) -> list[int]:
 
 
 def check_steal_plan(
-    target,
+    target: Encoder,
     n_available: int,
     budgets: list[int],
     caches: dict[int, QueryCache],
@@ -130,7 +133,7 @@ def check_probe_sets(query_data: ImageSet, probe_train: ImageSet | None,
                                  f"{shared[0][1]!r} = {shared[0][0]!r}); use disjoint sets")
 
 
-def _probe_queries(target, sets: dict[str, ImageSet | None], cache: Path | None) -> int:
+def _probe_queries(target: Encoder, sets: dict[str, ImageSet | None], cache: Path | None) -> int:
     """Probe images to embed: those the embedding cache does not hold for this target."""
     from safetensors import safe_open
 
@@ -150,22 +153,23 @@ def _probe_queries(target, sets: dict[str, ImageSet | None], cache: Path | None)
 
 
 def steal_encoder(
-    target,
+    target: Encoder,
     query_data: ImageSet,
-    budgets: str | list[int] = "5000",
+    *,
+    budgets: str | int | list[int] = "5000",
     methods: str | list[str] = "contsteal",
+    views: int | None = None,
     surrogate_arch: str = "resnet-tiny",
     surrogate_kwargs: dict | None = None,
     epochs: int = 50,
     batch_size: int = 128,
     lr: float = 1e-3,
-    seed: int = 0,
+    amp: str | bool = "auto",
     device: str = "auto",
-    out_dir: str | Path | None = None,
     probe_train: ImageSet | None = None,
     probe_test: ImageSet | None = None,
-    views: int | None = None,
-    amp: str | bool = "auto",
+    seed: int = 0,
+    out_dir: str | Path | None = None,
 ) -> dict:
     """Steal ``target`` with each method at each budget; judge the surrogates; report.
 
@@ -174,12 +178,15 @@ def steal_encoder(
         query_data: the attacker's images (unlabelled is fine).
         budgets: queries allowed (a query is one image embedded; views count).
         methods: ``contsteal``, ``mse``, ``cosine`` (comma list).
-        surrogate_arch: registered backbone of the surrogate.
-        epochs, batch_size, lr: surrogate training.
-        out_dir: where surrogates, the query caches and the report go (resumable).
-        probe_train, probe_test: labelled sets for linear-probe judgement.
         views: override the views per image of every method.
+        surrogate_arch: registered backbone of the surrogate.
+        surrogate_kwargs: overrides of the surrogate backbone's arguments.
+        epochs, batch_size, lr: surrogate training.
         amp: bf16 autocast of the surrogates' training (``auto``/``on``/``off``).
+        device: where the surrogates train.
+        probe_train, probe_test: labelled sets for linear-probe judgement.
+        seed: fixes the query order, the surrogates and the probes.
+        out_dir: where surrogates, the query caches and the report go (resumable).
     Returns:
         The stealing report (``kind: encoder-stealing``). With probe sets it has
         ``probe_informative`` (and ``probe_informative_margin``): false, with a warning in
@@ -227,51 +234,48 @@ def steal_encoder(
             surrogate = train_surrogate(method, cache, n_images, surrogate_arch,
                                         surrogate_kwargs or {}, out_dim, config,
                                         run_dir / "checkpoints" if run_dir else None)
-            entry = {"method": name, "budget": budget, "queries_used": n_images * v,
-                     "views_per_image": v, "images_queried": n_images,
-                     "params": method.get_params(), "epochs": epochs}
+            metrics: dict = {}  # no probe sets: nothing judges the surrogate
             if probes is not None:
-                entry["metrics"] = theft_metrics(
+                metrics = theft_metrics(
                     probes["target_train"], probes["target_test"],
                     _embed_local(surrogate, probes["train"].images),
                     _embed_local(surrogate, probes["test"].images),
                     probes["train"].labels, probes["test"].labels, seed)
-            else:
-                entry["metrics"] = {}
-            if run_dir is not None:
+            entry = stealing_result(method=name, budget=budget, views_per_image=v,
+                                    images_queried=n_images, params=method.get_params(),
+                                    epochs=epochs, metrics=metrics)
+            if run_dir is not None:  # model.json records the entry as it stands here
                 entry["model"] = str(_save_surrogate(surrogate, run_dir, surrogate_arch,
                                                      surrogate_kwargs or {}, out_dim, entry))
             entry["seconds"] = round(time.time() - t1, 2)
             results.append(entry)
-    random_acc, random_procrustes = _random_init_metrics(
-        surrogate_arch, surrogate_kwargs or {}, target, probes, seed) if probes else (None, None)
     warnings: list[str] = []
-    verdict: dict = {}
-    if probes is not None:
+    random_acc: float | None = None
+    random_procrustes: float | None = None
+    informative: bool | None = None
+    margin: float | None = None
+    if probes is not None:  # the floor an untrained surrogate sets, and the probe's verdict
+        random_acc, random_procrustes = _random_init_metrics(
+            surrogate_arch, surrogate_kwargs or {}, target, probes, seed)
         informative, margin = probe_verdict(probes["target_accuracy"], random_acc,
                                             len(probes["test"]))
-        verdict = {"probe_informative": informative, "probe_informative_margin": margin}
         if not informative:
             warnings.append(_uninformative_warning(probes["target_accuracy"], random_acc,
                                                    margin, len(probes["test"])))
-    report = {
-        "leakprobe_version": leakprobe_version(), "kind": "encoder-stealing", "seed": seed,
-        "target_probe_accuracy": probes["target_accuracy"] if probes else None,
-        "random_init_probe_accuracy": random_acc,
-        "random_init_procrustes_cosine": random_procrustes,
-        **verdict,
-        "context": {"target": getattr(target, "name", type(target).__name__),
-                    "query_data": query_data.source, "query_images_available": len(query_data),
-                    "surrogate_arch": surrogate_arch, "budgets": budgets,
-                    "attack_queries_total": sum(c.queries for c in caches.values()),
-                    "evaluation_queries": probes["queries"] if probes else 0,
-                    "probe_train": probe_train.source if probe_train else None,
-                    "probe_test": probe_test.source if probe_test else None,
-                    "wall_seconds": round(time.time() - t0, 2),
-                    "platform": platform.platform(), "threads": torch.get_num_threads()},
-        "warnings": warnings,
-        "results": results,
-    }
+    context = {"target": getattr(target, "name", type(target).__name__),
+               "query_data": query_data.source, "query_images_available": len(query_data),
+               "surrogate_arch": surrogate_arch, "budgets": budgets,
+               "attack_queries_total": sum(c.queries for c in caches.values()),
+               "evaluation_queries": probes["queries"] if probes else 0,
+               "probe_train": probe_train.source if probe_train else None,
+               "probe_test": probe_test.source if probe_test else None,
+               "wall_seconds": round(time.time() - t0, 2),
+               "platform": platform.platform(), "threads": torch.get_num_threads()}
+    report = build_stealing_report(
+        seed=seed, results=results, context=context, warnings=warnings,
+        target_probe_accuracy=probes["target_accuracy"] if probes else None,
+        random_init_probe_accuracy=random_acc, random_init_procrustes_cosine=random_procrustes,
+        probe_informative=informative, probe_informative_margin=margin)
     if out is not None:
         write_report(report, out)
     return report
@@ -307,7 +311,7 @@ def _uninformative_warning(target_acc: float, random_acc: float, margin: float,
             "of a task the target is good at")
 
 
-def _probe_embeddings(target, train: ImageSet | None, test: ImageSet | None,
+def _probe_embeddings(target: Encoder, train: ImageSet | None, test: ImageSet | None,
                       cache: Path | None = None) -> dict | None:
     """Target embeddings of the probe sets (evaluation queries, outside the attack budget).
 
@@ -327,12 +331,13 @@ def _probe_embeddings(target, train: ImageSet | None, test: ImageSet | None,
             "target_accuracy": acc, "queries": len(train) + len(test)}
 
 
-def _random_init_metrics(arch: str, kwargs: dict, target, probes: dict,
+def _random_init_metrics(arch: str, kwargs: dict, target: Encoder, probes: dict,
                          seed: int) -> tuple[float, float | None]:
     """Probe accuracy and held-out Procrustes cosine of an untrained surrogate: the floor a
     stolen encoder's numbers are read against."""
     torch.manual_seed(seed)
-    model = create_model("surrogate", backbone=arch, out_dim=int(target.embed_dim or 128),
+    width = getattr(target, "embed_dim", None)  # declared by local and HTTP encoders
+    model = create_model("surrogate", backbone=arch, out_dim=int(width or 128),
                          backbone_kwargs=kwargs, input_size=target.input_size).eval()
     e_train = _embed_local(model, probes["train"].images)
     e_test = _embed_local(model, probes["test"].images)
@@ -354,8 +359,3 @@ def _save_surrogate(model, run_dir: Path, arch: str, kwargs: dict, out_dim: int,
     write_json(run_dir / "model.json", {"kind": "encoder", "arch": "surrogate",
                                         "arch_kwargs": arch_kwargs, "stolen": entry})
     return weights
-
-
-def wrap_local(model: torch.nn.Module, device: str = "auto") -> ModuleEncoder:
-    """A local surrogate as a query-counted target (e.g. to audit or steal it in turn)."""
-    return ModuleEncoder(model, device=device)

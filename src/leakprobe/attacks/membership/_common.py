@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from leakprobe.errors import LeakprobeError
 from leakprobe.threads import single_threaded
+from leakprobe.views import ViewSpec, attack_views
 
 
 @dataclass
@@ -41,12 +42,56 @@ class MembershipAttack:
     Hyper-parameters are set in ``__init__`` and stored unchanged; learned state is set in
     ``fit`` and named with a trailing underscore. Subclasses implement :meth:`features`
     (queries the target) and, when they learn anything, :meth:`fit_features`.
+
+    What an attack is and needs is declared here, and overridden by a subclass with a class
+    attribute, or with a property where it follows the attack's settings (EncoderMI's name
+    is ``encodermi-{variant}``): the audits read these, never probe for them.
     """
 
-    name: ClassVar[str] = ""
-    needs_fit: ClassVar[bool] = True
-    # A model-free attack (blind) judges the given sets themselves: always cross-fitted on them.
-    model_free: ClassVar[bool] = False
+    # The name of a class registered as itself (set by leakprobe.attacks.registry).
+    registered_name: ClassVar[str] = ""
+    # What ``features`` takes: "images" (an (N,3,H,W) tensor) or "pairs" (an ImageSet with
+    # the ground truth the attack compares answers with: outputs, captions).
+    sample_kind: ClassVar[str] = "images"
+    # The model it queries: a family of leakprobe.attacks.registry ("encoder",
+    # "image2image", "captioner"), or None for an attack that queries none (blind).
+    target_kind: ClassVar[str | None] = "encoder"
+    # Compares part embeddings with the whole image's tokens (PartCrop): refused on a target
+    # without tokens in its embedding space.
+    needs_tokens: ClassVar[bool] = False
+    # Constructor arguments that set the queries per image (named by the budget error).
+    query_options: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def name(self) -> str:
+        """The name results are reported under: the registry name by default."""
+        return self.registered_name or type(self).__name__
+
+    @property
+    def needs_fit(self) -> bool:
+        """Whether the attack learns a scorer from known samples (False: a fixed score)."""
+        return True
+
+    @property
+    def model_free(self) -> bool:
+        """Whether it judges the given sets alone, never the model (always cross-fitted)."""
+        return False
+
+    @property
+    def prepared(self) -> bool:
+        """Whether :meth:`prepare` has given the attack what it needs (or needs nothing)."""
+        return True
+
+    def prepare(self, public: Any) -> MembershipAttack:
+        """Learn what the attack needs from the attacker's own data; a no-op by default.
+
+        m4i-feature trains its multimodal extractor here. Returns self.
+        """
+        return self
+
+    def report_notes(self, target) -> list[str]:
+        """Lines the report adds to this attack's result (partcrop-pooled's caveat)."""
+        return []
 
     def get_params(self) -> dict[str, Any]:
         """The ``__init__`` arguments as stored on the object."""
@@ -61,8 +106,12 @@ class MembershipAttack:
         """Images sent to the target for each audited image."""
         raise NotImplementedError
 
-    def features(self, target, images: torch.Tensor) -> np.ndarray:
-        """Query ``target`` about ``images``; (N, F) float features."""
+    def features(self, target, samples: Any) -> np.ndarray:
+        """Query ``target`` about ``samples``; (N, F) float features.
+
+        ``samples`` is an (N, 3, H, W) image tensor, or an ImageSet when ``sample_kind`` is
+        ``"pairs"``.
+        """
         raise NotImplementedError
 
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> MembershipAttack:
@@ -103,6 +152,24 @@ class MembershipAttack:
     def score(self, target, images: torch.Tensor) -> np.ndarray:
         """Membership scores of ``images`` (higher = more likely a member)."""
         return self.score_features(self.features(target, images))
+
+
+class ViewAttack(MembershipAttack):
+    """An attack that embeds augmented views of each image (EncoderMI, LpLA, a baseline).
+
+    Subclasses store ``n_views``, ``crop_scale`` and ``views`` (see
+    :func:`leakprobe.views.parse_views`): None draws SimCLR's views with ``crop_scale``;
+    given views replace ``crop_scale``.
+    """
+
+    n_views: int
+    crop_scale: tuple[float, float]
+    views: str | dict | ViewSpec | None
+    query_options = ("n_views",)
+
+    def view_spec(self) -> ViewSpec:
+        """The resolved view recipe the attack draws from."""
+        return attack_views(self.views, self.crop_scale)
 
 
 def check_features(x: np.ndarray, name: str) -> np.ndarray:

@@ -13,15 +13,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leakprobe.attacks.membership._common import MembershipAttack, check_features
+from leakprobe.attacks.membership._common import MembershipAttack, ViewAttack, check_features
+from leakprobe.attacks.registry import register_attack
 from leakprobe.targets.encoder import resize
-from leakprobe.views import ViewSpec, attack_views
+from leakprobe.views import ViewSpec
 
 
+@register_attack("baseline-norm", family="encoder", aliases=("baseline",),
+                 summary="baseline: the embedding's L2 norm, nothing fitted; black box, 1 query")
 class EmbeddingNorm(MembershipAttack):
     """Score = L2 norm of the embedding."""
 
-    name = "baseline-norm"
     needs_fit = False
 
     def __init__(self, images_per_batch: int = 512, seed: int = 0) -> None:
@@ -39,14 +41,17 @@ class EmbeddingNorm(MembershipAttack):
         return features[:, 0]
 
 
-class AugmentationConsistency(MembershipAttack):
+@register_attack("baseline-consistency", family="encoder", aliases=("baseline",),
+                 keep_defaults=("n_views",),  # --n-views is EncoderMI's
+                 summary="baseline: mean cosine of the clean and augmented views' embeddings, "
+                 "nothing fitted; black box")
+class AugmentationConsistency(ViewAttack):
     """Score = mean cosine(clean embedding, augmented-view embedding).
 
     ``views`` (see :func:`leakprobe.views.parse_views`) sets the view recipe; None draws
     SimCLR's views with ``crop_scale`` (given views replace ``crop_scale``).
     """
 
-    name = "baseline-consistency"
     needs_fit = False
 
     def __init__(
@@ -60,10 +65,6 @@ class AugmentationConsistency(MembershipAttack):
         self.seed = seed
         self.views = views
         self.view_spec()  # a bad recipe fails here, not after the first queries
-
-    def view_spec(self) -> ViewSpec:
-        """The resolved view recipe the attack draws from."""
-        return attack_views(self.views, self.crop_scale)
 
     def queries_per_image(self, target) -> int:
         return self.n_views + 1

@@ -21,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from leakprobe.attacks.membership._common import MembershipAttack
+from leakprobe.attacks.registry import register_attack
 
 
 def image_statistics(images: torch.Tensor) -> np.ndarray:
@@ -43,10 +44,13 @@ def image_statistics(images: torch.Tensor) -> np.ndarray:
     return torch.cat(feats, dim=1).numpy()
 
 
+@register_attack("blind", family="encoder",
+                 summary="blind floor (Das et al.), always run: image statistics only, no "
+                 "query; measures how the member and non-member sets differ, not the model")
 class Blind(MembershipAttack):
     """Distribution-shift floor: logistic regression on image statistics; makes no query."""
 
-    name = "blind"
+    target_kind = None
     model_free = True
 
     def __init__(self, regularization: float = 1.0, seed: int = 0) -> None:

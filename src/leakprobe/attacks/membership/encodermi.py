@@ -23,19 +23,31 @@ import numpy as np
 import torch
 
 from leakprobe.attacks.membership._common import (
-    MembershipAttack,
     NeuralScorer,
     ThresholdScorer,
+    ViewAttack,
     check_features,
     pairwise_cosines,
 )
+from leakprobe.attacks.registry import register_attack
 from leakprobe.targets.encoder import resize
-from leakprobe.views import ViewSpec, attack_views
+from leakprobe.views import ViewSpec
 
 VARIANTS = ("vector", "set", "threshold")
 
 
-class EncoderMI(MembershipAttack):
+@register_attack("encodermi-vector", family="encoder", aliases=("encodermi",),
+                 fixed={"variant": "vector"},
+                 summary="EncoderMI (Liu et al., CCS 2021): sorted cosines of augmented views "
+                 "-> MLP; black box, fitted on known samples or a shadow")
+@register_attack("encodermi-set", family="encoder", aliases=("encodermi",),
+                 fixed={"variant": "set"},
+                 summary="EncoderMI: the augmented views' cosines as a set -> DeepSet network; "
+                 "black box")
+@register_attack("encodermi-threshold", family="encoder", aliases=("encodermi",),
+                 fixed={"variant": "threshold"},
+                 summary="EncoderMI: mean cosine of augmented views, threshold fitted; black box")
+class EncoderMI(ViewAttack):
     """EncoderMI membership attack.
 
     Args:
@@ -71,12 +83,8 @@ class EncoderMI(MembershipAttack):
         self.views = views
         self.view_spec()  # a bad recipe fails here, not after the first queries
 
-    def view_spec(self) -> ViewSpec:
-        """The resolved view recipe the attack draws from."""
-        return attack_views(self.views, self.crop_scale)
-
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return f"encodermi-{self.variant}"
 
     def queries_per_image(self, target) -> int:

@@ -16,9 +16,10 @@ import math
 import numpy as np
 import torch
 
-from leakprobe.attacks.membership._common import MembershipAttack, check_features
+from leakprobe.attacks.membership._common import ViewAttack, check_features
+from leakprobe.attacks.registry import register_attack
 from leakprobe.targets.encoder import resize
-from leakprobe.views import ViewSpec, attack_views
+from leakprobe.views import ViewSpec
 
 
 def parse_p(p: float | str) -> float:
@@ -33,7 +34,19 @@ def gaussian_logpdf(x: np.ndarray, mean: float, std: float) -> np.ndarray:
     return -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
 
 
-class LpLA(MembershipAttack):
+@register_attack("lpla-p1", family="encoder", aliases=("lpla",), fixed={"p": 1},
+                 keep_defaults=("n_views",),  # --n-views is EncoderMI's
+                 summary="LpLA: Gaussian likelihood ratio of the embedding's L1 norm (mean "
+                 "over views); black box, fitted on known samples or a shadow")
+@register_attack("lpla-p2", family="encoder", aliases=("lpla",), fixed={"p": 2},
+                 keep_defaults=("n_views",),  # --n-views is EncoderMI's
+                 summary="LpLA: Gaussian likelihood ratio of the embedding's L2 norm (mean "
+                 "over views); black box, fitted on known samples or a shadow")
+@register_attack("lpla-pinf", family="encoder", aliases=("lpla",), fixed={"p": "inf"},
+                 keep_defaults=("n_views",),  # --n-views is EncoderMI's
+                 summary="LpLA: Gaussian likelihood ratio of the embedding's L-inf norm (mean "
+                 "over views); black box, fitted on known samples or a shadow")
+class LpLA(ViewAttack):
     """p-norm likelihood attack.
 
     Args:
@@ -62,12 +75,8 @@ class LpLA(MembershipAttack):
         self.views = views
         self.view_spec()  # a bad recipe fails here, not after the first queries
 
-    def view_spec(self) -> ViewSpec:
-        """The resolved view recipe the attack draws from."""
-        return attack_views(self.views, self.crop_scale)
-
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         p = parse_p(self.p)
         return f"lpla-p{'inf' if math.isinf(p) else f'{p:g}'}"
 

@@ -31,6 +31,7 @@ from sklearn.svm import LinearSVC
 from torch import nn
 
 from leakprobe.attacks.membership._common import MembershipAttack, NeuralScorer, check_features
+from leakprobe.attacks.registry import AttackTable, register_attack
 from leakprobe.data.images import ImageSet
 from leakprobe.errors import LeakprobeError
 from leakprobe.progress import track
@@ -60,11 +61,14 @@ def _classifier_scores(model, x: np.ndarray) -> np.ndarray:
     return model.decision_function(x)
 
 
+@register_attack("m4i-metric", family="captioner",
+                 summary="M4I (Hu et al., NeurIPS 2022): ROUGE/BLEU/CIDEr of the generated "
+                 "caption vs the references -> classifier; black box, shadow-fitted")
 class M4IMetric(MembershipAttack):
     """Metric-based M4I: n-gram scores of the generated caption -> classifier."""
 
-    name = "m4i-metric"
     sample_kind = "pairs"
+    target_kind = "captioner"
 
     def __init__(self, classifier: str = "svm", cider: bool = True, seed: int = 0) -> None:
         self.classifier = classifier
@@ -74,7 +78,7 @@ class M4IMetric(MembershipAttack):
     def queries_per_image(self, target) -> int:
         return 1
 
-    def features(self, target, samples: ImageSet) -> np.ndarray:  # type: ignore[override]
+    def features(self, target, samples: ImageSet) -> np.ndarray:
         """(N, 7) ROUGE/BLEU features, plus CIDEr-D as an 8th column when ``cider``.
 
         CIDEr-D's document frequencies come from the references of the ``samples`` scored
@@ -173,6 +177,10 @@ def _shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> tor
     return padded[..., dy:dy + h, dx:dx + w]
 
 
+@register_attack("m4i-feature", family="captioner",
+                 option_names={"epochs": "extractor_epochs"},
+                 summary="M4I: |image - caption embedding| of a multimodal extractor trained on "
+                 "the attacker's data -> MLP; black box, shadow-fitted")
 class M4IFeature(MembershipAttack):
     """Feature-based M4I: |image embedding - caption embedding| -> MLP.
 
@@ -207,8 +215,8 @@ class M4IFeature(MembershipAttack):
         seed: fixes the extractor and the MLP classifier.
     """
 
-    name = "m4i-feature"
     sample_kind = "pairs"
+    target_kind = "captioner"
 
     def __init__(self, epochs: int = 20, dim: int = 256, width: int = 32,
                  contrastive: float = 1.0, temperature: float = 0.1, shift: int = 2,
@@ -268,8 +276,12 @@ class M4IFeature(MembershipAttack):
         self.extractor_ = model.eval()
         return self
 
-    def features(self, target, samples: ImageSet) -> np.ndarray:  # type: ignore[override]
-        if not hasattr(self, "extractor_"):
+    @property
+    def prepared(self) -> bool:
+        return hasattr(self, "extractor_")
+
+    def features(self, target, samples: ImageSet) -> np.ndarray:
+        if not self.prepared:
             raise LeakprobeError("m4i-feature needs prepare(public_data) before features")
         captions = target.caption(samples.images)
         device = next(self.extractor_.parameters()).device
@@ -280,7 +292,7 @@ class M4IFeature(MembershipAttack):
 
     def clone(self) -> M4IFeature:
         fresh = super().clone()
-        if hasattr(self, "extractor_"):  # the extractor is public-data state, not fit state
+        if self.prepared:  # the extractor is public-data state, not fit state
             fresh.extractor_, fresh.tokenizer_ = self.extractor_, self.tokenizer_
         return fresh  # type: ignore[return-value]
 
@@ -295,4 +307,5 @@ class M4IFeature(MembershipAttack):
         return self.model_.score(features)
 
 
-CAPTION_ATTACKS = {"m4i-metric": M4IMetric, "m4i-feature": M4IFeature}
+# name -> class, a view of the registry (leakprobe.attacks.registry)
+CAPTION_ATTACKS = AttackTable("captioner")

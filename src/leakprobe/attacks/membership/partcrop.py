@@ -50,13 +50,13 @@ a guess of the training augmentation, so ``--views`` does not change them.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from leakprobe.attacks.membership._common import MembershipAttack, NeuralScorer, check_features
+from leakprobe.attacks.registry import register_attack
 from leakprobe.augment import random_resized_crop
 from leakprobe.errors import LeakprobeError
 from leakprobe.targets.encoder import resize
@@ -101,10 +101,17 @@ def check_token_attacks(attacks: list, target) -> None:
     """Refuse, before any query, a token attack among ``attacks`` that ``target`` cannot serve."""
     problem = token_problem(target)
     for attack in attacks:
-        if problem and getattr(attack, "needs_tokens", False):
+        if problem and attack.needs_tokens:
             raise needs_tokens_error(attack.name, problem)
 
 
+@register_attack("partcrop", family="encoder", aliases=("partcrop-variants",),
+                 summary="PartCrop (Zhu et al., CCS 2024), the paper's: part crops against the "
+                 "whole image's tokens; black box, needs tokens, fitted")
+@register_attack("partcrop-cosine", family="encoder", aliases=("partcrop-variants",),
+                 fixed={"similarity": COSINE_SIMILARITY, "temperature": COSINE_TEMPERATURE},
+                 summary="PartCrop with cosine similarity, temperature 0.1 (leakprobe variant); "
+                 "black box, needs tokens")
 class PartCrop(MembershipAttack):
     """PartCrop membership attack (the paper's method with its defaults).
 
@@ -122,7 +129,8 @@ class PartCrop(MembershipAttack):
     for (cosine, 0.1), ``partcrop-{similarity}-t{temperature}`` otherwise.
     """
 
-    needs_tokens: ClassVar[bool] = True  # compares parts with the whole image's tokens
+    needs_tokens = True  # compares parts with the whole image's tokens
+    query_options = ("num_parts",)
 
     def __init__(
         self,
@@ -149,7 +157,7 @@ class PartCrop(MembershipAttack):
         self.seed = seed
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         setting = (self.similarity, float(self.temperature))
         if setting == (PAPER_SIMILARITY, PAPER_TEMPERATURE):
             return "partcrop"
@@ -219,6 +227,9 @@ class PartCrop(MembershipAttack):
         return self.scorer_.score(features)
 
 
+@register_attack(POOLED, family="encoder", aliases=("partcrop-variants",),
+                 summary="PartCrop's parts against the whole image's embedding (leakprobe "
+                 "variant for targets without usable tokens); black box")
 class PartCropPooled(PartCrop):
     """``partcrop-pooled``: PartCrop's parts against the whole image's embedding (no tokens).
 
@@ -228,7 +239,7 @@ class PartCropPooled(PartCrop):
     so. Same arguments as :class:`PartCrop` minus ``similarity`` and ``temperature``.
     """
 
-    needs_tokens: ClassVar[bool] = False
+    needs_tokens = False
 
     def __init__(
         self,
@@ -243,7 +254,7 @@ class PartCropPooled(PartCrop):
                          epochs=epochs, seed=seed)
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return POOLED
 
     def features(self, target, images: torch.Tensor) -> np.ndarray:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from leakprobe.attacks.membership._common import MembershipAttack, check_features
 from leakprobe.attacks.membership.pixel_features import create_pixel_features
 from leakprobe.attacks.membership.predictability import predictability_error
+from leakprobe.attacks.registry import register_attack
 from leakprobe.data.images import ImageSet
 from leakprobe.errors import LeakprobeError
 
@@ -68,6 +69,20 @@ def reconstruction_error(output: torch.Tensor, truth: torch.Tensor, kind: str = 
     raise ValueError(f"seg_error must be l1, ce or iou, got {kind!r}")
 
 
+@register_attack("reconstruction", family="image2image", fixed={"statistic": "reconstruction"},
+                 summary="reconstruction error of the model's output (Shafran et al., ICCV "
+                 "2021); black box, ground truth held, 1 query")
+@register_attack("predictability", family="image2image", fixed={"statistic": "predictability"},
+                 summary="predictability error of the ground truth from pixel features: no "
+                 "model, no query; the difficulty floor")
+@register_attack("membership-error", family="image2image",
+                 fixed={"statistic": "membership-error"},
+                 summary="reconstruction minus predictability error (Shafran et al.); black "
+                 "box, ground truth held, 1 query")
+@register_attack("membership-error-weighted", family="image2image",
+                 fixed={"statistic": "membership-error-weighted"},
+                 summary="reconstruction - w x predictability error, w fitted on known "
+                 "samples; black box, 1 query")
 class ReconstructionMIA(MembershipAttack):
     """Reconstruction, predictability and membership-error attacks (one class, ``score``).
 
@@ -85,6 +100,7 @@ class ReconstructionMIA(MembershipAttack):
     """
 
     sample_kind = "pairs"
+    target_kind = "image2image"
 
     def __init__(
         self,
@@ -111,21 +127,21 @@ class ReconstructionMIA(MembershipAttack):
         self.seed = seed
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return self.statistic
 
     @property
-    def needs_fit(self) -> bool:  # type: ignore[override]
+    def needs_fit(self) -> bool:
         return self.statistic == "membership-error-weighted"
 
     @property
-    def model_free(self) -> bool:  # type: ignore[override]
+    def model_free(self) -> bool:
         return self.statistic == "predictability"
 
     def queries_per_image(self, target) -> int:
         return 0 if self.statistic == "predictability" else 1
 
-    def features(self, target, samples: ImageSet) -> np.ndarray:  # type: ignore[override]
+    def features(self, target, samples: ImageSet) -> np.ndarray:
         """(N, 2): reconstruction error (NaN-free; 0 when not needed) and predictability."""
         truth_all = ground_truth(samples, self.num_classes)
         need_recon = self.statistic != "predictability"
@@ -166,6 +182,3 @@ class ReconstructionMIA(MembershipAttack):
             return -(recon - pred)
         return -(recon - self.weight_ * pred)
 
-
-IMAGE2IMAGE_ATTACKS = {name: (lambda n: (lambda **kw: ReconstructionMIA(statistic=n, **kw)))(name)
-                       for name in SCORES}

@@ -14,12 +14,18 @@ class StealingMethod:
     """A loss that trains a surrogate from the target's embeddings only.
 
     Attributes:
-        name: registry name.
+        name: registry name (see :mod:`leakprobe.attacks.registry`).
         views_per_image: views queried per image (a query is one view embedded).
     """
 
-    name: ClassVar[str] = ""
+    # The name of a class registered as itself (set by leakprobe.attacks.registry).
+    registered_name: ClassVar[str] = ""
     views_per_image: int = 1
+
+    @property
+    def name(self) -> str:
+        """The name the method's results are reported under: its registry name."""
+        return self.registered_name or type(self).__name__
 
     def loss(self, surrogate: nn.Module, cache: QueryCache, idx: torch.Tensor,
              generator: torch.Generator) -> torch.Tensor:

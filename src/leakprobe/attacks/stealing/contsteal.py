@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from leakprobe.attacks.registry import register_attack
 from leakprobe.attacks.stealing.base import StealingMethod
 from leakprobe.augment import SSLAugmentation
 
@@ -28,6 +29,9 @@ def contsteal_loss(s: torch.Tensor, t: torch.Tensor, temperature: float = 0.5) -
     return F.cross_entropy(sim, target)
 
 
+@register_attack("contsteal", family="stealing",
+                 summary="Cont-Steal (Sha et al., CVPR 2023): InfoNCE between the surrogate's "
+                 "and the target's embeddings of augmented views; black box")
 class ContSteal(StealingMethod):
     """Contrastive stealing.
 
@@ -35,8 +39,6 @@ class ContSteal(StealingMethod):
         views_per_image: target views queried per image.
         temperature: InfoNCE temperature.
     """
-
-    name = "contsteal"
 
     def __init__(self, views_per_image: int = 2, temperature: float = 0.5) -> None:
         self.views_per_image = views_per_image

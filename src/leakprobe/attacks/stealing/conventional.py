@@ -11,14 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from leakprobe.attacks.registry import register_attack
 from leakprobe.attacks.stealing.base import StealingMethod
 from leakprobe.attacks.stealing.queries import QueryCache
 
 
+@register_attack("mse", family="stealing",
+                 summary="conventional stealing: mean squared error between the surrogate's and "
+                 "the target's embeddings; black box")
 class MSESteal(StealingMethod):
     """Mean squared error between surrogate and target embeddings of the queried view."""
-
-    name = "mse"
 
     def __init__(self, views_per_image: int = 1) -> None:
         self.views_per_image = views_per_image
@@ -35,10 +37,11 @@ class MSESteal(StealingMethod):
         return F.mse_loss(s.float(), t)
 
 
+@register_attack("cosine", family="stealing",
+                 summary="conventional stealing: one minus the cosine of the surrogate's and the "
+                 "target's embeddings; black box")
 class CosineSteal(MSESteal):
     """One minus the cosine similarity of surrogate and target embeddings."""
-
-    name = "cosine"
 
     def loss(self, surrogate, cache, idx, generator) -> torch.Tensor:
         s, t = self._pairs(surrogate, cache, idx, generator)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -73,8 +73,12 @@ class SSLMethod(nn.Module):
         """Augment a batch of raw images in [0, 1] and run the no-gradient parts."""
         raise NotImplementedError
 
-    def student(self, *inputs: torch.Tensor) -> StudentOutputs:
-        """The trainable forward pass; rows of inputs and outputs are images."""
+    def student(self, *inputs: Any, **kwargs: Any) -> StudentOutputs:
+        """The trainable forward pass; rows of inputs and outputs are images.
+
+        It is called as ``student(*batch.inputs)``: a method names its own tensors (SimCLR one
+        ``views``, MAE ``crops, ids_keep, ids_restore``), hence the open signature here.
+        """
         raise NotImplementedError
 
     def objective(self, outputs: StudentOutputs, batch: SSLBatch) -> torch.Tensor:
@@ -119,8 +123,8 @@ def ema_update(
     for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
     if copy_buffers:
-        for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
-            t.copy_(s)
+        for t_buf, s_buf in zip(teacher.buffers(), student.buffers(), strict=True):
+            t_buf.copy_(s_buf)
 
 
 METHODS: dict[str, type[SSLMethod]] = {}

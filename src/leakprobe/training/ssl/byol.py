@@ -12,6 +12,7 @@ from torch import nn
 from leakprobe.augment import SSLAugmentation
 from leakprobe.errors import LeakprobeError
 from leakprobe.models.heads import mlp_head
+from leakprobe.models.registry import int_attribute
 from leakprobe.training.ssl.base import (
     SSLBatch,
     SSLMethod,
@@ -99,7 +100,8 @@ class BYOL(SSLMethod):
         check_positive(proj_dim, "BYOL proj_dim")
         check_positive(hidden_dim, "BYOL hidden_dim")
         self.momentum = check_unit(momentum, "BYOL momentum")
-        self.projector = mlp_head(backbone.embed_dim, hidden_dim, proj_dim, norm=head_norm)
+        embed_dim = int_attribute(backbone, "embed_dim")
+        self.projector = mlp_head(embed_dim, hidden_dim, proj_dim, norm=head_norm)
         self.predictor = mlp_head(proj_dim, hidden_dim, proj_dim, norm=head_norm)
         self.teacher = copy.deepcopy(nn.Sequential(backbone, self.projector)).requires_grad_(False)
 

@@ -12,6 +12,7 @@ from torch import nn
 from leakprobe.augment import SSLAugmentation
 from leakprobe.errors import LeakprobeError
 from leakprobe.models.heads import DINOHead
+from leakprobe.models.registry import int_attribute
 from leakprobe.training.ssl.base import (
     SSLBatch,
     SSLMethod,
@@ -126,12 +127,16 @@ class DINO(SSLMethod):
         self.center_momentum = check_unit(center_momentum, "DINO center_momentum")
         self.momentum = check_unit(momentum, "DINO momentum")
         self.n_local, self.local_size = int(n_local), local_size
-        self.local_scale = tuple(local_scale) if local_scale is not None else None
+        self.local_scale: tuple[float, float] | None = (
+            (local_scale[0], local_scale[1]) if local_scale is not None else None
+        )
         self.export = export
-        self.head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, proj_dim, norm=head_norm,
+        embed_dim = int_attribute(backbone, "embed_dim")
+        self.head = DINOHead(embed_dim, out_dim, hidden_dim, proj_dim, norm=head_norm,
                              norm_last=norm_last_layer)
         self.teacher = copy.deepcopy(nn.Sequential(backbone, self.head)).requires_grad_(False)
         self.register_buffer("center", torch.zeros(out_dim))
+        self.center: torch.Tensor  # the buffer's type
         self.center_frozen = False  # True under DP-SGD (enable_dp)
         self._pending: torch.Tensor | None = None
 
@@ -141,11 +146,11 @@ class DINO(SSLMethod):
         lo, hi = aug.crop_scale
         scale = self.local_scale or (lo, lo + 0.35 * (hi - lo))
         return dataclasses.replace(aug, size=self.local_size or max(4, aug.size // 2),
-                                   crop_scale=tuple(scale))
+                                   crop_scale=scale)
 
     def prepare(self, images: torch.Tensor, generator: torch.Generator) -> SSLBatch:
         views = self.augmentation(images, generator, n_views=2)
-        inputs = (views,)
+        inputs: tuple[torch.Tensor, ...] = (views,)
         if self.n_local > 0:
             inputs += (self.local_augmentation()(images, generator, n_views=self.n_local),)
         with torch.no_grad():

@@ -84,6 +84,7 @@ class MAE(SSLMethod):
     """
 
     dp_per_image_exact = True
+    backbone: ViT  # checked in __init__
 
     def __init__(
         self,

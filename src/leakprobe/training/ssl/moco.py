@@ -10,6 +10,7 @@ from torch import nn
 
 from leakprobe.augment import SSLAugmentation
 from leakprobe.models.heads import mlp_head
+from leakprobe.models.registry import int_attribute
 from leakprobe.training.ssl.base import (
     SSLBatch,
     SSLMethod,
@@ -82,10 +83,13 @@ class MoCo(SSLMethod):
         check_positive(queue_size, "MoCo queue_size")
         self.momentum = check_unit(momentum, "MoCo momentum")
         self.symmetric = bool(symmetric)
-        self.projector = mlp_head(backbone.embed_dim, hidden_dim, proj_dim, norm=False)
+        embed_dim = int_attribute(backbone, "embed_dim")
+        self.projector = mlp_head(embed_dim, hidden_dim, proj_dim, norm=False)
         self.teacher = copy.deepcopy(nn.Sequential(backbone, self.projector)).requires_grad_(False)
         self.register_buffer("queue", F.normalize(torch.randn(int(queue_size), proj_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.queue: torch.Tensor  # the buffers' types
+        self.queue_ptr: torch.Tensor
         self._pending: torch.Tensor | None = None
 
     def prepare(self, images: torch.Tensor, generator: torch.Generator) -> SSLBatch:

@@ -8,6 +8,7 @@ from torch import nn
 
 from leakprobe.augment import SSLAugmentation
 from leakprobe.models.heads import mlp_head
+from leakprobe.models.registry import int_attribute
 from leakprobe.training.ssl.base import (
     SSLBatch,
     SSLMethod,
@@ -61,7 +62,8 @@ class SimCLR(SSLMethod):
         self.temperature = temperature
         # proj_dim 0: no head, the contrastive loss acts on the embedding itself
         self.projector = (
-            mlp_head(backbone.embed_dim, hidden_dim, proj_dim) if proj_dim > 0 else nn.Identity()
+            mlp_head(int_attribute(backbone, "embed_dim"), hidden_dim, proj_dim) if proj_dim > 0
+            else nn.Identity()
         )
 
     def prepare(self, images: torch.Tensor, generator: torch.Generator) -> SSLBatch:

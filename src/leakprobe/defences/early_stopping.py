@@ -4,6 +4,9 @@ Memorisation of the training images grows with training time, so a model taken e
 leaks less (and is usually less useful). One run to the largest epoch saves a snapshot at
 each chosen epoch (``TrainConfig.snapshot_epochs``); every snapshot is then audited and its
 utility measured, giving attack AUC and utility against epochs.
+
+:func:`early_stopping_config` plans the run of a whole sweep (train to the largest epoch);
+:func:`stop_at` is one setting: the encoder after ``epoch`` epochs of a given run's schedule.
 """
 
 from __future__ import annotations
@@ -39,3 +42,19 @@ def early_stopping_config(config: TrainConfig, epochs: Sequence[float]) -> Train
     """
     stops = check_epochs(epochs)
     return replace(config, epochs=stops[-1], snapshot_epochs=stops)
+
+
+def stop_at(config: TrainConfig, epoch: float) -> TrainConfig:
+    """One early-stopping setting: ``config``'s run, with a snapshot after ``epoch`` epochs.
+
+    The run keeps its length (and so its learning-rate schedule); the setting's encoder is
+    that snapshot.
+
+    Raises:
+        LeakprobeError: ``epoch`` is not an integer in ``1..config.epochs``.
+    """
+    (stop,) = check_epochs([epoch])
+    if stop > config.epochs:
+        raise LeakprobeError(f"early-stopping epoch {stop} is after the end of training "
+                             f"({config.epochs} epochs)")
+    return replace(config, snapshot_epochs=(*config.snapshot_epochs, stop))

@@ -25,8 +25,6 @@ from leakprobe.errors import LeakprobeError
 from leakprobe.training.dp import DPConfig
 from leakprobe.training.trainer import TrainConfig
 
-CLIPPING_UNIT = "image"
-
 
 def dp_train_config(
     config: TrainConfig,

@@ -1,0 +1,230 @@
+"""``leakprobe audit encoder|image2image|captioner``: membership-inference audits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from leakprobe.cli.options import (
+    Amp,
+    Device,
+    Folds,
+    InputSize,
+    ModelArch,
+    NumParts,
+    NViews,
+    Permutations,
+    QueryBatchSize,
+    Repeats,
+    ReportOut,
+    Seed,
+    Threads,
+    Views,
+    use_threads,
+)
+from leakprobe.cli.output import print_summary
+from leakprobe.errors import LeakprobeError
+
+app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
+
+
+@app.command("encoder")
+def audit_encoder_cmd(
+    *,
+    model: Annotated[str, typer.Option(help="TorchScript file, .safetensors (+ --arch), "
+                                       "package.module:factory, file.py:factory, or a train "
+                                       "folder.")],
+    members: Annotated[str, typer.Option(help="Image folder, split manifest JSON or data "
+                                         "spec.")],
+    nonmembers: Annotated[str, typer.Option(help="Image folder, split manifest JSON or data "
+                                            "spec.")],
+    attacks: Annotated[str, typer.Option(
+        help="Comma list; aliases: encodermi, lpla, baseline, partcrop-variants, all (= "
+             "partcrop, encodermi, lpla, baseline; partcrop-pooled stands in for partcrop "
+             "when the model exposes no tokens).")] = "all",
+    out: ReportOut,
+    arch: ModelArch = None,
+    image_size: InputSize = None,
+    knowledge: Annotated[str, typer.Option(help="known-subset or shadow.")] = "known-subset",
+    folds: Folds = 2,
+    repeats: Repeats = 1,
+    permutations: Permutations = None,
+    shadow_data: Annotated[str | None, typer.Option(
+        help="Attacker's own data for a shadow encoder.")] = None,
+    shadow_arch: Annotated[str, typer.Option(help="Backbone of the shadow encoder.")
+                           ] = "resnet-tiny",
+    shadow_method: Annotated[str, typer.Option(help="SSL method of the shadow encoder.")
+                             ] = "simclr",
+    shadow_epochs: Annotated[int, typer.Option(help="Training epochs of the shadow encoder.")
+                             ] = 50,
+    num_parts: NumParts = None,
+    n_views: NViews = None,
+    views: Views = None,
+    utility_data: Annotated[str | None, typer.Option(
+        help="Labelled data for k-NN/linear-probe utility.")] = None,
+    batch_size: QueryBatchSize = 256,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = "auto",
+    amp: Amp = "auto",
+) -> None:
+    """Audit an encoder with membership attacks; write report.json, report.html and plots."""
+    use_threads(threads)
+    from leakprobe.data.loaders import load_dataset
+    from leakprobe.data.splits import check_shadow_disjoint, load_images
+    from leakprobe.evaluation.audit import check_audit_plan
+    from leakprobe.targets.loading import load_encoder
+    from leakprobe.training.encoder import EncoderRecipe
+    from leakprobe.training.trainer import TrainConfig
+    from leakprobe.workflows.audit import (
+        audit_encoder,
+        build_attacks,
+        encoder_utility,
+        train_shadow,
+    )
+    from leakprobe.workflows.train import recorded_utility
+
+    build_attacks(attacks, seed, num_parts=num_parts, n_views=n_views, views=views)
+    if knowledge == "shadow" and not shadow_data:
+        raise LeakprobeError("--knowledge shadow needs --shadow-data")
+    config = TrainConfig(epochs=shadow_epochs, batch_size=batch_size, seed=seed,
+                         device=device, amp=amp)
+    target = load_encoder(model, arch, image_size, device, batch_size)
+    attack_objs = build_attacks(attacks, seed, target=target, num_parts=num_parts,
+                                n_views=n_views, views=views)  # partcrop needs tokens
+    size = target.input_size
+    mem = load_images(members, size, side="members")
+    non = load_images(nonmembers, size, side="nonmembers")
+    labelled = load_dataset(utility_data, size, seed) if utility_data else None
+    if labelled is not None and labelled.labels is None:
+        raise LeakprobeError(f"--utility-data {utility_data}: needs labelled images "
+                             "(class-per-folder or a labelled data spec)")
+    shadow_images = load_images(shadow_data, size) \
+        if knowledge == "shadow" and shadow_data is not None else None
+    # everything that can fail, before the shadow trains and the target is queried
+    check_audit_plan(attack_objs, target, mem, non, knowledge, folds, repeats,
+                     extra_queries=len(labelled) if labelled is not None else 0,
+                     extra_what="utility")
+    shadow = None
+    context: dict = {"model": model}
+    if shadow_images is not None:
+        check_shadow_disjoint(shadow_images, mem, non)
+        shadow = train_shadow(shadow_images, EncoderRecipe(shadow_method, shadow_arch), config,
+                              seed)
+        context["precision"] = {"queries": "fp32",
+                                "shadow_training": config.extra.get("precision")}
+        context["shadow"] = {"data": shadow_images.source, "method": shadow_method,
+                             "arch": shadow_arch, "epochs": shadow_epochs,
+                             "members": len(shadow[1]), "nonmembers": len(shadow[2]),
+                             "split_seed": seed}
+    utility = encoder_utility(target, labelled, seed) if labelled is not None \
+        else recorded_utility(model)
+    report = audit_encoder(target, mem, non, attacks=attack_objs, knowledge=knowledge,
+                           folds=folds, repeats=repeats, permutations=permutations, seed=seed,
+                           out_dir=out, context=context, utility=utility, shadow=shadow)
+    print_summary(report, out)
+
+
+@app.command("image2image")
+def audit_image2image_cmd(
+    *,
+    model: Annotated[str, typer.Option(help="TorchScript file, .safetensors (+ --arch), "
+                                       "module:factory, or a train folder.")],
+    members: Annotated[Path, typer.Option(help="Folder with inputs/ and targets/.")],
+    nonmembers: Annotated[Path, typer.Option(help="Folder with inputs/ and targets/.")],
+    out: ReportOut,
+    attacks: Annotated[str, typer.Option(
+        show_default=False,  # a long default typer cuts: in the help
+        help="Comma list; default: reconstruction, predictability, membership-error (= "
+             "all). Also membership-error-weighted.")
+    ] = "reconstruction,predictability,membership-error",
+    num_classes: Annotated[int | None, typer.Option(
+        help="Targets are label maps with N classes.")] = None,
+    features: Annotated[str, typer.Option(
+        help="Pixel features: builtin or a backbone name such as wide-resnet50-2 (needs "
+             "--features-weights).")] = "builtin",
+    features_weights: Annotated[str | None, typer.Option(
+        help="safetensors weights of --features.")] = None,
+    seg_error: Annotated[str, typer.Option(
+        help="Segmentation reconstruction error: l1, ce, iou.")] = "l1",
+    arch: ModelArch = None,
+    image_size: InputSize = None,
+    folds: Folds = 2,
+    repeats: Repeats = 1,
+    permutations: Permutations = None,
+    batch_size: QueryBatchSize = 32,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = "auto",
+) -> None:
+    """Audit an image-to-image model: reconstruction, predictability and membership error."""
+    use_threads(threads)
+    from leakprobe.data.paired import load_paired_folder
+    from leakprobe.targets.loading import load_translator
+    from leakprobe.workflows.audit import audit_image2image, build_image2image_attacks
+
+    build_image2image_attacks(attacks, seed, seg_error=seg_error)  # names fail before loading
+    target = load_translator(model, arch, image_size, device, batch_size)
+    mem = load_paired_folder(members, target.input_size, num_classes)
+    non = load_paired_folder(nonmembers, target.input_size, num_classes)
+    report = audit_image2image(target, mem, non, attacks=attacks, folds=folds, repeats=repeats,
+                               permutations=permutations, seed=seed, out_dir=out,
+                               context={"model": model}, pixel_features=features,
+                               features_weights=features_weights, num_classes=num_classes,
+                               seg_error=seg_error)
+    print_summary(report, out)
+
+
+@app.command("captioner")
+def audit_captioner_cmd(
+    *,
+    model: Annotated[str, typer.Option(help="Captioner folder, TorchScript file "
+                                       "(tokenizer.json beside it), FILE.py:factory, "
+                                       "module:factory or URL.")],
+    members: Annotated[str, typer.Option(help="COCO caption JSON of known members.")],
+    nonmembers: Annotated[str, typer.Option(help="COCO caption JSON of known non-members.")],
+    shadow_data: Annotated[str, typer.Option(help="Attacker's own captioned data (COCO JSON "
+                                             "or synthetic:N:SEED).")],
+    out: ReportOut,
+    images: Annotated[str | None, typer.Option(
+        help="Folder the JSON file_names resolve against (default: each JSON file's "
+             "folder).")] = None,
+    attacks: Annotated[str, typer.Option(help="Comma list: m4i-metric, m4i-feature (all).")
+                       ] = "m4i-metric,m4i-feature",
+    classifier: Annotated[str, typer.Option(
+        help="m4i-metric classifier: svm, logreg, mlp.")] = "svm",
+    shadow_epochs: Annotated[int, typer.Option(
+        help="Shadow captioner epochs (match the target).")] = 100,
+    extractor_epochs: Annotated[int, typer.Option(help="m4i-feature extractor epochs.")] = 20,
+    budget: Annotated[int | None, typer.Option(help="Most images sent to the target.")
+                      ] = None,
+    permutations: Permutations = None,
+    image_size: InputSize = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = "auto",
+    amp: Amp = "auto",
+) -> None:
+    """Audit a captioner with M4I (metric- and feature-based) under the shadow setting."""
+    use_threads(threads)
+    from leakprobe.data.captions import load_captioned_dataset
+    from leakprobe.device import resolve_device
+    from leakprobe.targets.captioner import load_captioner
+    from leakprobe.workflows.audit import audit_captioner, build_caption_attacks
+
+    resolved = str(resolve_device(device))  # m4i-feature's extractor trains there
+    attack_objs = build_caption_attacks(attacks, seed, classifier=classifier,
+                                        extractor_epochs=extractor_epochs, device=resolved)
+    target = load_captioner(model, device=device, budget=budget, image_size=image_size)
+    size = image_size or target.input_size
+    mem = load_captioned_dataset(members, size, seed, images)
+    non = load_captioned_dataset(nonmembers, size, seed, images)
+    shadow = load_captioned_dataset(shadow_data, size, seed, images)
+    # audit_captioner checks the sets, the shadow data and the budget before it trains
+    report = audit_captioner(target, mem, non, shadow_data=shadow, attacks=attack_objs,
+                             permutations=permutations, seed=seed, out_dir=out,
+                             context={"model": model}, shadow_epochs=shadow_epochs, amp=amp,
+                             device=resolved)
+    print_summary(report, out)

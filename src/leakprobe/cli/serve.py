@@ -1,0 +1,120 @@
+"""``leakprobe serve encoder|image2image|captioner``: a model behind an HTTP API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from leakprobe.cli.options import Device, InputSize, ModelArch, Seed, Threads, use_threads
+from leakprobe.errors import LeakprobeError
+
+app = typer.Typer(no_args_is_help=True, help="Serve a model over HTTP.")
+
+Host = Annotated[str, typer.Option(help="Address to listen on.")]
+Port = Annotated[int, typer.Option(help="Port to listen on.")]
+MaxQueries = Annotated[int | None, typer.Option(
+    help="Total images the service will answer (default: no limit).")]
+Rate = Annotated[float | None, typer.Option(help="Requests per second per client.")]
+MaxBatch = Annotated[int, typer.Option(help="Images per request.")]
+MaxBodyMB = Annotated[float, typer.Option(help="Request body limit in MiB.")]
+MaxImageSide = Annotated[int, typer.Option(help="Largest accepted image side.")]
+EntryModel = Annotated[str, typer.Option(help="Model file, .safetensors (+ --arch), entry "
+                                         "point.")]
+
+
+def _local(model: str) -> str:
+    if model.startswith(("http://", "https://")):
+        raise LeakprobeError("serve needs a local model, not a URL")
+    return model
+
+
+@app.command("encoder")
+def serve_encoder_cmd(
+    *,
+    model: EntryModel,
+    arch: ModelArch = None,
+    image_size: InputSize = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    max_queries: MaxQueries = None,
+    rate: Rate = None,
+    max_batch: MaxBatch = 256,
+    max_body_mb: MaxBodyMB = 64.0,
+    max_image_side: MaxImageSide = 512,
+    noise: Annotated[float, typer.Option(help="Gaussian noise std added to embeddings.")
+                     ] = 0.0,
+    top_k: Annotated[int | None, typer.Option(help="Return only the k largest coordinates.")
+                     ] = None,
+    round_decimals: Annotated[int | None, typer.Option(
+        help="Round embeddings to N decimals.")] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = "auto",
+) -> None:
+    """Serve an encoder at http://HOST:PORT (/v1/info, /v1/embed) until interrupted."""
+    use_threads(threads)
+    from leakprobe.serving.server import EncoderService, ServeConfig, run_server
+    from leakprobe.targets.loading import load_encoder
+
+    encoder = load_encoder(_local(model), arch, image_size, device)
+    config = ServeConfig(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
+                         max_image_side=max_image_side, max_queries=max_queries, rate=rate,
+                         noise=noise, top_k=top_k, round_decimals=round_decimals, seed=seed)
+    typer.echo(f"serving {model} at http://{host}:{port} (input {encoder.input_size}, "
+               f"embedding {encoder.embed_dim})", err=True)
+    run_server(EncoderService(encoder, config), host, port)
+
+
+@app.command("image2image")
+def serve_image2image_cmd(
+    *,
+    model: EntryModel,
+    arch: ModelArch = None,
+    image_size: InputSize = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    max_queries: MaxQueries = None,
+    rate: Rate = None,
+    max_batch: MaxBatch = 64,
+    device: Device = "auto",
+    threads: Threads = "auto",
+) -> None:
+    """Serve an image-to-image model at http://HOST:PORT (/v1/info, /v1/translate)."""
+    use_threads(threads)
+    from leakprobe.serving.server import ServeConfig, TranslatorService, run_server
+    from leakprobe.targets.loading import load_translator
+
+    target = load_translator(model, arch, image_size, device)
+    config = ServeConfig(max_batch=max_batch, max_queries=max_queries, rate=rate)
+    typer.echo(f"serving {model} at http://{host}:{port}", err=True)
+    run_server(TranslatorService(target, config), host, port)
+
+
+@app.command("captioner")
+def serve_captioner_cmd(
+    *,
+    model: Annotated[str, typer.Option(help="Captioner folder, TorchScript file "
+                                       "(tokenizer.json beside it), FILE.py:factory or "
+                                       "module:factory.")],
+    image_size: InputSize = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    max_queries: MaxQueries = None,
+    rate: Rate = None,
+    max_batch: MaxBatch = 64,
+    max_body_mb: MaxBodyMB = 64.0,
+    max_image_side: MaxImageSide = 512,
+    device: Device = "auto",
+    threads: Threads = "auto",
+) -> None:
+    """Serve a captioner at http://HOST:PORT (/v1/info, /v1/caption) until interrupted."""
+    use_threads(threads)
+    from leakprobe.serving.server import CaptionerService, ServeConfig, run_server
+    from leakprobe.targets.captioner import load_captioner
+
+    target = load_captioner(_local(model), device=device, image_size=image_size)
+    config = ServeConfig(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
+                         max_image_side=max_image_side, max_queries=max_queries, rate=rate)
+    typer.echo(f"serving {model} at http://{host}:{port}", err=True)
+    run_server(CaptionerService(target, config), host, port)

@@ -1,0 +1,105 @@
+"""``leakprobe steal encoder``: surrogate encoders trained from a target's embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from leakprobe.cli.options import (
+    Amp,
+    Device,
+    Epochs,
+    InputSize,
+    LearningRate,
+    ModelArch,
+    Seed,
+    Threads,
+    json_object_callback,
+    out_option,
+    parse_json_object,
+    use_threads,
+)
+
+app = typer.Typer(no_args_is_help=True, help="Steal a model through its queries.")
+
+
+@app.command("encoder")
+def steal_encoder_cmd(
+    *,
+    model: Annotated[str, typer.Option(help="Target: model file, .safetensors, entry point "
+                                       "or URL.")],
+    query_data: Annotated[str, typer.Option(help="Attacker's images: folder or data spec.")],
+    out: Annotated[Path, out_option("Output folder (surrogates, query cache, report).")],
+    budget: Annotated[str, typer.Option(help="Queries allowed; a comma list sweeps budgets.")
+                      ] = "5000",
+    method: Annotated[str, typer.Option(help="contsteal, mse, cosine (comma list).")
+                      ] = "contsteal",
+    surrogate_arch: Annotated[str, typer.Option(help="Backbone of the surrogate.")
+                              ] = "resnet-tiny",
+    surrogate_kwargs: Annotated[str | None, typer.Option(
+        help="Surrogate backbone overrides (JSON).",
+        callback=json_object_callback("--surrogate-kwargs"))] = None,
+    epochs: Epochs = 50,
+    batch_size: Annotated[int, typer.Option(help="Images per surrogate training batch.")
+                          ] = 128,
+    lr: LearningRate = 1e-3,
+    views: Annotated[int | None, typer.Option(
+        help="Views per image (default: 2 contsteal, 1 mse).")] = None,
+    probe_train: Annotated[str | None, typer.Option(
+        help="Labelled images to fit the linear probes.")] = None,
+    probe_test: Annotated[str | None, typer.Option(
+        help="Labelled images to judge the probes.")] = None,
+    arch: ModelArch = None,
+    image_size: InputSize = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = "auto",
+    amp: Amp = "auto",
+) -> None:
+    """Train surrogate encoders from the target's embeddings within a query budget."""
+    use_threads(threads)
+    from leakprobe.attacks.stealing import create_stealing_method
+    from leakprobe.data.splits import load_images
+    from leakprobe.targets.loading import load_encoder
+    from leakprobe.workflows.steal import parse_budgets, steal_encoder
+
+    parse_budgets(budget)
+    for name in (m.strip() for m in method.split(",")):
+        if name:
+            create_stealing_method(name)  # a wrong name fails before the model is loaded
+    target = load_encoder(model, arch, image_size, device)
+    size = target.input_size
+    queries = load_images(query_data, size)
+    p_train = load_images(probe_train, size) if probe_train else None
+    p_test = load_images(probe_test, size) if probe_test else None
+    report = steal_encoder(
+        target, queries, budgets=budget, methods=method, views=views,
+        surrogate_arch=surrogate_arch,
+        surrogate_kwargs=parse_json_object(surrogate_kwargs, "--surrogate-kwargs"),
+        epochs=epochs, batch_size=batch_size, lr=lr, amp=amp, device=device,
+        probe_train=p_train, probe_test=p_test, seed=seed, out_dir=out)
+    _print_theft_table(report, out)
+
+
+def _print_theft_table(report: dict, out: Path) -> None:
+    """The target's probe accuracy, then one row per (method, budget), warnings, the page."""
+    if report["target_probe_accuracy"] is not None:
+        typer.echo(f"target linear-probe accuracy {report['target_probe_accuracy']:.3f}, "
+                   f"random-init surrogate {report['random_init_probe_accuracy']:.3f}"
+                   + (f" (its Procrustes cosine {report['random_init_procrustes_cosine']:.3f})"
+                      if report.get("random_init_procrustes_cosine") is not None else "")
+                   + ("" if report.get("probe_informative", True) else " (probe not informative)"))
+    width = max([len("method")] + [len(str(r["method"])) for r in report["results"]])
+    typer.echo(f"{'method':{width}s} {'budget':>7s} {'queries':>8s} {'probe acc':>9s} "
+               f"{'agreement':>9s} {'procrustes':>10s}")
+    for r in report["results"]:
+        m = r["metrics"]
+        typer.echo(f"{r['method']!s:{width}s} {r['budget']:7d} {r['queries_used']:8d} "
+                   f"{m.get('surrogate_probe_accuracy', float('nan')):9.3f} "
+                   f"{m.get('agreement', float('nan')):9.3f} "
+                   f"{m.get('procrustes_cosine', float('nan')):10.3f}")
+    for warning in report.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"report: {out / 'report.html'}")

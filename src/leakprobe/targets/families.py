@@ -1,0 +1,187 @@
+"""Each model family, described once: encoder, image2image, captioner.
+
+A :class:`Family` says what the rest of leakprobe picks per family: the target protocol a
+model of the family follows and the method the attacks query, the loader that turns
+``--model SPEC`` into a target, the HTTP client and the service of ``leakprobe serve``, the
+attacks an audit runs by default, and the ``kind`` of its audit's ``report.json``.
+
+The description holds import paths, resolved on first use, so reading it (e.g. for a CLI's
+help text) imports neither torch nor a web server. :func:`load_target` loads any family's
+``--model``.
+
+Example:
+    >>> from leakprobe.targets.families import family, load_target
+    >>> family("captioner").default_attacks
+    'm4i-metric,m4i-feature'
+    >>> target = load_target("runs/t1", family="encoder", device="cpu")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from leakprobe.errors import LeakprobeError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _resolve(path: str) -> Any:
+    """The object at ``package.module:name``."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family and everything leakprobe picks for it.
+
+    Attributes:
+        name: the family, as ``/v1/info`` declares it and the CLI names it (``encoder``,
+            ``image2image``, ``captioner``).
+        what: the family in a sentence ("an encoder"), for errors.
+        method: the query method of its targets (``embed``, ``translate``, ``caption``).
+        target_path: ``module:name`` of its target protocol.
+        loader_path: ``module:name`` of the function loading ``--model SPEC``.
+        client_path: ``module:name`` of its HTTP client class.
+        service_path: ``module:name`` of its HTTP service class.
+        default_attacks: the attacks an audit runs by default (a comma list of names).
+        report_kind: the ``kind`` of its audit's ``report.json``.
+        loader_takes_arch: whether its loader reads ``--arch`` (safetensors weights).
+    """
+
+    name: str
+    what: str
+    method: str
+    target_path: str
+    loader_path: str
+    client_path: str
+    service_path: str
+    default_attacks: str
+    report_kind: str
+    loader_takes_arch: bool = True
+
+    @property
+    def target(self) -> type:
+        """The target protocol (``isinstance`` works: it is runtime-checkable)."""
+        return _resolve(self.target_path)
+
+    @property
+    def loader(self) -> Any:
+        """The loader: ``loader(spec, ..., device=, batch_size=, budget=, image_size=)``."""
+        return _resolve(self.loader_path)
+
+    @property
+    def client(self) -> type:
+        """The HTTP client class (``client(url, batch_size=, budget=, image_size=)``)."""
+        return _resolve(self.client_path)
+
+    @property
+    def service(self) -> type:
+        """The HTTP service class (``service(target, config)``)."""
+        return _resolve(self.service_path)
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            name="encoder",
+            what="an encoder",
+            method="embed",
+            target_path="leakprobe.targets.encoder:Encoder",
+            loader_path="leakprobe.targets.loading:load_encoder",
+            client_path="leakprobe.serving.client:HTTPEncoder",
+            service_path="leakprobe.serving.server:EncoderService",
+            default_attacks="all",
+            report_kind="encoder-membership",
+        ),
+        Family(
+            name="image2image",
+            what="an image-to-image model",
+            method="translate",
+            target_path="leakprobe.targets.image2image:ImageToImage",
+            loader_path="leakprobe.targets.loading:load_translator",
+            client_path="leakprobe.serving.client:HTTPTranslator",
+            service_path="leakprobe.serving.server:TranslatorService",
+            default_attacks="reconstruction,predictability,membership-error",
+            report_kind="image2image-membership",
+        ),
+        Family(
+            name="captioner",
+            what="a captioner",
+            method="caption",
+            target_path="leakprobe.targets.captioner:Captioner",
+            loader_path="leakprobe.targets.captioner:load_captioner",
+            client_path="leakprobe.serving.client:HTTPCaptioner",
+            service_path="leakprobe.serving.server:CaptionerService",
+            default_attacks="m4i-metric,m4i-feature",
+            report_kind="captioner-membership",
+            loader_takes_arch=False,
+        ),
+    )
+}
+
+
+def family(name: str | Family) -> Family:
+    """The :class:`Family` called ``name`` (a :class:`Family` is returned as is).
+
+    Raises:
+        LeakprobeError: an unknown family, naming the known ones.
+    """
+    if isinstance(name, Family):
+        return name
+    found = FAMILIES.get(str(name).strip().lower())
+    if found is None:
+        raise LeakprobeError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+    return found
+
+
+_family = family  # load_target's keyword ``family`` shadows the function
+
+
+def family_of_report(kind: str) -> Family | None:
+    """The family whose audit writes a ``report.json`` of ``kind`` (None: no audit's)."""
+    return next((f for f in FAMILIES.values() if f.report_kind == kind), None)
+
+
+def load_target(
+    spec: str,
+    *,
+    family: str | Family,
+    device: str | torch.device = "auto",
+    arch: str | None = None,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    budget: int | None = None,
+) -> Any:
+    """A target of ``family`` for ``--model SPEC`` (file, folder, entry point or URL).
+
+    Args:
+        spec: what the user passed as ``--model``.
+        family: the family's name (``encoder``, ``image2image``, ``captioner``) or
+            :class:`Family`.
+        device: where a local model runs.
+        arch: registered architecture of ``.safetensors`` weights (not for captioners).
+        image_size: input side (default: what the model declares, else 32).
+        batch_size: images per model call or request (default: the family loader's).
+        budget: optional query budget.
+    Returns:
+        The family's target (e.g. a :class:`~leakprobe.targets.encoder.ModuleEncoder` or an
+        :class:`~leakprobe.serving.client.HTTPEncoder`).
+    Raises:
+        LeakprobeError: unknown family, ``arch`` for a family without it, any loading error.
+    """
+    fam = _family(family)
+    options: dict[str, Any] = {"device": device, "image_size": image_size, "budget": budget}
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    if arch is not None:
+        if not fam.loader_takes_arch:
+            raise LeakprobeError(f"--arch {arch}: {fam.name} models are loaded without an "
+                                 "architecture name; drop --arch")
+        options["arch"] = arch
+    return fam.loader(str(spec), **options)
+
