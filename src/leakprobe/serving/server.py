@@ -4,7 +4,7 @@
 errors); :class:`EncoderService`, :class:`TranslatorService` and :class:`CaptionerService`
 add their family's ``/v1/info`` fields and answer at their own route.
 
-Protocol (DESIGN.md section 3), spoken by the clients of :mod:`leakprobe.serving.client`:
+Protocol (docs/ARCHITECTURE.md, "HTTP"), spoken by the clients of :mod:`leakprobe.serving.client`:
 
 - ``GET /v1/info`` -> ``{"kind": "encoder", "input_size", "embed_dim", "tokens",
   "tokens_in_embedding_space", "max_batch", "max_queries", "queries_used", "defence"}``
