@@ -24,6 +24,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python benchmarks/attack_throughput.py --json runs/bench/attack_throughput.json

@@ -6,8 +6,9 @@ every ``leakprobe --help`` start without loading torch, scikit-learn or matplotl
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from leakprobe._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ _EXPORTS = {
     "audit_captioner": "leakprobe.workflows.audit",
     "audit_encoder": "leakprobe.workflows.audit",
     "audit_image2image": "leakprobe.workflows.audit",
+    "audit_model": "leakprobe.workflows.audit",
     "encoder_utility": "leakprobe.workflows.audit",
     "load_coco_captions": "leakprobe.data.captions",
     "make_synthetic_captioned": "leakprobe.data.captions",
@@ -49,6 +51,7 @@ _EXPORTS = {
     "Encoder": "leakprobe.targets.encoder",
     "ModuleEncoder": "leakprobe.targets.encoder",
     "load_encoder": "leakprobe.targets.loading",
+    "load_target": "leakprobe.targets.families",
     "set_threads": "leakprobe.threads",
     "single_threaded": "leakprobe.threads",
     "DPConfig": "leakprobe.training.dp",
@@ -60,17 +63,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'leakprobe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # static analysers see the real names
@@ -95,6 +88,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from leakprobe.study import load_study_config, run_study  # noqa: F401
     from leakprobe.targets.captioner import Captioner, ModuleCaptioner, load_captioner  # noqa
     from leakprobe.targets.encoder import Encoder, ModuleEncoder  # noqa: F401
+    from leakprobe.targets.families import load_target  # noqa: F401
     from leakprobe.targets.loading import load_encoder  # noqa: F401
     from leakprobe.threads import set_threads, single_threaded  # noqa: F401
     from leakprobe.training.dp import DPConfig  # noqa: F401
@@ -104,6 +98,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         audit_captioner,
         audit_encoder,
         audit_image2image,
+        audit_model,
         encoder_utility,
     )
     from leakprobe.workflows.defend import defend_encoder  # noqa: F401

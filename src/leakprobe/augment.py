@@ -16,6 +16,17 @@ import torch.nn.functional as F
 _GRAY = (0.299, 0.587, 0.114)
 
 
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize to ``size`` x ``size`` with antialiased bilinear interpolation (no-op if equal).
+
+    The one resize of the package: queries to a target, loaded data sets, attack views.
+    """
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)
+
+
 def _uniform(shape: tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(shape, generator=g)
 

@@ -155,6 +155,20 @@ _ENTRIES: dict[str, dict[str, AttackEntry]] = {name: {} for name in FAMILIES}
 _ORDER = itertools.count()
 
 
+def register_attack_family(family: AttackFamily) -> AttackFamily:
+    """Add a family of attacks (a new model family's): then ``register_attack(...,
+    family=family.name)`` works and ``leakprobe attacks`` lists it.
+
+    Raises:
+        ValueError: a family of that name is already registered.
+    """
+    if family.name in FAMILIES:
+        raise ValueError(f"attack family {family.name!r} is already registered")
+    FAMILIES[family.name] = family
+    _ENTRIES[family.name] = {}
+    return family
+
+
 def register_attack(
     name: str,
     *,

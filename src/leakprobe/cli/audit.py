@@ -26,6 +26,7 @@ from leakprobe.cli.options import (
 )
 from leakprobe.cli.output import print_summary
 from leakprobe.errors import LeakprobeError
+from leakprobe.targets.families import FAMILIES
 
 app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
 
@@ -43,7 +44,7 @@ def audit_encoder_cmd(
     attacks: Annotated[str, typer.Option(
         help="Comma list; aliases: encodermi, lpla, baseline, partcrop-variants, all (= "
              "partcrop, encodermi, lpla, baseline; partcrop-pooled stands in for partcrop "
-             "when the model exposes no tokens).")] = "all",
+             "when the model exposes no tokens).")] = FAMILIES["encoder"].default_attacks,
     out: ReportOut,
     arch: ModelArch = None,
     image_size: InputSize = None,
@@ -75,7 +76,7 @@ def audit_encoder_cmd(
     from leakprobe.data.loaders import load_dataset
     from leakprobe.data.splits import check_shadow_disjoint, load_images
     from leakprobe.evaluation.audit import check_audit_plan
-    from leakprobe.targets.loading import load_encoder
+    from leakprobe.targets.families import load_target
     from leakprobe.training.encoder import EncoderRecipe
     from leakprobe.training.trainer import TrainConfig
     from leakprobe.workflows.audit import (
@@ -91,7 +92,8 @@ def audit_encoder_cmd(
         raise LeakprobeError("--knowledge shadow needs --shadow-data")
     config = TrainConfig(epochs=shadow_epochs, batch_size=batch_size, seed=seed,
                          device=device, amp=amp)
-    target = load_encoder(model, arch, image_size, device, batch_size)
+    target = load_target(model, family="encoder", arch=arch, image_size=image_size,
+                         device=device, batch_size=batch_size)
     attack_objs = build_attacks(attacks, seed, target=target, num_parts=num_parts,
                                 n_views=n_views, views=views)  # partcrop needs tokens
     size = target.input_size
@@ -139,7 +141,7 @@ def audit_image2image_cmd(
         show_default=False,  # a long default typer cuts: in the help
         help="Comma list; default: reconstruction, predictability, membership-error (= "
              "all). Also membership-error-weighted.")
-    ] = "reconstruction,predictability,membership-error",
+    ] = FAMILIES["image2image"].default_attacks,
     num_classes: Annotated[int | None, typer.Option(
         help="Targets are label maps with N classes.")] = None,
     features: Annotated[str, typer.Option(
@@ -162,11 +164,12 @@ def audit_image2image_cmd(
     """Audit an image-to-image model: reconstruction, predictability and membership error."""
     use_threads(threads)
     from leakprobe.data.paired import load_paired_folder
-    from leakprobe.targets.loading import load_translator
+    from leakprobe.targets.families import load_target
     from leakprobe.workflows.audit import audit_image2image, build_image2image_attacks
 
     build_image2image_attacks(attacks, seed, seg_error=seg_error)  # names fail before loading
-    target = load_translator(model, arch, image_size, device, batch_size)
+    target = load_target(model, family="image2image", arch=arch, image_size=image_size,
+                         device=device, batch_size=batch_size)
     mem = load_paired_folder(members, target.input_size, num_classes)
     non = load_paired_folder(nonmembers, target.input_size, num_classes)
     report = audit_image2image(target, mem, non, attacks=attacks, folds=folds, repeats=repeats,
@@ -192,7 +195,7 @@ def audit_captioner_cmd(
         help="Folder the JSON file_names resolve against (default: each JSON file's "
              "folder).")] = None,
     attacks: Annotated[str, typer.Option(help="Comma list: m4i-metric, m4i-feature (all).")
-                       ] = "m4i-metric,m4i-feature",
+                       ] = FAMILIES["captioner"].default_attacks,
     classifier: Annotated[str, typer.Option(
         help="m4i-metric classifier: svm, logreg, mlp.")] = "svm",
     shadow_epochs: Annotated[int, typer.Option(
@@ -211,13 +214,14 @@ def audit_captioner_cmd(
     use_threads(threads)
     from leakprobe.data.captions import load_captioned_dataset
     from leakprobe.device import resolve_device
-    from leakprobe.targets.captioner import load_captioner
+    from leakprobe.targets.families import load_target
     from leakprobe.workflows.audit import audit_captioner, build_caption_attacks
 
     resolved = str(resolve_device(device))  # m4i-feature's extractor trains there
     attack_objs = build_caption_attacks(attacks, seed, classifier=classifier,
                                         extractor_epochs=extractor_epochs, device=resolved)
-    target = load_captioner(model, device=device, budget=budget, image_size=image_size)
+    target = load_target(model, family="captioner", device=device, budget=budget,
+                         image_size=image_size)
     size = image_size or target.input_size
     mem = load_captioned_dataset(members, size, seed, images)
     non = load_captioned_dataset(nonmembers, size, seed, images)

@@ -29,6 +29,19 @@ def _local(model: str) -> str:
     return model
 
 
+def _serve(family_name: str, model: str, config_options: dict, *, host: str, port: int,
+           arch: str | None, image_size: int | None, device: str, banner: str = "") -> None:
+    """Load ``--model`` as a target of the family and serve it with the family's service."""
+    from leakprobe.serving.server import ServeConfig, run_server
+    from leakprobe.targets.families import family, load_target
+
+    target = load_target(model, family=family_name, arch=arch, image_size=image_size,
+                         device=device)
+    typer.echo(f"serving {model} at http://{host}:{port}{banner.format(target=target)}",
+               err=True)
+    run_server(family(family_name).service(target, ServeConfig(**config_options)), host, port)
+
+
 @app.command("encoder")
 def serve_encoder_cmd(
     *,
@@ -54,16 +67,12 @@ def serve_encoder_cmd(
 ) -> None:
     """Serve an encoder at http://HOST:PORT (/v1/info, /v1/embed) until interrupted."""
     use_threads(threads)
-    from leakprobe.serving.server import EncoderService, ServeConfig, run_server
-    from leakprobe.targets.loading import load_encoder
-
-    encoder = load_encoder(_local(model), arch, image_size, device)
-    config = ServeConfig(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
-                         max_image_side=max_image_side, max_queries=max_queries, rate=rate,
-                         noise=noise, top_k=top_k, round_decimals=round_decimals, seed=seed)
-    typer.echo(f"serving {model} at http://{host}:{port} (input {encoder.input_size}, "
-               f"embedding {encoder.embed_dim})", err=True)
-    run_server(EncoderService(encoder, config), host, port)
+    config = dict(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
+                  max_image_side=max_image_side, max_queries=max_queries, rate=rate,
+                  noise=noise, top_k=top_k, round_decimals=round_decimals, seed=seed)
+    _serve("encoder", _local(model), config, host=host, port=port, arch=arch,
+           image_size=image_size, device=device,
+           banner=" (input {target.input_size}, embedding {target.embed_dim})")
 
 
 @app.command("image2image")
@@ -82,13 +91,8 @@ def serve_image2image_cmd(
 ) -> None:
     """Serve an image-to-image model at http://HOST:PORT (/v1/info, /v1/translate)."""
     use_threads(threads)
-    from leakprobe.serving.server import ServeConfig, TranslatorService, run_server
-    from leakprobe.targets.loading import load_translator
-
-    target = load_translator(model, arch, image_size, device)
-    config = ServeConfig(max_batch=max_batch, max_queries=max_queries, rate=rate)
-    typer.echo(f"serving {model} at http://{host}:{port}", err=True)
-    run_server(TranslatorService(target, config), host, port)
+    _serve("image2image", model, dict(max_batch=max_batch, max_queries=max_queries, rate=rate),
+           host=host, port=port, arch=arch, image_size=image_size, device=device)
 
 
 @app.command("captioner")
@@ -110,11 +114,7 @@ def serve_captioner_cmd(
 ) -> None:
     """Serve a captioner at http://HOST:PORT (/v1/info, /v1/caption) until interrupted."""
     use_threads(threads)
-    from leakprobe.serving.server import CaptionerService, ServeConfig, run_server
-    from leakprobe.targets.captioner import load_captioner
-
-    target = load_captioner(_local(model), device=device, image_size=image_size)
-    config = ServeConfig(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
-                         max_image_side=max_image_side, max_queries=max_queries, rate=rate)
-    typer.echo(f"serving {model} at http://{host}:{port}", err=True)
-    run_server(CaptionerService(target, config), host, port)
+    config = dict(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
+                  max_image_side=max_image_side, max_queries=max_queries, rate=rate)
+    _serve("captioner", _local(model), config, host=host, port=port, arch=None,
+           image_size=image_size, device=device)

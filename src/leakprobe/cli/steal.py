@@ -62,14 +62,15 @@ def steal_encoder_cmd(
     use_threads(threads)
     from leakprobe.attacks.stealing import create_stealing_method
     from leakprobe.data.splits import load_images
-    from leakprobe.targets.loading import load_encoder
+    from leakprobe.targets.families import load_target
     from leakprobe.workflows.steal import parse_budgets, steal_encoder
 
     parse_budgets(budget)
     for name in (m.strip() for m in method.split(",")):
         if name:
             create_stealing_method(name)  # a wrong name fails before the model is loaded
-    target = load_encoder(model, arch, image_size, device)
+    target = load_target(model, family="encoder", arch=arch, image_size=image_size,
+                         device=device)
     size = target.input_size
     queries = load_images(query_data, size)
     p_train = load_images(probe_train, size) if probe_train else None

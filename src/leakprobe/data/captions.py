@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,7 +30,8 @@ import torch
 from PIL import Image
 
 from leakprobe.data.images import ImageSet
-from leakprobe.data.loaders import _check_size, _read_image, _safe_name, parse_synthetic_spec
+from leakprobe.data.loaders import check_image_size, parse_synthetic_spec, read_image, safe_name
+from leakprobe.data.text import words
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json
 
@@ -290,7 +290,7 @@ def load_coco_captions(
             missing or unreadable image file, an annotation for an unknown image id, an empty
             caption, or an image without any caption.
     """
-    _check_size(image_size)
+    check_image_size(image_size)
     path = Path(json_path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -345,7 +345,7 @@ def load_coco_captions(
     for key, file in zip(ids, files, strict=True):
         if not file.is_file():
             raise LeakprobeError(f"{path}: image file {file} (image id {key!r}) does not exist")
-    arrays = [torch.from_numpy(_read_image(p, image_size)) for p in files]
+    arrays = [torch.from_numpy(read_image(p, image_size)) for p in files]
     images = torch.stack(arrays).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     return ImageSet(
         images, ids, None, extras={"captions": [captions[k] for k in ids]}, source=str(path)
@@ -415,7 +415,7 @@ def save_coco_captions(data: ImageSet, json_path: str | Path, images_dir: str | 
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for i, image_id in enumerate(data.ids):
-        name = _safe_name(image_id)
+        name = safe_name(image_id)
         if name in used:
             name = f"{name[:-4]}-{i}.png"
         used.add(name)
@@ -433,14 +433,8 @@ def save_coco_captions(data: ImageSet, json_path: str | Path, images_dir: str | 
 # ---------------------------------------------------------------------------------------------
 # word-level tokenizer
 
-_WORD = re.compile(r"[^\W_]+")
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased words of ``text``: runs of letters/digits (punctuation separates)."""
-    return _WORD.findall(str(text).lower())
 
 
 class Tokenizer:

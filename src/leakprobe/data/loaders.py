@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from leakprobe.augment import resize
 from leakprobe.data.images import ImageSet
 from leakprobe.errors import LeakprobeError
 
@@ -66,7 +66,7 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if _is_image(p)), key=lambda p: p.name)
 
 
@@ -84,7 +84,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _read_image(path: Path, image_size: int) -> np.ndarray:
+def read_image(path: Path, image_size: int) -> np.ndarray:
     """One file -> (S, S, 3) uint8, resized with PIL bicubic (antialiased when shrinking)."""
     try:
         with Image.open(path) as img:
@@ -101,7 +101,7 @@ def _read_image(path: Path, image_size: int) -> np.ndarray:
         raise LeakprobeError(f"{path}: unreadable or truncated image ({exc})") from exc
 
 
-def _check_size(image_size: int) -> int:
+def check_image_size(image_size: int) -> int:
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
         raise LeakprobeError(f"image_size must be a positive integer, got {image_size!r}")
     return image_size
@@ -125,12 +125,12 @@ def load_image_folder(path: str | Path, image_size: int) -> ImageSet:
     Raises:
         LeakprobeError: folder missing, no images, or an unreadable/truncated image.
     """
-    _check_size(image_size)
+    check_image_size(image_size)
     root = Path(path)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise LeakprobeError(f"image folder {root} {what}")
-    files = _images_in(root)
+    files = images_in(root)
     labels: list[int] | None = None
     if files:
         ids = [p.name for p in files]
@@ -141,7 +141,7 @@ def load_image_folder(path: str | Path, image_size: int) -> ImageSet:
         )
         ids, labels = [], []
         for label, sub in enumerate(subdirs):
-            sub_files = _images_in(sub)
+            sub_files = images_in(sub)
             files.extend(sub_files)
             ids.extend(f"{sub.name}/{p.name}" for p in sub_files)
             labels.extend([label] * len(sub_files))
@@ -150,7 +150,7 @@ def load_image_folder(path: str | Path, image_size: int) -> ImageSet:
         raise LeakprobeError(
             f"no images ({suffixes}) found in {root} or in its immediate subfolders"
         )
-    arrays = [torch.from_numpy(_read_image(p, image_size)) for p in files]
+    arrays = [torch.from_numpy(read_image(p, image_size)) for p in files]
     images = torch.stack(arrays).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     label_t = None if labels is None else torch.tensor(labels, dtype=torch.long)
     return ImageSet(images, ids, label_t, source=str(path))
@@ -159,7 +159,18 @@ def load_image_folder(path: str | Path, image_size: int) -> ImageSet:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _safe_name(image_id: str) -> str:
+def remove_images(existing: list[Path], root: Path, *, overwrite: bool) -> None:
+    """Delete the images a folder already holds before it is written, when allowed."""
+    if existing and not overwrite:
+        raise LeakprobeError(
+            f"{root} already holds {len(existing)} images (e.g. {existing[0].name}); "
+            "choose an empty folder or pass overwrite=True"
+        )
+    for f in existing:
+        f.unlink()
+
+
+def safe_name(image_id: str) -> str:
     stem = image_id
     low = stem.lower()
     for suffix in IMAGE_SUFFIXES:
@@ -189,26 +200,20 @@ def save_image_folder(images: ImageSet, path: str | Path, overwrite: bool = Fals
     if root.exists() and not root.is_dir():
         raise LeakprobeError(f"cannot write images to {root}: it is a file")
     root.mkdir(parents=True, exist_ok=True)
-    existing = _images_in(root) + [
+    existing = images_in(root) + [
         f
         for d in root.iterdir()
         if d.is_dir() and not d.name.startswith(".")
-        for f in _images_in(d)
+        for f in images_in(d)
     ]
-    if existing and not overwrite:
-        raise LeakprobeError(
-            f"{root} already holds {len(existing)} images (e.g. {existing[0].name}); "
-            "choose an empty folder or pass overwrite=True"
-        )
-    for f in existing:
-        f.unlink()
+    remove_images(existing, root, overwrite=overwrite)
     pixels_uint8 = (images.images.clamp(0, 1) * 255).round().to(torch.uint8)
     pixels = pixels_uint8.permute(0, 2, 3, 1).contiguous().numpy()
     labels = None if images.labels is None else images.labels.tolist()
     used: set[Path] = set()
     for i, image_id in enumerate(images.ids):
         folder = root if labels is None else root / f"class_{int(labels[i]):03d}"
-        target = folder / _safe_name(image_id)
+        target = folder / safe_name(image_id)
         if target in used:
             target = target.with_name(f"{target.stem}-{i}.png")
         used.add(target)
@@ -222,13 +227,9 @@ def save_image_folder(images: ImageSet, path: str | Path, overwrite: bool = Fals
 
 
 def _resize_batch(x: torch.Tensor, image_size: int) -> torch.Tensor:
-    """(N,C,H,W) float -> (N,C,S,S) with one batched bilinear antialiased interpolation."""
-    if x.shape[-2:] == (image_size, image_size):
-        return x
-    out = F.interpolate(
-        x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
-    )
-    return out.clamp_(0.0, 1.0)
+    """(N,C,H,W) float -> (N,C,S,S): :func:`leakprobe.augment.resize`, clamped to [0, 1]."""
+    out = resize(x, image_size)
+    return out if out is x else out.clamp_(0.0, 1.0)
 
 
 def _gray_to_rgb(x: torch.Tensor) -> torch.Tensor:
@@ -303,7 +304,7 @@ def load_idx(dir: str | Path, image_size: int, split: str = "train") -> ImageSet
     Returns:
         An ImageSet with labels and ids ``"idx:<split>:<index>"``.
     """
-    _check_size(image_size)
+    check_image_size(image_size)
     _check_split(split)
     folder = Path(dir)
     if not folder.is_dir():
@@ -457,7 +458,7 @@ def load_cifar(
     Returns:
         An ImageSet with labels (CIFAR-100: fine labels) and ids ``"<kind>:<split>:<i>"``.
     """
-    _check_size(image_size)
+    check_image_size(image_size)
     _check_split(split)
     path = Path(dir)
     if not path.exists():
@@ -512,7 +513,7 @@ def load_digits_set(image_size: int = 32) -> ImageSet:
     """
     from sklearn.datasets import load_digits
 
-    _check_size(image_size)
+    check_image_size(image_size)
     bunch = load_digits()
     x = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32) / 16.0).unsqueeze(1)
     images = _gray_to_rgb(_resize_batch(x, image_size))
@@ -569,7 +570,7 @@ def load_dataset(spec: str, image_size: int = 32, seed: int = 0) -> ImageSet:
         The ImageSet, with ``source`` set to the spec (for ``synthetic`` with a non-zero
         seed, ``synthetic:N:SEED`` so that the spec alone reproduces the set).
     """
-    _check_size(image_size)
+    check_image_size(image_size)
     spec = str(spec)
     name, _, rest = spec.partition(":")
     if name == "synthetic" and rest:

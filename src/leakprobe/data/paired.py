@@ -20,7 +20,13 @@ import torch
 from PIL import Image
 
 from leakprobe.data.images import ImageSet
-from leakprobe.data.loaders import _check_size, _images_in, _read_image, _safe_name
+from leakprobe.data.loaders import (
+    check_image_size,
+    images_in,
+    read_image,
+    remove_images,
+    safe_name,
+)
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import atomic_write
 
@@ -32,7 +38,7 @@ def _list(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise LeakprobeError(f"paired folder has no {what}/ sub-folder: {folder} is missing")
     found: dict[str, Path] = {}
-    for p in _images_in(folder):
+    for p in images_in(folder):
         if p.stem in found:
             raise LeakprobeError(
                 f"{folder}: two files share the name {p.stem!r} ({found[p.stem].name}, {p.name})"
@@ -94,7 +100,7 @@ def load_paired_folder(
             an unreadable image, a label map that is not mode L/P, or a label value
             >= ``num_classes``.
     """
-    _check_size(image_size)
+    check_image_size(image_size)
     if num_classes is not None and (
         not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
     ):
@@ -115,10 +121,10 @@ def load_paired_folder(
             parts.append(f"{len(only_tg)} targets have no input ({_names(only_tg)})")
         raise LeakprobeError(f"{root}: inputs/ and targets/ do not match: " + "; ".join(parts))
     stems = sorted(inputs)
-    x = np.stack([_read_image(inputs[s], image_size) for s in stems])
+    x = np.stack([read_image(inputs[s], image_size) for s in stems])
     images = torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     if num_classes is None:
-        y = np.stack([_read_image(targets[s], image_size) for s in stems])
+        y = np.stack([read_image(targets[s], image_size) for s in stems])
         extras = {"targets": torch.from_numpy(y).permute(0, 3, 1, 2).float().div_(255.0)}
     else:
         maps = np.stack([_read_label_map(targets[s], image_size, num_classes) for s in stems])
@@ -177,21 +183,15 @@ def save_paired_folder(images: ImageSet, path: str | Path, overwrite: bool = Fal
     if root.exists() and not root.is_dir():
         raise LeakprobeError(f"cannot write a paired folder to {root}: it is a file")
     folders = (root / "inputs", root / "targets")
-    existing = [f for d in folders if d.is_dir() for f in _images_in(d)]
-    if existing and not overwrite:
-        raise LeakprobeError(
-            f"{root} already holds {len(existing)} images (e.g. {existing[0].name}); "
-            "choose an empty folder or pass overwrite=True"
-        )
-    for f in existing:
-        f.unlink()
+    existing = [f for d in folders if d.is_dir() for f in images_in(d)]
+    remove_images(existing, root, overwrite=overwrite)
     for d in folders:
         d.mkdir(parents=True, exist_ok=True)
     inputs = _to_uint8(images.images)
     outputs = truth.detach().cpu().to(torch.uint8).numpy() if is_mask else _to_uint8(truth)
     used: set[str] = set()
     for i, image_id in enumerate(images.ids):
-        name = _safe_name(image_id)
+        name = safe_name(image_id)
         if name in used:
             name = f"{name[:-4]}-{i}.png"
         used.add(name)

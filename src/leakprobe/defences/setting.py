@@ -17,6 +17,7 @@ from leakprobe.defences.dp_sgd import dp_train_config
 from leakprobe.defences.early_stopping import check_epochs, stop_at
 from leakprobe.defences.kinds import resolve_defence
 from leakprobe.defences.scsr import scsr_recipe
+from leakprobe.errors import LeakprobeError
 from leakprobe.training.encoder import EncoderRecipe
 from leakprobe.training.trainer import TrainConfig
 
@@ -67,7 +68,7 @@ class DefenceSetting:
     @property
     def strength(self) -> float | None:
         """The number on a strength axis (None: not plotted, e.g. the run without DP)."""
-        return float(self.value) if self.defended else None
+        return float(self.value) if self.defended and self.value is not None else None
 
     @property
     def label(self) -> str:
@@ -104,6 +105,8 @@ class DefenceSetting:
         if self.kind == "early-stopping":
             return {"epoch": self.value}
         if self.kind == "dp":
+            if self.value is None or self.config.dp is None:
+                raise LeakprobeError(f"DP setting {self.label} has no DP training settings")
             return {self.strength_name: float(self.value),
                     "max_grad_norm": self.config.dp.max_grad_norm}
         return {"crop_scale": list(self.recipe.crop_scale)}
@@ -137,6 +140,8 @@ def defence_setting(
     if kind == "none" or (kind == "dp" and value is None):
         return DefenceSetting(kind, strength_name, None, recipe, config)
     if kind == "early-stopping":
+        if value is None:
+            raise LeakprobeError("early-stopping epochs must be integers >= 1, got None")
         (epoch,) = check_epochs([value])
         return DefenceSetting(kind, strength_name, epoch, recipe, stop_at(config, epoch),
                               evaluate_epoch=epoch)
@@ -148,4 +153,7 @@ def defence_setting(
                                   accountant=options.accountant)
         return DefenceSetting(kind, strength_name, value, recipe, trained)
     upper = recipe.crop_scale[1] if options.crop_max is None else options.crop_max
+    if value is None:
+        raise LeakprobeError(f"SCSR crop scale must satisfy 0 < lower <= upper <= 1, got "
+                             f"(None, {upper})")
     return DefenceSetting(kind, strength_name, value, scsr_recipe(recipe, value, upper), config)

@@ -36,24 +36,21 @@ Definitions:
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 
+from leakprobe.data.text import words
 from leakprobe.errors import LeakprobeError
 
 METRIC_NAMES = ("rouge1", "rouge2", "rougeL", "bleu1", "bleu2", "bleu3", "bleu4")
 
-_WORD = re.compile(r"[^\W_]+")
 _TINY = 1e-15  # pycocoevalcap BleuScorer's smoothing constants
 _SMALL = 1e-9
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words: runs of letters and digits (punctuation and spaces split)."""
-    return _WORD.findall(str(text).lower())
+tokenize = words  # the captioner's own tokenisation (leakprobe.data.text)
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> Counter:

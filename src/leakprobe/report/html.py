@@ -493,9 +493,11 @@ def _stealing_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[
                                  ("random-init surrogate", "random_init_probe_accuracy")):
                 if report.get(ref_key) is not None:
                     series[ref] = (budgets, [report[ref_key]] * len(budgets))
-        series = {k: tuple(zip(*sorted(zip(*v, strict=True)), strict=True))
-                  for k, v in series.items()}
-        images[key] = plot_curves(series, "queries spent", label,
+        curves: dict[str, tuple[Sequence[float], Sequence[float]]] = {}
+        for name, v in series.items():  # each curve in increasing query order
+            sorted_xs, sorted_ys = zip(*sorted(zip(*v, strict=True)), strict=True)
+            curves[name] = (sorted_xs, sorted_ys)
+        images[key] = plot_curves(curves, "queries spent", label,
                                   out_dir / f"{prefix}steal_{key}.png",
                                   title=f"stolen {label} vs queries", logx=True)
     return images

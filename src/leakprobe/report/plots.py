@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,9 @@ def plot_roc(report: dict[str, Any], path: str | Path, loglog: bool = False) -> 
         if roc is None:
             continue
         fpr, tpr = roc
-        style = {"linestyle": "--", "color": "0.45"} if is_blind(str(r.get("attack"))) else {}
+        style: dict[str, Any] = (
+            {"linestyle": "--", "color": "0.45"} if is_blind(str(r.get("attack"))) else {}
+        )
         if loglog:
             # TPR 0 has no place on a log axis; FPR 0 (zero false positives) is drawn on the
             # left edge.
@@ -167,7 +169,7 @@ def plot_histograms(report: dict[str, Any], path: str | Path, bins: int = 40) ->
         if member.any():
             ax.hist(
                 score[member],
-                bins=edges,
+                bins=edges,  # type: ignore[arg-type]  # matplotlib's stub omits ndarray bins
                 density=True,
                 alpha=0.55,
                 label="members",
@@ -176,7 +178,7 @@ def plot_histograms(report: dict[str, Any], path: str | Path, bins: int = 40) ->
         if (~member).any():
             ax.hist(
                 score[~member],
-                bins=edges,
+                bins=edges,  # type: ignore[arg-type]  # matplotlib's stub omits ndarray bins
                 density=True,
                 alpha=0.55,
                 label="non-members",
@@ -192,7 +194,7 @@ def plot_histograms(report: dict[str, Any], path: str | Path, bins: int = 40) ->
 
 
 def plot_curves(
-    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     xlabel: str,
     ylabel: str,
     path: str | Path,

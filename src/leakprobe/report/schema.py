@@ -1,4 +1,4 @@
-"""The JSON result schema of a membership audit (see DESIGN.md section 3, "Results").
+"""The JSON result schema of a membership audit (see docs/ARCHITECTURE.md, "Results").
 
 The keys written by :func:`build_membership_report` and checked by :func:`load_report` are a
 stable interface that scripts read: keys may be added, never renamed. The report kinds are
@@ -45,7 +45,7 @@ MembershipKind = Literal["encoder-membership", "image2image-membership", "captio
 STEALING_KIND = "encoder-stealing"
 DEFENCE_KIND = "encoder-defence"
 
-# Stable keys (DESIGN.md): checked by load_report.
+# Stable keys (docs/ARCHITECTURE.md, "Results"): checked by load_report.
 _TOP_KEYS = ("leakprobe_version", "kind", "knowledge", "seed", "results")
 _RESULT_KEYS = ("attack", "params", "n_members", "n_nonmembers", "metrics", "queries", "seconds")
 _METRIC_KEYS = ("auc", "auc_ci", "balanced_accuracy", "tpr_at_fpr")
@@ -139,7 +139,7 @@ def _default_versions() -> dict[str, Any]:
 
 
 def build_membership_report(
-    kind: MembershipKind,
+    kind: MembershipKind | str,
     knowledge: str,
     seed: int,
     results: list[AttackResult],
@@ -164,7 +164,7 @@ def build_membership_report(
         n_bootstrap: bootstrap replicates of the metric intervals.
         warnings: extra warning strings to show first.
     Returns:
-        The report dict (JSON-serialisable) with the DESIGN.md keys.
+        The report dict (JSON-serialisable) with the stable keys of docs/ARCHITECTURE.md.
     """
     if not results:
         raise LeakprobeError("a report needs at least one attack result")
@@ -336,7 +336,7 @@ _CHECKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read and validate a report JSON written by leakprobe.
 
-    Membership reports need the DESIGN.md keys (``leakprobe_version``, ``kind``,
+    Membership reports need the stable keys (``leakprobe_version``, ``kind``,
     ``knowledge``, ``seed``, ``results`` with ``attack``, ``params``, ``n_members``,
     ``n_nonmembers``, ``metrics`` {auc, auc_ci, balanced_accuracy, tpr_at_fpr}, ``queries``,
     ``seconds``). Stealing reports (``kind`` ``encoder-stealing``) need ``kind`` and

@@ -425,6 +425,7 @@ def _defence(obj: Any, where: str) -> Defence:
     _train(train, f"{where}.train", TrainSettings())  # validate values
     arch_kwargs = _mapping(raw.get("arch_kwargs"), f"{where}.arch_kwargs")
     options: dict = {}
+    values: tuple[float | None, ...]
     if kind == "none":
         values, strength = (None,), ""
     elif kind == "early-stopping":
@@ -507,13 +508,13 @@ def parse_study_config(raw: Any, source: str = "study config") -> StudyConfig:
             if p not in names:
                 raise LeakprobeError(f"defences[{i}].paradigms: no paradigm named {p!r}; "
                                      f"known: {', '.join(names)}")
-        for p in paradigms:
-            if d.kind == "early-stopping" and (not d.paradigms or p.name in d.paradigms):
-                late = [e for e in d.values if e >= p.train.epochs]
+        for paradigm in paradigms:
+            if d.kind == "early-stopping" and (not d.paradigms or paradigm.name in d.paradigms):
+                late = [e for e in d.values if e >= paradigm.train.epochs]
                 if late:
                     raise LeakprobeError(
                         f"defences[{i}].epochs: {late[0]} is not before the end of paradigm "
-                        f"{p.name!r} ({p.train.epochs} epochs)")
+                        f"{paradigm.name!r} ({paradigm.train.epochs} epochs)")
     kinds = [(d.kind, d.paradigms) for d in defences]
     if len(set(kinds)) != len(kinds):
         raise LeakprobeError("defences: a kind is listed twice for the same paradigms; merge "

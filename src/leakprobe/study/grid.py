@@ -106,9 +106,10 @@ def cell_setting(paradigm: Paradigm, defence: Defence, value: Any, seed: int) ->
     Early stopping's run is the paradigm's undefended run (its full schedule) with a snapshot
     at ``value``.
     """
+    low, high = paradigm.crop_scale
     recipe = EncoderRecipe(paradigm.method, paradigm.arch,
                            {**paradigm.arch_kwargs, **defence.arch_kwargs},
-                           tuple(paradigm.crop_scale), dict(paradigm.method_kwargs))
+                           (low, high), dict(paradigm.method_kwargs))
     config = TrainConfig(**_requested_train(paradigm, defence), seed=seed)
     return defence_setting(defence.kind, value, recipe, config,
                            strength_name=defence.strength or None,
@@ -160,8 +161,9 @@ def expand_grid(study: StudyConfig, version: str | None = None) -> list[TrainRun
     from leakprobe.report.schema import leakprobe_version
 
     version = version or leakprobe_version()
-    evaluation = {"attacks": list(study.attacks), "attack_options": dict(study.attack_options),
-                  "knowledge": asdict(study.knowledge), "utility_data": study.utility_data}
+    evaluation: dict[str, Any] = {
+        "attacks": list(study.attacks), "attack_options": dict(study.attack_options),
+        "knowledge": asdict(study.knowledge), "utility_data": study.utility_data}
     if study.utility_max_images is not None:  # only when set: older keys stay valid
         evaluation["utility_max_images"] = study.utility_max_images
     groups: dict[str, dict] = {}

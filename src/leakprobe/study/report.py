@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ def best_text(best: dict) -> str:
             + "/".join(_p_text(p) for p in ps or [None]))
 
 
-def _spearman(x: list[float], y: list[float]) -> dict:
+def _spearman(x: Sequence[float | None], y: Sequence[float | None]) -> dict:
     from scipy.stats import spearmanr
 
     pairs = [(a, b) for a, b in zip(x, y, strict=True)
@@ -194,7 +195,7 @@ def _ranking(records: list[dict], attacks: list[str], primaries: dict[str, str] 
     for r in records:
         if r["defence"] == "none":
             by_paradigm[r["paradigm"]].append(r)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, recs in by_paradigm.items():
         leaks = [cell_leakage(r, primaries, headline_family) for r in recs]
         bests = [lk["best_of_many"] for lk in leaks]
@@ -223,18 +224,18 @@ def _ranking(records: list[dict], attacks: list[str], primaries: dict[str, str] 
     undefended = [r for r in records if r["defence"] == "none"]
     attacks = [a for a in attacks if not is_blind(a)]  # model-free: nothing to correlate
     corr: dict[str, Any] = {}
-    for scope, recs in (("undefended_cells", undefended), ("all_cells", records),
-                        ("paradigms", None)):
-        if recs is None:
+    for scope, cells in (("undefended_cells", undefended), ("all_cells", records),
+                         ("paradigms", None)):
+        if cells is None:
             util = [r["utility"] for r in rows]
             corr[scope] = {"leakage": _spearman(util, [r["leakage"] for r in rows]),
                            **{a: _spearman(util, [r["auc"].get(a) for r in rows])
                               for a in attacks}}
             continue
-        util = [r["utility"][UTILITY_KEY] for r in recs]
+        util = [r["utility"][UTILITY_KEY] for r in cells]
         corr[scope] = {"leakage": _spearman(util, [leakage(r, head) if head else None
-                                                   for r in recs]),
-                       **{a: _spearman(util, [_auc(r, a) for r in recs]) for a in attacks}}
+                                                   for r in cells]),
+                       **{a: _spearman(util, [_auc(r, a) for r in cells]) for a in attacks}}
     return {"paradigms": rows, "spearman_utility_vs_auc": corr,
             "utility_metric": UTILITY_KEY,
             "leakage": (f"AUC of the headline primary attack {head} ({headline_family} "
@@ -353,7 +354,7 @@ def plot_privacy_utility(summary: dict, path: Path) -> Path:
         from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
 
-        handles = [Patch(color=colours[p], label=p) for p in paradigms]
+        handles: list[Patch | Line2D] = [Patch(color=colours[p], label=p) for p in paradigms]
         handles += [Line2D([], [], color="black", marker=m, linestyle="", label=k)
                     for k, m in _MARKERS.items()
                     if any(c["defence"] == k for c in summary["cells"])]
@@ -571,8 +572,8 @@ def table_lines(summary: dict) -> list[str]:
             f"{c['utility'][UTILITY_KEY]:6.3f} {shown:>7s} "
             + " ".join(f"{by_name[a]:10.3f}" if a in by_name else f"{'':10s}" for a in attacks)
             + " " + _leak_text(_cell_leak(c, summary)))
-    nominal = {c["name"]: dp_epsilon(c["dp"])["epsilon_nominal"] for c in summary["cells"]
-               if isinstance(c.get("dp"), dict)}
+    nominal = {c["name"]: eps["epsilon_nominal"] for c in summary["cells"]
+               if (eps := dp_epsilon(c.get("dp"))) is not None}
     for caveat, names in _nominal_notes(summary["cells"]).items():
         lines.append("* no DP guarantee (nominal epsilon "
                      + ", ".join(f"{n} {nominal[n]:.3g}" for n in names) + f"): {caveat}")

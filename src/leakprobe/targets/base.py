@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import torch
-import torch.nn.functional as F
 
+from leakprobe.augment import resize
 from leakprobe.errors import BudgetExceededError, LeakprobeError
 from leakprobe.progress import count_queries
 
@@ -48,14 +48,6 @@ class QueryCounter:
             )
         self.used += n
         count_queries(n)  # advances the progress bar of the step that pays for them
-
-
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize to ``size`` x ``size`` with antialiased bilinear interpolation (no-op if equal)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)
 
 
 def check_images(images: torch.Tensor) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 
@@ -110,7 +110,7 @@ class ModuleCaptioner(TargetBase):
         self.tokenizer = tokenizer
         super().__init__(model, name=name, input_size=input_size, batch_size=batch_size,
                          budget=budget)
-        self._generate: Callable = self.model.generate
+        self._generate = cast(Callable, self.model.generate)  # checked callable above
         self.check_output(self._probe_call(self._generate), 2)  # not counted as queries
 
     def check_output(self, out: object, n: int) -> torch.Tensor:

@@ -114,6 +114,8 @@ def load_entry_point(spec: str):
                 raise LeakprobeError(f"{spec}: file {file} does not exist")
             mod_name = f"leakprobe_user_{file.stem}"
             loader = importlib.util.spec_from_file_location(mod_name, file)
+            if loader is None or loader.loader is None:
+                raise LeakprobeError(f"{spec}: {file} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(loader)
             sys.modules[mod_name] = module
             loader.loader.exec_module(module)
@@ -221,7 +223,8 @@ def load_translator(
     model = load_model_module(spec, arch, dev)
     if isinstance(model, torch.nn.Module):
         return ModuleTranslator(model, image_size, dev, batch_size, budget, name=str(spec))
-    if callable(getattr(model, "translate", None)):
-        return ModuleTranslator(model.translate, image_size or getattr(model, "input_size", None),
+    translate = getattr(model, "translate", None)
+    if callable(translate):
+        return ModuleTranslator(translate, image_size or getattr(model, "input_size", None),
                                 "cpu", batch_size, budget, name=str(spec))
     raise returned(spec, model, "translate(images)")

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 from leakprobe.augment import SSLAugmentation
-from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import Split, save_manifest
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json
@@ -222,10 +221,3 @@ def train_target_encoder(
     log(f"saved encoder to {out} ({time.time() - t0:.0f}s)")
     return paths
 
-
-def embed_all(backbone: torch.nn.Module, data: ImageSet, batch: int = 512) -> torch.Tensor:
-    """Embeddings of a whole set with a local backbone (utility evaluation)."""
-    device = next(backbone.parameters()).device
-    backbone.eval()
-    with torch.inference_mode():
-        return torch.cat([backbone(x.to(device)).float().cpu() for x in data.images.split(batch)])

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +27,7 @@ from leakprobe.progress import log
 from leakprobe.report.html import write_report
 from leakprobe.report.schema import MembershipKind, build_membership_report
 from leakprobe.targets.encoder import ModuleEncoder
+from leakprobe.targets.families import family_of_report
 from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig
 
@@ -160,7 +162,7 @@ def views_context(attack_objs: list) -> dict:
 
 
 def run_and_report(
-    kind: MembershipKind,
+    kind: MembershipKind | str,
     target: Target,
     members: ImageSet,
     nonmembers: ImageSet,
@@ -216,21 +218,19 @@ def run_and_report(
 
 
 # kind -> (the method an audit queries, what the target must be, the loader that makes one)
-QUERY_METHODS = {
-    "encoder-membership": ("embed", "an encoder", "leakprobe.targets.loading.load_encoder"),
-    "image2image-membership": ("translate", "an image-to-image model",
-                               "leakprobe.targets.loading.load_translator"),
-    "captioner-membership": ("caption", "a captioner",
-                             "leakprobe.targets.captioner.load_captioner"),
-}
-
-
 def check_target(target, kind: str) -> None:
-    """Refuse a target without the query method an audit of ``kind`` calls (before work)."""
-    method, what, loader = QUERY_METHODS[kind]
-    if not callable(getattr(target, method, None)):
-        raise LeakprobeError(f"the target ({type(target).__name__}) is not {what}: it has no "
-                             f"{method}(images) method; load the model with {loader}")
+    """Refuse a target without the query method an audit of ``kind`` calls (before work).
+
+    The method, the family's description and its loader come from
+    :data:`leakprobe.targets.families.FAMILIES` (the family whose report is ``kind``).
+    """
+    fam = family_of_report(kind)
+    if fam is None:
+        raise LeakprobeError(f"no model family writes {kind!r} reports")
+    if not callable(getattr(target, fam.method, None)):
+        loader = fam.loader_path.replace(":", ".")
+        raise LeakprobeError(f"the target ({type(target).__name__}) is not {fam.what}: it has "
+                             f"no {fam.method}(images) method; load the model with {loader}")
 
 
 def build_image2image_attacks(names: str | list[str], seed: int = 0, **options) -> list:
@@ -288,6 +288,58 @@ def audit_image2image(
                           attacks=attack_objs, knowledge=knowledge, folds=folds,
                           repeats=repeats, permutations=permutations, seed=seed,
                           out_dir=out_dir, context=ctx)
+
+
+def audit_model(
+    target: Target,
+    members: ImageSet,
+    nonmembers: ImageSet,
+    *,
+    family: str,
+    attacks: str | list | None = None,
+    knowledge: str = "known-subset",
+    folds: int = 2,
+    repeats: int = DEFAULT_REPEATS,
+    permutations: int | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    context: dict | None = None,
+    **attack_options,
+) -> dict:
+    """Audit a model of any family registered in :mod:`leakprobe.targets.families`.
+
+    The three built-in families go to their own audit (:func:`audit_encoder`,
+    :func:`audit_image2image`, :func:`audit_captioner`: their extra context, shadows and
+    utility); any other family gets the generic audit: its attacks from
+    :mod:`leakprobe.attacks.registry` (``attacks`` None: the family's ``default_attacks``;
+    ``attack_options`` routed by constructor signature), the blind floor, the audit protocol,
+    and a report of the family's ``report_kind``. This is what makes a new family one
+    registration (docs/ARCHITECTURE.md, "Adding a target family").
+    """
+    from leakprobe.attacks.membership.blind import Blind
+    from leakprobe.targets.families import family as family_named
+
+    fam = family_named(family)
+    names = fam.default_attacks if attacks is None else attacks
+    common: dict[str, Any] = dict(knowledge=knowledge, folds=folds, repeats=repeats,
+                                  permutations=permutations, seed=seed, out_dir=out_dir,
+                                  context=context)
+    builtin: dict[str, Callable[..., dict]] = {
+        "encoder": audit_encoder, "image2image": audit_image2image,
+        "captioner": audit_captioner}
+    if fam.name in builtin:
+        return builtin[fam.name](target, members, nonmembers, attacks=names, **common,
+                                 **attack_options)
+    if isinstance(names, (str, list)) and all(isinstance(a, str) for a in names):
+        attack_objs = [create_attack(n, family=fam.name, seed=seed,
+                                     **route_options(n, attack_options, family=fam.name))
+                       for n in expand_attacks(names, family=fam.name)]
+    else:
+        attack_objs = list(names)
+    if not any(a.model_free for a in attack_objs):
+        attack_objs.append(Blind(seed=seed))  # every audit runs the model-free floor
+    return run_and_report(fam.report_kind, target, members, nonmembers, attacks=attack_objs,
+                          **common)
 
 
 def build_caption_attacks(names: str | list[str], seed: int = 0, **options) -> list:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import cast
 
 from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import Split
@@ -65,8 +66,9 @@ def plan_settings(
         raise LeakprobeError(f"defence {defence!r} needs at least one value")
     kind, strength_name = resolve_defence(defence)
     if kind == "early-stopping":
-        config = early_stopping_config(config, values)
-        values = check_epochs(values)
+        epochs = cast(Sequence[float], values)  # check_epochs names a None as a bad epoch
+        config = early_stopping_config(config, epochs)
+        values = check_epochs(epochs)
     options = DefenceOptions(max_grad_norm=max_grad_norm, delta=delta, accountant=accountant)
     out = [defence_setting(kind, v, recipe, config, strength_name=strength_name,
                            options=options) for v in values]

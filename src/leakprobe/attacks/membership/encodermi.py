@@ -114,6 +114,7 @@ class EncoderMI(ViewAttack):
 
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> EncoderMI:
         scorer = self.neural_scorer()
+        self.scorer_: ThresholdScorer | NeuralScorer
         if scorer is None:
             self.scorer_ = ThresholdScorer().fit(features, is_member)
         else:

@@ -21,6 +21,8 @@ different data set for non-members, which inflates its numbers).
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -291,10 +293,10 @@ class M4IFeature(MembershipAttack):
         return check_features((img - txt).abs().double().cpu().numpy(), self.name)
 
     def clone(self) -> M4IFeature:
-        fresh = super().clone()
+        fresh = cast(M4IFeature, super().clone())  # type(self)(...): an M4IFeature
         if self.prepared:  # the extractor is public-data state, not fit state
             fresh.extractor_, fresh.tokenizer_ = self.extractor_, self.tokenizer_
-        return fresh  # type: ignore[return-value]
+        return fresh
 
     def neural_scorer(self) -> NeuralScorer:
         return NeuralScorer("mlp", epochs=100, seed=self.seed)

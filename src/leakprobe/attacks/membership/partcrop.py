@@ -169,7 +169,8 @@ class PartCrop(MembershipAttack):
         return self.num_parts + 1
 
     def _parts(self, chunk: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
-        return random_resized_crop(chunk, size, self.num_parts, tuple(self.crop_scale),
+        low, high = self.crop_scale
+        return random_resized_crop(chunk, size, self.num_parts, (low, high),
                                    flip_p=0.5, generator=g)
 
     def _embed_parts(self, target, parts: torch.Tensor) -> torch.Tensor:

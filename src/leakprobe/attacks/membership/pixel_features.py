@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,8 @@ class BuiltinPixelFeatures(nn.Module):
         num_random: random filters per kernel size (K).
         seed: seed of the random filters.
     """
+
+    random_3: torch.Tensor  # buffers registered in __init__ (one per RANDOM_KERNEL_SIZES)
 
     def __init__(self, size: int | None = None, num_random: int = 8, seed: int = 0) -> None:
         super().__init__()
@@ -216,6 +219,11 @@ class BackbonePixelFeatures(nn.Module):
         if self._channels is not None:
             self._check_layers(len(self._channels))
 
+    def _feature_maps(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
+        """``model.features(x)`` (``__init__`` checked that the model has that method)."""
+        features = cast(Callable[[torch.Tensor], Sequence[torch.Tensor]], self.model.features)
+        return features(x)
+
     def _check_layers(self, available: int) -> None:
         bad = [i for i in self.layers if i > available]
         if bad:
@@ -229,7 +237,7 @@ class BackbonePixelFeatures(nn.Module):
             device = next(self.model.parameters()).device
             side = self.input_size or 64
             with torch.no_grad():
-                maps = self.model.features(torch.zeros(1, 3, side, side, device=device))
+                maps = self._feature_maps(torch.zeros(1, 3, side, side, device=device))
             self._channels = [int(m.shape[1]) for m in maps]
             self._check_layers(len(self._channels))
         return sum(self._channels[i - 1] for i in self.layers)
@@ -250,7 +258,7 @@ class BackbonePixelFeatures(nn.Module):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False).clamp_(0.0, 1.0)
         with torch.no_grad():
-            maps = self.model.features(x)
+            maps = self._feature_maps(x)
             self._check_layers(len(maps))
             out = torch.cat(
                 [_resize(maps[i - 1].float(), (self.size, self.size)) for i in self.layers], dim=1

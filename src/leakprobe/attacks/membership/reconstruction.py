@@ -157,7 +157,7 @@ class ReconstructionMIA(MembershipAttack):
             if need_recon:
                 kind = self.seg_error if "masks" in samples.extras else "l1"
                 recon = reconstruction_error(target.translate(inputs), truth, kind)
-            if need_pred:
+            if extractor is not None:  # need_pred
                 with torch.inference_mode():
                     feats = extractor(inputs)
                 pred = predictability_error(feats, truth, ridge=self.ridge, seed=self.seed)

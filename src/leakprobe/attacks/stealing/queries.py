@@ -9,6 +9,7 @@ evaluation queries (the target's embeddings of the labelled probe images).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -103,6 +104,13 @@ class QueryCache:
         self._save()
 
 
+def _safetensors_writer(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> Callable[[Path], None]:
+    """What :func:`atomic_write` calls to save ``tensors`` and ``metadata`` as safetensors."""
+    return lambda p: save_file(tensors, str(p), metadata)
+
+
 def _fingerprint(images: torch.Tensor, target) -> str:
     """What an embedding depends on: the exact images and the target's identity."""
     h = hashlib.sha256()
@@ -155,7 +163,7 @@ def cached_embeddings(
         stored[name], meta[name] = out[name], key
         if path is not None:
             state = {k: v.contiguous() for k, v in stored.items()}
-            atomic_write(path, lambda p, st=state, md=dict(meta): save_file(st, str(p), md))
+            atomic_write(path, _safetensors_writer(state, dict(meta)))
     if path is not None and paid < sum(len(v) for v in sets.values()):
         log(f"resuming: {sum(len(v) for v in sets.values()) - paid} evaluation queries "
             f"already paid ({path})")
