@@ -191,7 +191,7 @@ def test_momentum_queue_and_center_move_only_in_after_step(name):
 
 
 def test_dp_exactness_flags():
-    """Which methods' DP epsilon is a guarantee (tests/defenses/test_dp_sgd.py shows why)."""
+    """Which methods' DP epsilon is a guarantee (tests/defences/test_dp_sgd.py shows why)."""
     from leakprobe.training.ssl.base import METHODS as REGISTRY
 
     list_methods()
