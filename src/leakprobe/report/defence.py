@@ -14,7 +14,7 @@ from typing import Any
 
 from leakprobe.defences.kinds import STRENGTH_AXIS_LABELS, SWEEP_DEFENCES, resolve_defence
 from leakprobe.io import write_json, write_text
-from leakprobe.report.html import _CSS, _esc, _fmt, figure_html, kind_blurb
+from leakprobe.report.html import PAGE_CSS, esc, figure_html, fmt, kind_blurb
 from leakprobe.report.plots import new_figure, plot_curves, save_figure
 from leakprobe.report.schema import DEFENCE_KIND, summary_rows
 from leakprobe.training.dp_record import dp_epsilon, epsilon_text
@@ -127,7 +127,7 @@ def _plots(report: dict[str, Any], out: Path) -> dict[str, Path]:
 
 def _table_html(report: dict[str, Any]) -> str:
     attacks, rows = defence_rows(report)
-    head = "".join(f"<th>{_esc(a)} AUC</th>" for a in attacks)
+    head = "".join(f"<th>{esc(a)} AUC</th>" for a in attacks)
     out = ['<table class="metrics"><tr><th>setting</th><th>epsilon</th><th>k-NN acc.</th>'
            f"<th>linear probe</th>{head}<th>audit</th></tr>"]
     for r, s in zip(rows, report["settings"], strict=True):
@@ -135,24 +135,24 @@ def _table_html(report: dict[str, Any]) -> str:
         cells = []
         for a in attacks:
             ci = r["auc_ci"].get(a)
-            interval = (f' <span class="muted">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
+            interval = (f' <span class="muted">[{fmt(ci[0])}, {fmt(ci[1])}]</span>'
                         if isinstance(ci, list) and len(ci) == 2 else "")
-            cells.append(f'<td class="num">{_fmt(r["auc"].get(a))}{interval}</td>')
+            cells.append(f'<td class="num">{fmt(r["auc"].get(a))}{interval}</td>')
         if r["epsilon_text"] != "-":
-            eps = _esc(r["epsilon_text"])
+            eps = esc(r["epsilon_text"])
         else:
             eps = "&infin;" if s.get("dp") else "&mdash;"
         link = s.get("report", "")
-        html_link = _esc(str(Path(link).with_suffix(".html"))) if link else ""
-        out.append(f"<tr><td>{_esc(setting)}</td><td class=\"num\">{eps}</td>"
-                   f'<td class="num">{_fmt(r["knn"])}</td><td class="num">{_fmt(r["probe"])}</td>'
+        html_link = esc(str(Path(link).with_suffix(".html"))) if link else ""
+        out.append(f"<tr><td>{esc(setting)}</td><td class=\"num\">{eps}</td>"
+                   f'<td class="num">{fmt(r["knn"])}</td><td class="num">{fmt(r["probe"])}</td>'
                    + "".join(cells)
-                   + (f'<td><a href="{html_link}">{_esc(r["name"])}</a></td>' if link
+                   + (f'<td><a href="{html_link}">{esc(r["name"])}</a></td>' if link
                       else "<td></td>") + "</tr>")
     out.append("</table>")
     caveats = sorted({r["caveat"] for r in rows
                       if r["caveat"] and r["epsilon"] is None and r["epsilon_nominal"] is not None})
-    out.extend(f'<div class="warning">epsilon is not a DP guarantee here: {_esc(c)}</div>'
+    out.extend(f'<div class="warning">epsilon is not a DP guarantee here: {esc(c)}</div>'
                for c in caveats)
     return "".join(out)
 
@@ -174,8 +174,8 @@ def write_defence_report(report: dict[str, Any], out_dir: str | Path) -> dict[st
     paths.update(_plots(report, out))
     ctx = report.get("context", {})
     title = f"leakprobe defence report: {report.get('defence', '')}"
-    warn = "".join(f'<div class="warning">{_esc(w)}</div>' for w in report.get("warnings", []))
-    facts = ", ".join(f"{_esc(k)}: {_esc(ctx.get(k))}" for k in
+    warn = "".join(f'<div class="warning">{esc(w)}</div>' for w in report.get("warnings", []))
+    facts = ", ".join(f"{esc(k)}: {esc(ctx.get(k))}" for k in
                       ("data", "members", "nonmembers", "attacks", "knowledge", "seed")
                       if k in ctx)
     recipe = ctx.get("recipe", {})
@@ -184,12 +184,12 @@ def write_defence_report(report: dict[str, Any], out_dir: str | Path) -> dict[st
     plots = "".join(figure_html(p, captions[k]) for k, p in paths.items() if k in captions)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1>"
+        f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head><body>"
+        f"<h1>{esc(title)}</h1>"
         f"{kind_blurb('encoder-defence')}"
         f"{warn}<p>{facts}</p>"
-        f'<p class="muted">recipe: {_esc(recipe.get("method"))} / {_esc(recipe.get("arch"))},'
-        f" crop scale {_esc(recipe.get('crop_scale'))}</p>"
+        f'<p class="muted">recipe: {esc(recipe.get("method"))} / {esc(recipe.get("arch"))},'
+        f" crop scale {esc(recipe.get('crop_scale'))}</p>"
         f"<h2>Settings</h2>{_table_html(report)}"
         f'<h2>Trade-off</h2><div class="plots">{plots}</div></body></html>\n'
     )

@@ -25,7 +25,7 @@ from leakprobe.report.schema import STEALING_KIND, MembershipKind, is_blind, loa
 __all__ = ["KIND_BLURBS", "RENDERERS", "SectionRenderer", "figure_html", "kind_blurb",
            "render_reports", "renderer_for", "write_report"]
 
-_CSS = """
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
 max-width:1150px;padding:0 1rem;color:#1d2430;line-height:1.45}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.3rem;margin-top:2.2rem;
@@ -100,11 +100,11 @@ _UNRESOLVED_NOTE = "is not reported: it needs >= 10/f"
 _MIN_FALSE_POSITIVES = 10  # leakprobe.evaluation.metrics.MIN_NONMEMBER_FALSE_POSITIVES
 
 
-def _esc(value: Any) -> str:
+def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
     """Format a scalar for display (escaped)."""
     if value is None:
         return "&mdash;"
@@ -116,16 +116,16 @@ def _fmt(value: Any, digits: int = 3) -> str:
         if value != value:  # NaN
             return "&mdash;"
         if value != 0 and abs(value) < 10 ** (-digits):
-            return _esc(f"{value:.2e}")
-        return _esc(f"{value:.{digits}f}")
-    return _esc(value)
+            return esc(f"{value:.2e}")
+        return esc(f"{value:.{digits}f}")
+    return esc(value)
 
 
 def kind_blurb(kind: str) -> str:
     """The opening paragraph of a report of ``kind`` (what it measures), as HTML."""
     text = KIND_BLURBS.get(str(kind))
     if text is None:
-        text = f"<strong>{_esc(kind)}</strong> report."
+        text = f"<strong>{esc(kind)}</strong> report."
     return f'<p class="blurb">{text}</p>'
 
 
@@ -133,26 +133,26 @@ def figure_html(path: str | Path, caption: str) -> str:
     """A ``<figure>`` with the PNG at ``path`` inlined (data URI) and a caption naming its file."""
     path = Path(path)
     return (
-        f'<figure><img src="{png_data_uri(path)}" alt="{_esc(caption)}">'
-        f'<figcaption class="muted">{_esc(caption)} ({_esc(path.name)})</figcaption></figure>'
+        f'<figure><img src="{png_data_uri(path)}" alt="{esc(caption)}">'
+        f'<figcaption class="muted">{esc(caption)} ({esc(path.name)})</figcaption></figure>'
     )
 
 
-def _fmt_ci(ci: Any) -> str:
+def fmt_ci(ci: Any) -> str:
     if isinstance(ci, (list, tuple)) and len(ci) == 2:
-        return f'<span class="muted">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
+        return f'<span class="muted">[{fmt(ci[0])}, {fmt(ci[1])}]</span>'
     return ""
 
 
 def _value_html(value: Any, depth: int = 0) -> str:
     """Render a JSON value: dicts as key/value sub-tables, lists of dicts as tables."""
     if depth > _MAX_DEPTH:
-        return f"<pre>{_esc(json.dumps(value, default=str)[:2000])}</pre>"
+        return f"<pre>{esc(json.dumps(value, default=str)[:2000])}</pre>"
     if isinstance(value, dict):
         if not value:
             return "&mdash;"
         rows = "".join(
-            f"<tr><th>{_esc(k)}</th><td>{_value_html(v, depth + 1)}</td></tr>"
+            f"<tr><th>{esc(k)}</th><td>{_value_html(v, depth + 1)}</td></tr>"
             for k, v in value.items()
         )
         return f'<table class="kv">{rows}</table>'
@@ -161,7 +161,7 @@ def _value_html(value: Any, depth: int = 0) -> str:
             cols: list[str] = []
             for v in value:
                 cols.extend(k for k in v if k not in cols)
-            head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+            head = "".join(f"<th>{esc(c)}</th>" for c in cols)
             body = "".join(
                 "<tr>"
                 + "".join(f"<td>{_value_html(v.get(c), depth + 1)}</td>" for c in cols)
@@ -173,19 +173,19 @@ def _value_html(value: Any, depth: int = 0) -> str:
             shown = ", ".join(_value_html(v, depth + 1) for v in value[:50])
             return f"{shown}, &hellip; ({len(value)} items)"
         return ", ".join(_value_html(v, depth + 1) for v in value) or "&mdash;"
-    return _fmt(value)
+    return fmt(value)
 
 
 def _fpr_label(key: str) -> str:
     try:
         return f"{float(key) * 100:g}%"
     except ValueError:
-        return _esc(key)
+        return esc(key)
 
 
 def _warnings_html(report: dict[str, Any]) -> str:
     return "".join(
-        f'<div class="warning"><strong>Warning:</strong> {_esc(w)}</div>'
+        f'<div class="warning"><strong>Warning:</strong> {esc(w)}</div>'
         for w in report.get("warnings") or []
     )
 
@@ -223,7 +223,7 @@ def _card_html(report: dict[str, Any]) -> str:
         rows.append(("total_attack_seconds", seconds))
     rows += _context_facts(report, {"knowledge": report.get("knowledge"),
                                     "seed": report.get("seed")})
-    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in rows)
     return f'<h3>Threat model</h3><table class="kv card">{body}</table>'
 
 
@@ -251,29 +251,29 @@ def _metrics_html(report: dict[str, Any]) -> str:
         has_blind = has_blind or blind
         n1 = int(r.get("n_members") or 0)
         n0 = int(r.get("n_nonmembers") or 0)
-        name = _esc(r.get("attack", "?"))
+        name = esc(r.get("attack", "?"))
         if blind:
             name += '<span class="tag">distribution-shift floor</span>'
         if r.get("vs_blind"):
             name += (
                 f'<br><span class="muted">AUC &minus; blind: '
-                f"{_fmt(r['vs_blind'].get('auc_minus_blind'))}</span>"
+                f"{fmt(r['vs_blind'].get('auc_minus_blind'))}</span>"
             )
         cells = [
             f"<td>{name}</td>",
-            f'<td class="num">{_fmt(m.get("auc"))} {_fmt_ci(m.get("auc_ci"))}</td>',
+            f'<td class="num">{fmt(m.get("auc"))} {fmt_ci(m.get("auc_ci"))}</td>',
             _p_cell(m),
-            f'<td class="num">{_fmt(m.get("balanced_accuracy"))}</td>',
-            f'<td class="num">{_fmt(m.get("balanced_accuracy_best"))}</td>',
+            f'<td class="num">{fmt(m.get("balanced_accuracy"))}</td>',
+            f'<td class="num">{fmt(m.get("balanced_accuracy_best"))}</td>',
         ]
         for k in fpr_keys:
             cells.append(_tpr_cell(m, k, n0, unresolved))
         queries = int(r.get("queries") or 0)
         cells += [
-            f'<td class="num">{_fmt(n1)} / {_fmt(n0)}</td>',
-            f'<td class="num">{_fmt(queries)}</td>',
-            f'<td class="num">{_fmt(_queries_per_image(r), 1)}</td>',
-            f'<td class="num">{_fmt(float(r.get("seconds") or 0.0), 1)}</td>',
+            f'<td class="num">{fmt(n1)} / {fmt(n0)}</td>',
+            f'<td class="num">{fmt(queries)}</td>',
+            f'<td class="num">{fmt(_queries_per_image(r), 1)}</td>',
+            f'<td class="num">{fmt(float(r.get("seconds") or 0.0), 1)}</td>',
         ]
         rows.append(f'<tr class="{"blind" if blind else "attack"}">{"".join(cells)}</tr>')
     notes = []
@@ -316,14 +316,14 @@ def _metrics_html(report: dict[str, Any]) -> str:
         "Balanced accuracy (cross-fit) uses a threshold chosen on other folds; the "
         "best-threshold value is fitted on the evaluated scores and therefore optimistic."
     )
-    foot = "".join(f'<p class="foot">{_esc(n)}</p>' for n in notes)
+    foot = "".join(f'<p class="foot">{esc(n)}</p>' for n in notes)
     out = (
         f'<h3>Membership metrics</h3><div class="scroll"><table class="metrics">{head}'
         f'{"".join(rows)}</table></div>{foot}'
     )
     out += _attack_notes_html(results)
     params = "".join(
-        f"<tr><th>{_esc(r.get('attack'))}</th><td>{_value_html(r.get('params') or {})}</td></tr>"
+        f"<tr><th>{esc(r.get('attack'))}</th><td>{_value_html(r.get('params') or {})}</td></tr>"
         for r in results
     )
     if params:
@@ -344,8 +344,8 @@ def _p_cell(m: dict[str, Any]) -> str:
             how += f"; null AUC band [{float(band[0]):.3f}, {float(band[1]):.3f}]"
     else:
         how = method.replace("-", " ")
-    return (f'<td class="num">{_esc(f"{float(p):.2g}")}<br>'
-            f'<span class="muted">{_esc(how)}</span></td>')
+    return (f'<td class="num">{esc(f"{float(p):.2g}")}<br>'
+            f'<span class="muted">{esc(how)}</span></td>')
 
 
 def _needed_nonmembers(key: str) -> int:
@@ -364,7 +364,7 @@ def _tpr_cell(m: dict[str, Any], key: str, n0: int, unresolved: dict[str, list[i
     try:
         f = float(key)
     except ValueError:
-        return f'<td class="num">{_fmt(value)}</td>'
+        return f'<td class="num">{fmt(value)}</td>'
     if value is None or (n0 and n0 * f + 1e-9 < _MIN_FALSE_POSITIVES):
         n0s = unresolved.setdefault(key, [])
         if n0 and n0 not in n0s:
@@ -372,8 +372,8 @@ def _tpr_cell(m: dict[str, Any], key: str, n0: int, unresolved: dict[str, list[i
         why = f"needs >= 10/f = {_needed_nonmembers(key):,} non-members"
         if n0:
             why += f"; this audit has {n0:,}"
-        return f'<td class="num" title="{_esc(why)}">n/a<sup>*</sup></td>'
-    ci = _fmt_ci((m.get("tpr_at_fpr_ci") or {}).get(key))
+        return f'<td class="num" title="{esc(why)}">n/a<sup>*</sup></td>'
+    ci = fmt_ci((m.get("tpr_at_fpr_ci") or {}).get(key))
     expected = (m.get("fpr_expected") or {}).get(key)
     achieved = (m.get("fpr_achieved") or {}).get(key)
     at = ""
@@ -381,8 +381,8 @@ def _tpr_cell(m: dict[str, Any], key: str, n0: int, unresolved: dict[str, list[i
         tip = f"expected FPR of the threshold on new non-members {expected:.4g}"
         if isinstance(achieved, (int, float)):
             tip += f"; share of this audit's non-members above it {achieved:.4g}"
-        at = f'<span class="muted" title="{_esc(tip)}">at FPR {expected:.3g}</span>'
-    return f'<td class="num">{_fmt(value)} {ci}{at}</td>'
+        at = f'<span class="muted" title="{esc(tip)}">at FPR {expected:.3g}</span>'
+    return f'<td class="num">{fmt(value)} {ci}{at}</td>'
 
 
 def _attack_notes_html(results: list[dict[str, Any]]) -> str:
@@ -402,7 +402,7 @@ def _attack_notes_html(results: list[dict[str, Any]]) -> str:
     if not by_text:
         return ""
     items = "".join(
-        f"<li><strong>{_esc(', '.join(names))}</strong>: {_esc(text)}</li>"
+        f"<li><strong>{esc(', '.join(names))}</strong>: {esc(text)}</li>"
         for text, names in by_text.items()
     )
     return f"<h3>Notes</h3><ul>{items}</ul>"
@@ -439,14 +439,14 @@ def _stealing_html(report: dict[str, Any]) -> str:
         metric_keys.extend(k for k in (r.get("metrics") or {}) if k not in metric_keys)
     head = (
         "<tr><th>method</th><th>budget</th><th>queries used</th>"
-        + "".join(f"<th>{_esc(k)}</th>" for k in metric_keys)
+        + "".join(f"<th>{esc(k)}</th>" for k in metric_keys)
         + "</tr>"
     )
     rows = "".join(
         "<tr>"
-        f"<td>{_esc(r.get('method', '?'))}</td>"
-        f'<td class="num">{_fmt(r.get("budget"))}</td>'
-        f'<td class="num">{_fmt(r.get("queries_used"))}</td>'
+        f"<td>{esc(r.get('method', '?'))}</td>"
+        f'<td class="num">{fmt(r.get("budget"))}</td>'
+        f'<td class="num">{fmt(r.get("queries_used"))}</td>'
         + "".join(
             f'<td class="num">{_value_html((r.get("metrics") or {}).get(k))}</td>'
             for k in metric_keys
@@ -459,7 +459,7 @@ def _stealing_html(report: dict[str, Any]) -> str:
     facts += _context_facts(report, dict(facts))
     skip = {"kind", "results", "warnings", "context", *_STEALING_FACTS}
     facts += [(k, v) for k, v in report.items() if k not in skip]
-    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in facts)
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in facts)
     foot = ""
     if report.get("probe_informative") is False:
         foot = ('<p class="foot">The target&rsquo;s probe is no better than a random-init '
@@ -555,9 +555,9 @@ def renderer_for(report: dict[str, Any]) -> SectionRenderer:
 def _section_html(
     report: dict[str, Any], images: dict[str, Path], heading: str, source: str | None = None
 ) -> str:
-    parts = [f"<section><h2>{_esc(heading)}</h2>"]
+    parts = [f"<section><h2>{esc(heading)}</h2>"]
     if source is not None:
-        parts.append(f'<p class="muted">source: {_esc(source)}</p>')
+        parts.append(f'<p class="muted">source: {esc(source)}</p>')
     parts.append(_warnings_html(report))
     parts.append(renderer_for(report).body(report, images))
     parts.append("</section>")
@@ -570,8 +570,8 @@ def _page_html(title: str, sections: Sequence[str], kinds: Sequence[str]) -> str
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1>{blurbs}" + "".join(sections) + "</body></html>\n"
+        f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head><body>"
+        f"<h1>{esc(title)}</h1>{blurbs}" + "".join(sections) + "</body></html>\n"
     )
 
 

@@ -58,12 +58,11 @@ def is_blind(attack: str) -> bool:
 
 
 def leakprobe_version() -> str:
-    """The installed leakprobe version (``leakprobe.__version__``, package metadata, "0.1.0")."""
-    import leakprobe
+    """The installed leakprobe version (``leakprobe._version``, package metadata, "0.1.0")."""
+    from leakprobe._version import __version__
 
-    version = getattr(leakprobe, "__version__", None)
-    if isinstance(version, str) and version:
-        return version
+    if isinstance(__version__, str) and __version__:
+        return __version__
     return _dist_version("leakprobe") or "0.1.0"
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from leakprobe.evaluation.permutation import max_statistic_p
 from leakprobe.io import write_json, write_text
-from leakprobe.report.html import _CSS, _esc, _fmt, _fmt_ci, figure_html
+from leakprobe.report.html import PAGE_CSS, esc, figure_html, fmt, fmt_ci
 from leakprobe.report.plots import new_figure, plot_curves, save_figure
 from leakprobe.report.schema import is_blind, leakprobe_version, to_jsonable
 from leakprobe.study.config import StudyConfig, primary_attacks
@@ -397,12 +397,12 @@ def _setting(c: dict) -> str:
 def _eps_html(c: dict) -> str:
     """A cell's epsilon: the guarantee, ``none (nominal X, not a guarantee)``, or a dash."""
     if not isinstance(c.get("dp"), dict):
-        return _fmt(c.get("epsilon"), 2)
-    return _esc(epsilon_text(c["dp"], detail=False))
+        return fmt(c.get("epsilon"), 2)
+    return esc(epsilon_text(c["dp"], detail=False))
 
 
 def _p_html(p: float | None) -> str:
-    return f'<span class="muted">p {_esc(_p_text(p))}</span>'
+    return f'<span class="muted">p {esc(_p_text(p))}</span>'
 
 
 def _leak_cells_html(leak: dict) -> list[str]:
@@ -411,32 +411,32 @@ def _leak_cells_html(leak: dict) -> list[str]:
     best = leak["best_of_many"]
     title = (f"max AUC over {best['n_attacks']} attacks (at {best['attack']}); p against the "
              "permutation null of the maximum")
-    return [f'<td class="num">{_fmt(head["auc"])} {_fmt_ci(head["auc_ci"])} '
+    return [f'<td class="num">{fmt(head["auc"])} {fmt_ci(head["auc_ci"])} '
             f'{_p_html(head["p_value"])}</td>' if head and head["auc"] is not None
             else "<td>&mdash;</td>",
-            f'<td class="num" title="{_esc(title)}">{_esc(best_text(best))}</td>']
+            f'<td class="num" title="{esc(title)}">{esc(best_text(best))}</td>']
 
 
 def _cells_table(summary: dict) -> str:
     attacks = summary["attacks"]
     primaries, family = summary_primaries(summary)
     n_best = len([a for a in attacks if not is_blind(a)])
-    lead = (f"leakage<br>(primary: {_esc(primaries[family])})" if family
+    lead = (f"leakage<br>(primary: {esc(primaries[family])})" if family
             else "leakage<br>(no primary)")
     head = ("<tr><th>cell</th><th>paradigm</th><th>defence</th><th>seed</th><th>epochs</th>"
             "<th>k-NN</th><th>linear probe</th><th>&epsilon;</th>"
             f"<th>{lead}<br>AUC [95% CI]</th><th>best of {n_best}<br>max AUC, p</th>"
-            + "".join(f"<th>{_esc(a)}<br>AUC [95% CI]</th><th>{_esc(a)}<br>TPR@1%FPR</th>"
+            + "".join(f"<th>{esc(a)}<br>AUC [95% CI]</th><th>{esc(a)}<br>TPR@1%FPR</th>"
                       for a in attacks) + "</tr>")
     rows = []
     for c in summary["cells"]:
         link = f"cells/{c['folder']}/audit/report.html"
-        cells = [f'<td><a href="{_esc(link)}">{_esc(c["name"])}</a></td>',
-                 f"<td>{_esc(c['paradigm'])}</td>", f"<td>{_esc(_setting(c))}</td>",
-                 f'<td class="num">{_fmt(c["seed"])}</td>',
-                 f'<td class="num">{_fmt(c.get("epochs_trained"))}</td>',
-                 f'<td class="num">{_fmt(c["utility"]["knn_accuracy"])}</td>',
-                 f'<td class="num">{_fmt(c["utility"][UTILITY_KEY])}</td>',
+        cells = [f'<td><a href="{esc(link)}">{esc(c["name"])}</a></td>',
+                 f"<td>{esc(c['paradigm'])}</td>", f"<td>{esc(_setting(c))}</td>",
+                 f'<td class="num">{fmt(c["seed"])}</td>',
+                 f'<td class="num">{fmt(c.get("epochs_trained"))}</td>',
+                 f'<td class="num">{fmt(c["utility"]["knn_accuracy"])}</td>',
+                 f'<td class="num">{fmt(c["utility"][UTILITY_KEY])}</td>',
                  f'<td class="num">{_eps_html(c)}</td>',
                  *_leak_cells_html(_cell_leak(c, summary))]
         by_name = {a["attack"]: a for a in c["attacks"]}
@@ -447,14 +447,14 @@ def _cells_table(summary: dict) -> str:
                 continue
             tpr = r.get("tpr_at_1pct_fpr")
             p = _p_html(r["p_value"]) if r.get("p_value") is not None else ""
-            cells += [f'<td class="num">{_fmt(r["auc"])} {_fmt_ci(r["auc_ci"])} {p}</td>',
-                      f'<td class="num">{_fmt(tpr)} {_fmt_ci(r.get("tpr_at_1pct_fpr_ci"))}</td>'
+            cells += [f'<td class="num">{fmt(r["auc"])} {fmt_ci(r["auc_ci"])} {p}</td>',
+                      f'<td class="num">{fmt(tpr)} {fmt_ci(r.get("tpr_at_1pct_fpr_ci"))}</td>'
                       if tpr is not None else
                       '<td class="num" title="TPR at 1% FPR needs &gt;= 1,000 non-members">'
                       'n/a</td>']
         rows.append("<tr>" + "".join(cells) + "</tr>")
     notes = "".join(f'<div class="warning">epsilon is not a DP guarantee for '
-                    f'{_esc(", ".join(names))}: {_esc(caveat)}</div>'
+                    f'{esc(", ".join(names))}: {esc(caveat)}</div>'
                     for caveat, names in _nominal_notes(summary["cells"]).items())
     return f'<table class="metrics">{head}{"".join(rows)}</table>{notes}'
 
@@ -462,29 +462,29 @@ def _cells_table(summary: dict) -> str:
 def _ranking_html(summary: dict) -> str:
     rank = summary["ranking"]
     attack = rank.get("headline_attack")
-    lead = f"leakage (primary: {_esc(attack)})" if attack else "leakage"
+    lead = f"leakage (primary: {esc(attack)})" if attack else "leakage"
     head = ("<tr><th>paradigm</th><th>undefended cells</th><th>linear probe</th><th>k-NN</th>"
             f"<th>rank by utility</th><th>{lead}</th><th>rank by leakage</th>"
             "<th>best of many (not ranked)</th><th>other primaries</th></tr>")
 
     def others(r: dict) -> str:
-        return ", ".join(f"{p['attack']} {_fmt(p['auc'])}" for f, p in
+        return ", ".join(f"{p['attack']} {fmt(p['auc'])}" for f, p in
                          (r.get("primary") or {}).items() if f != rank.get("headline_family"))
 
     body = "".join(
-        f"<tr><td>{_esc(r['paradigm'])}</td><td class=\"num\">{r['cells']}</td>"
-        f'<td class="num">{_fmt(r["utility"])}</td><td class="num">{_fmt(r["knn_accuracy"])}</td>'
-        f'<td class="num">{r["rank_utility"]}</td><td class="num">{_fmt(r["leakage"])} '
+        f"<tr><td>{esc(r['paradigm'])}</td><td class=\"num\">{r['cells']}</td>"
+        f'<td class="num">{fmt(r["utility"])}</td><td class="num">{fmt(r["knn_accuracy"])}</td>'
+        f'<td class="num">{r["rank_utility"]}</td><td class="num">{fmt(r["leakage"])} '
         + " ".join(_p_html(p) for p in r.get("leakage_p_values") or []) + "</td>"
         f'<td class="num">{r["rank_leakage"]}</td>'
-        f'<td class="num">{_esc(best_text(r["best_of_many"])) if r.get("best_of_many") else ""}'
+        f'<td class="num">{esc(best_text(r["best_of_many"])) if r.get("best_of_many") else ""}'
         f"</td><td>{others(r)}</td></tr>" for r in rank["paradigms"])
     corr = rank["spearman_utility_vs_auc"]
     names = list(next(iter(corr.values())).keys()) if corr else []
-    chead = "<tr><th>scope</th>" + "".join(f"<th>{_esc(n)}</th>" for n in names) + "</tr>"
+    chead = "<tr><th>scope</th>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"
     cbody = "".join(
-        f"<tr><td>{_esc(scope.replace('_', ' '))}</td>" + "".join(
-            f'<td class="num">{_fmt(v["rho"])} <span class="muted">(p {_fmt(v["p"])}, '
+        f"<tr><td>{esc(scope.replace('_', ' '))}</td>" + "".join(
+            f'<td class="num">{fmt(v["rho"])} <span class="muted">(p {fmt(v["p"])}, '
             f'n {v["n"]})</span></td>' for v in block.values()) + "</tr>"
         for scope, block in corr.items())
     why = ("<p>Paradigms are ranked by the AUC of the pre-declared headline primary attack "
@@ -519,16 +519,16 @@ def render_html(summary: dict, images: dict[str, Path]) -> str:
              + (f" (headline: {family})" if family else ""),
              "cells": summary["n_cells"],
              "leakprobe version": summary["leakprobe_version"]}
-    facts_html = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
+    facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
                          for k, v in facts.items())
     warnings_ = sorted({w for c in summary["cells"] for w in c.get("warnings") or []})
-    warn_html = "".join(f'<div class="warning">{_esc(w)}</div>' for w in warnings_)
+    warn_html = "".join(f'<div class="warning">{esc(w)}</div>' for w in warnings_)
     tradeoff_keys = [k for k in images if k.startswith("tradeoff_")]
     title = f"leakprobe study: {summary['name']}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1>"
+        f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head><body>"
+        f"<h1>{esc(title)}</h1>"
         '<p class="muted">Each cell trains an encoder (paradigm x defence x seed), audits it '
         "for membership leakage (AUC 0.5 is chance; 95% intervals, widened by the "
         "attacker's fitting noise; p-values from label permutations) and "

@@ -137,7 +137,7 @@ def _probe_queries(target: Encoder, sets: dict[str, ImageSet | None], cache: Pat
     """Probe images to embed: those the embedding cache does not hold for this target."""
     from safetensors import safe_open
 
-    from leakprobe.attacks.stealing.queries import _fingerprint
+    from leakprobe.attacks.stealing.queries import fingerprint
 
     meta: dict[str, str] = {}
     rows: dict[str, int] = {}
@@ -149,7 +149,7 @@ def _probe_queries(target: Encoder, sets: dict[str, ImageSet | None], cache: Pat
         except Exception:  # an unreadable cache is ignored by the run too
             meta, rows = {}, {}
     return sum(len(s) for name, s in sets.items() if s is not None and not (
-        rows.get(name) == len(s) and meta.get(name) == _fingerprint(s.images, target)))
+        rows.get(name) == len(s) and meta.get(name) == fingerprint(s.images, target)))
 
 
 def steal_encoder(

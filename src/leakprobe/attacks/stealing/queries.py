@@ -111,7 +111,7 @@ def _safetensors_writer(
     return lambda p: save_file(tensors, str(p), metadata)
 
 
-def _fingerprint(images: torch.Tensor, target) -> str:
+def fingerprint(images: torch.Tensor, target) -> str:
     """What an embedding depends on: the exact images and the target's identity."""
     h = hashlib.sha256()
     h.update(repr((tuple(images.shape), str(images.dtype), getattr(target, "name", None),
@@ -152,7 +152,7 @@ def cached_embeddings(
     out: dict[str, torch.Tensor] = {}
     paid = 0
     for name, images in sets.items():
-        key = _fingerprint(images, target)
+        key = fingerprint(images, target)
         if name in stored and meta.get(name) == key and len(stored[name]) == len(images):
             out[name] = stored[name]
             continue
