@@ -9,6 +9,7 @@ import typer
 
 from leakprobe.cli.options import (
     Amp,
+    CheckpointKey,
     Device,
     Folds,
     InputSize,
@@ -47,6 +48,7 @@ def audit_encoder_cmd(
              "when the model exposes no tokens).")] = FAMILIES["encoder"].default_attacks,
     out: ReportOut,
     arch: ModelArch = None,
+    checkpoint_key: CheckpointKey = None,
     image_size: InputSize = None,
     knowledge: Annotated[str, typer.Option(help="known-subset or shadow.")] = "known-subset",
     folds: Folds = 2,
@@ -93,7 +95,7 @@ def audit_encoder_cmd(
     config = TrainConfig(epochs=shadow_epochs, batch_size=batch_size, seed=seed,
                          device=device, amp=amp)
     target = load_target(model, family="encoder", arch=arch, image_size=image_size,
-                         device=device, batch_size=batch_size)
+                         device=device, batch_size=batch_size, checkpoint_key=checkpoint_key)
     attack_objs = build_attacks(attacks, seed, target=target, num_parts=num_parts,
                                 n_views=n_views, views=views)  # partcrop needs tokens
     size = target.input_size

@@ -179,6 +179,9 @@ InputSize = Annotated[int | None, typer.Option(
     "--image-size", help="Input side (default: the model's, else 32).")]
 ModelArch = Annotated[str | None, typer.Option(
     "--arch", help="Architecture of a .safetensors file.")]
+CheckpointKey = Annotated[str | None, typer.Option(
+    "--checkpoint-key", help="Section of a published checkpoint to load with --arch (DINO: "
+    "teacher, the default, or student).")]
 
 # --------------------------------------------------------------------------------------------
 # training

@@ -9,6 +9,7 @@ import typer
 
 from leakprobe.cli.options import (
     Amp,
+    CheckpointKey,
     Device,
     Epochs,
     InputSize,
@@ -52,6 +53,7 @@ def steal_encoder_cmd(
     probe_test: Annotated[str | None, typer.Option(
         help="Labelled images to judge the probes.")] = None,
     arch: ModelArch = None,
+    checkpoint_key: CheckpointKey = None,
     image_size: InputSize = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -70,7 +72,7 @@ def steal_encoder_cmd(
         if name:
             create_stealing_method(name)  # a wrong name fails before the model is loaded
     target = load_target(model, family="encoder", arch=arch, image_size=image_size,
-                         device=device)
+                         device=device, checkpoint_key=checkpoint_key)
     size = target.input_size
     queries = load_images(query_data, size)
     p_train = load_images(probe_train, size) if probe_train else None

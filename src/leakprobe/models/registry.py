@@ -57,6 +57,7 @@ def _load_builtin() -> None:
     from leakprobe.models import (  # noqa: F401  (registration side effects)
         captioner,
         heads,
+        public,
         resnet,
         unet,
         vit,

@@ -156,6 +156,7 @@ def load_target(
     image_size: int | None = None,
     batch_size: int | None = None,
     budget: int | None = None,
+    checkpoint_key: str | None = None,
 ) -> Any:
     """A target of ``family`` for ``--model SPEC`` (file, folder, entry point or URL).
 
@@ -168,6 +169,8 @@ def load_target(
         image_size: input side (default: what the model declares, else 32).
         batch_size: images per model call or request (default: the family loader's).
         budget: optional query budget.
+        checkpoint_key: section of a published checkpoint read with ``arch`` (encoders only;
+            DINO: ``teacher``, the default, or ``student``).
     Returns:
         The family's target (e.g. a :class:`~leakprobe.targets.encoder.ModuleEncoder` or an
         :class:`~leakprobe.serving.client.HTTPEncoder`).
@@ -183,5 +186,9 @@ def load_target(
             raise LeakprobeError(f"--arch {arch}: {fam.name} models are loaded without an "
                                  "architecture name; drop --arch")
         options["arch"] = arch
+    if checkpoint_key is not None:
+        if fam.name != "encoder":
+            raise LeakprobeError(f"--checkpoint-key {checkpoint_key}: only for encoders")
+        options["checkpoint_key"] = checkpoint_key
     return fam.loader(str(spec), **options)
 

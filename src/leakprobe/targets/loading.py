@@ -2,8 +2,14 @@
 
 Accepted, in this order of detection:
 - a folder written by ``leakprobe train encoder`` (``encoder.safetensors`` inside);
+- encoders only: ``hf:DIR``, or a folder with a transformers ``config.json`` (see
+  :mod:`leakprobe.targets.huggingface`; needs ``leakprobe[hf]``, never downloads);
 - ``*.safetensors``: weights of a registered architecture (``--arch``, or the architecture
   recorded in the file's metadata by leakprobe);
+- ``*.pth`` / ``*.pth.tar`` / ``*.pt`` with ``--arch`` (and ``*.safetensors`` with a public
+  architecture such as ``resnet50`` or ``vit-small-patch16``): a published self-supervised
+  checkpoint (MoCo, DINO, MAE...), read with ``weights_only=True``
+  (:mod:`leakprobe.targets.checkpoints`);
 - ``package.module:factory`` or ``path/to/file.py:factory``: the factory returns an
   ``nn.Module`` (forward -> (B, D), optional ``tokens``) or an object with ``embed``;
 - ``http(s)://host:port``: a service speaking leakprobe's HTTP protocol (black box);
@@ -26,6 +32,8 @@ from safetensors.torch import load_file
 
 from leakprobe.errors import LeakprobeError
 from leakprobe.models import create_model
+from leakprobe.models.public import PUBLIC_ARCHS
+from leakprobe.targets.checkpoints import is_torch_checkpoint, load_checkpoint_module
 from leakprobe.targets.encoder import ModuleEncoder, ObjectEncoder
 from leakprobe.targets.families import family
 
@@ -149,10 +157,22 @@ def returned(spec: str, obj: object, wanted: str) -> LeakprobeError:
 
 
 def load_model_module(
-    spec: str, arch: str | None = None, device: str | torch.device = "cpu"
+    spec: str, arch: str | None = None, device: str | torch.device = "cpu",
+    *, checkpoint_key: str | None = None,
 ) -> torch.nn.Module | object:
-    """The model behind ``spec`` (folder, safetensors, entry point or TorchScript file)."""
+    """The model behind ``spec`` (folder, safetensors, entry point or TorchScript file).
+
+    With ``arch``, a ``.pth`` / ``.pth.tar`` / ``.pt`` checkpoint (or a ``.safetensors`` file for
+    a public-layout architecture such as ``vit-small-patch16``) is read as a published
+    checkpoint (:mod:`leakprobe.targets.checkpoints`; ``checkpoint_key`` picks its section).
+    """
     path = Path(spec)
+    if arch and (is_torch_checkpoint(path) or (path.suffix == ".safetensors"
+                                               and arch in PUBLIC_ARCHS)):
+        return load_checkpoint_module(path, arch, checkpoint_key=checkpoint_key)
+    if checkpoint_key is not None:
+        raise LeakprobeError(f"--checkpoint-key {checkpoint_key}: only for checkpoint files "
+                             "(.pth, .pth.tar, .pt, .safetensors) loaded with --arch")
     if spec.startswith(("http://", "https://")):
         raise LeakprobeError(f"{spec}: HTTP targets are not supported yet by this command")
     if path.is_dir():
@@ -179,6 +199,7 @@ def load_encoder(
     device: str | torch.device = "auto",
     batch_size: int = 256,
     budget: int | None = None,
+    checkpoint_key: str | None = None,
 ):
     """An :class:`~leakprobe.targets.encoder.Encoder` for ``--model SPEC``.
 
@@ -189,6 +210,8 @@ def load_encoder(
         device: where the model runs.
         batch_size: images per forward pass.
         budget: optional query budget.
+        checkpoint_key: section of a published checkpoint read with ``arch`` (DINO:
+            ``teacher``, the default, or ``student``).
     """
     from leakprobe.device import resolve_device
 
@@ -196,7 +219,15 @@ def load_encoder(
     if spec.startswith(("http://", "https://")):
         return family("encoder").client(spec, batch_size=min(batch_size, 256), budget=budget,
                                         image_size=image_size)
-    model = load_model_module(spec, arch, dev)
+    from leakprobe.targets import huggingface as hf  # transformers itself only when used
+
+    if hf.is_hf_spec(spec) or hf.is_hf_folder(spec):  # after train folders (is_hf_folder)
+        if arch:
+            raise LeakprobeError(f"{spec}: --arch does not apply to Hugging Face folders "
+                                 "(config.json names the architecture)")
+        return ModuleEncoder(hf.load_hf_encoder_module(spec), image_size, dev, batch_size,
+                             budget, name=str(spec))
+    model = load_model_module(spec, arch, dev, checkpoint_key=checkpoint_key)
     if isinstance(model, torch.nn.Module):
         return ModuleEncoder(model, image_size, dev, batch_size, budget, name=str(spec))
     if callable(getattr(model, "embed", None)):
