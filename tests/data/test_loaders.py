@@ -81,7 +81,10 @@ def test_truncated_png_names_the_file(tmp_path: Path) -> None:
     raw = (tmp_path / "bad.png").read_bytes()
     (tmp_path / "bad.png").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(LeakprobeError, match="bad.png"):
-        load_image_folder(tmp_path, 16)
+        load_image_folder(tmp_path, 16, stream=False)
+    streamed = load_image_folder(tmp_path, 16)  # lists the files; the first read fails
+    with pytest.raises(LeakprobeError, match="bad.png"):
+        streamed.content_hashes()
 
 
 def test_empty_and_missing_folder(tmp_path: Path) -> None:

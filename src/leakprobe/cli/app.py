@@ -62,8 +62,21 @@ _state = {"debug": False}
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    memory_cap: Annotated[str | None, typer.Option(
+        "--memory-cap", metavar="SIZE",
+        help="Most image memory one step may hold whole, e.g. 2GB (default: "
+             "$LEAKPROBE_MEMORY_CAP, else half the RAM); image folders, IDX and CIFAR "
+             "sets stream in batches and never need it.")] = None,
+    data_workers: Annotated[int | None, typer.Option(
+        "--data-workers", min=0,
+        help="Processes decoding image files (0: none; default: $LEAKPROBE_DATA_WORKERS, "
+             "else min(4, CPUs)).")] = None,
 ) -> None:
+    from leakprobe.data.limits import set_data_workers, set_memory_cap
+
     _state["debug"] = debug
+    set_memory_cap(memory_cap)  # None: back to the default (in-process callers run many)
+    set_data_workers(data_workers)
 
 
 def main() -> None:

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from leakprobe.data.decode import read_image
 from leakprobe.data.images import ImageSet
-from leakprobe.data.loaders import check_image_size, parse_synthetic_spec, read_image, safe_name
+from leakprobe.data.loaders import check_image_size, parse_synthetic_spec, safe_name
 from leakprobe.data.text import words
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from leakprobe.augment import resize
 from leakprobe.data.images import ImageSet
+from leakprobe.data.stream import LazyImages
 from leakprobe.errors import LeakprobeError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
@@ -70,44 +70,13 @@ def images_in(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if _is_image(p)), key=lambda p: p.name)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB (alpha dropped, 16/32-bit gray scaled to 8 bits)."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
-    elif img.mode == "F":
-        arr = np.clip(np.round(np.asarray(img, dtype=np.float64) * 255.0), 0, 255)
-        img = Image.fromarray(arr.astype(np.uint8), mode="L")
-    elif img.mode in ("P", "PA"):
-        img = img.convert("RGBA")
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def read_image(path: Path, image_size: int) -> np.ndarray:
-    """One file -> (S, S, 3) uint8, resized with PIL bicubic (antialiased when shrinking)."""
-    try:
-        with Image.open(path) as img:
-            img.verify()  # structural check (CRC, truncation) before decoding
-        with Image.open(path) as img:
-            img.load()
-            upright = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(upright)
-            rgb = rgb.resize((image_size, image_size), Image.Resampling.BICUBIC)
-            return np.asarray(rgb, dtype=np.uint8).copy()
-    except Image.DecompressionBombError as exc:
-        raise LeakprobeError(f"{path}: image too large to load safely ({exc})") from exc
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error ...
-        raise LeakprobeError(f"{path}: unreadable or truncated image ({exc})") from exc
-
-
 def check_image_size(image_size: int) -> int:
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
         raise LeakprobeError(f"image_size must be a positive integer, got {image_size!r}")
     return image_size
 
 
-def load_image_folder(path: str | Path, image_size: int) -> ImageSet:
+def load_image_folder(path: str | Path, image_size: int, *, stream: bool = True) -> ImageSet:
     """Load every image of a folder, resized to ``image_size`` x ``image_size``.
 
     A folder holding image files directly is *flat*: ids are file names and there are no
@@ -120,10 +89,15 @@ def load_image_folder(path: str | Path, image_size: int) -> ImageSet:
     Args:
         path: the folder.
         image_size: side of the square output images.
+        stream: True (default): only the file list is read now, and the images are decoded
+            batch by batch when a step reads them (in worker processes; an unreadable file
+            is found by the first full pass, e.g. the audit's overlap check, before any
+            query). False: every image is decoded now into one float tensor.
     Returns:
         An ImageSet whose ``source`` is ``str(path)``.
     Raises:
-        LeakprobeError: folder missing, no images, or an unreadable/truncated image.
+        LeakprobeError: folder missing, no images, or (``stream=False``) an unreadable or
+            truncated image.
     """
     check_image_size(image_size)
     root = Path(path)
@@ -150,10 +124,10 @@ def load_image_folder(path: str | Path, image_size: int) -> ImageSet:
         raise LeakprobeError(
             f"no images ({suffixes}) found in {root} or in its immediate subfolders"
         )
-    arrays = [torch.from_numpy(read_image(p, image_size)) for p in files]
-    images = torch.stack(arrays).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     label_t = None if labels is None else torch.tensor(labels, dtype=torch.long)
-    return ImageSet(images, ids, label_t, source=str(path))
+    lazy = LazyImages.from_files(files, image_size)
+    pixels = lazy if stream else lazy.load(f"loading {root}")
+    return ImageSet(pixels, ids, label_t, source=str(path))
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -223,20 +197,6 @@ def save_image_folder(images: ImageSet, path: str | Path, overwrite: bool = Fals
 
 
 # ---------------------------------------------------------------------------------------------
-# tensor helpers
-
-
-def _resize_batch(x: torch.Tensor, image_size: int) -> torch.Tensor:
-    """(N,C,H,W) float -> (N,C,S,S): :func:`leakprobe.augment.resize`, clamped to [0, 1]."""
-    out = resize(x, image_size)
-    return out if out is x else out.clamp_(0.0, 1.0)
-
-
-def _gray_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    return x.expand(-1, 3, -1, -1).contiguous()
-
-
-# ---------------------------------------------------------------------------------------------
 # IDX (MNIST format)
 
 _IDX_IMAGES_MAGIC = 0x00000803
@@ -298,7 +258,7 @@ def load_idx(dir: str | Path, image_size: int, split: str = "train") -> ImageSet
     Args:
         dir: folder with ``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``,
             ``t10k-images-idx3-ubyte[.gz]`` and ``t10k-labels-idx1-ubyte[.gz]``.
-        image_size: output side; gray images are resized with one batched bilinear
+        image_size: output side; gray images are resized (when read, batch by batch) with bilinear
             antialiased interpolation and repeated to 3 channels.
         split: ``"train"``, ``"test"`` or ``"all"`` (train then test).
     Returns:
@@ -328,8 +288,8 @@ def load_idx(dir: str | Path, image_size: int, split: str = "train") -> ImageSet
         ids.extend(f"idx:{part}:{i}" for i in range(x.shape[0]))
     if len({x.shape[1:] for x in xs}) != 1:
         raise LeakprobeError(f"{folder}: train and test images have different sizes")
-    gray = torch.from_numpy(np.concatenate(xs)).unsqueeze(1).float().div_(255.0)
-    images = _gray_to_rgb(_resize_batch(gray, image_size))
+    gray = torch.from_numpy(np.concatenate(xs)).unsqueeze(1)  # uint8, resized when read
+    images = LazyImages.from_array(gray, image_size, scale=255.0)
     labels = torch.from_numpy(np.concatenate(ys).astype(np.int64))
     return ImageSet(images, ids, labels, source=f"idx:{folder}:{split}")
 
@@ -451,7 +411,7 @@ def load_cifar(
     Args:
         dir: a folder holding the batches (directly, or in ``cifar-10-batches-py/`` /
             ``cifar-100-python/``), or the downloaded ``.tar.gz`` (read in memory).
-        image_size: output side (32 keeps the originals; otherwise one batched bilinear
+        image_size: output side (32 keeps the originals; otherwise, when read, bilinear
             antialiased interpolation).
         split: ``"train"``, ``"test"`` or ``"all"``.
         kind: ``"cifar10"`` or ``"cifar100"``; detected from the file names when None.
@@ -493,8 +453,8 @@ def load_cifar(
             ys.append(y)
             count += x.shape[0]
         ids.extend(f"{kind}:{part}:{i}" for i in range(count))
-    pixels = torch.from_numpy(np.concatenate(xs)).view(-1, 3, 32, 32).float().div_(255.0)
-    images = _resize_batch(pixels, image_size).contiguous()
+    pixels = torch.from_numpy(np.concatenate(xs)).view(-1, 3, 32, 32)  # uint8
+    images = LazyImages.from_array(pixels, image_size, scale=255.0)
     labels = torch.from_numpy(np.concatenate(ys))
     return ImageSet(images, ids, labels, source=f"{kind}:{dir}:{split}")
 
@@ -516,7 +476,7 @@ def load_digits_set(image_size: int = 32) -> ImageSet:
     check_image_size(image_size)
     bunch = load_digits()
     x = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32) / 16.0).unsqueeze(1)
-    images = _gray_to_rgb(_resize_batch(x, image_size))
+    images = LazyImages.from_array(x, image_size)
     labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
     ids = [f"digits:{i}" for i in range(images.shape[0])]
     return ImageSet(images, ids, labels, source="digits")

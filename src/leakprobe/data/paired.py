@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from leakprobe.data.decode import read_image
 from leakprobe.data.images import ImageSet
 from leakprobe.data.loaders import (
     check_image_size,
     images_in,
-    read_image,
     remove_images,
     safe_name,
 )

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from leakprobe.augment import resize
 from leakprobe.data.images import ImageSet
 from leakprobe.data.loaders import load_dataset, load_image_folder
+from leakprobe.data.stream import LazyImages
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json
 
@@ -275,7 +276,7 @@ def load_split_side(
 
     The data is loaded from the manifest's ``data`` spec at the manifest's image size (hashes
     are only comparable at that size); a different ``image_size`` is then obtained by
-    resizing the verified tensors (bilinear, antialiased).
+    resizing the verified images (bilinear, antialiased; a streamed set when read).
 
     Args:
         manifest_path: the JSON manifest.
@@ -314,13 +315,9 @@ def load_split_side(
             f"{len(entries)} {side} images differ from their recorded hash (e.g. {bad[0]!r})"
         )
     if image_size is not None and image_size != size:
-        resized = F.interpolate(
-            chosen.images,
-            size=(image_size, image_size),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        ).clamp_(0.0, 1.0)
+        pixels = chosen.pixels
+        resized = (pixels.resized(image_size) if isinstance(pixels, LazyImages)
+                   else resize(pixels, image_size).clamp_(0.0, 1.0))
         chosen = ImageSet(resized, chosen.ids, chosen.labels, chosen.extras, chosen.source)
     chosen.source = m["data"]
     return chosen

@@ -53,10 +53,10 @@ def check_audit_sets(members: ImageSet, nonmembers: ImageSet, min_per_side: int 
             raise LeakprobeError(
                 f"{side}: {len(s)} images; an audit needs at least {min_per_side} per side"
             )
-    if members.images.shape[1:] != nonmembers.images.shape[1:]:
+    if members.shape[1:] != nonmembers.shape[1:]:
         raise LeakprobeError(
             "members and non-members must be preprocessed identically "
-            f"(shapes {tuple(members.images.shape[1:])} vs {tuple(nonmembers.images.shape[1:])})"
+            f"(shapes {members.shape[1:]} vs {nonmembers.shape[1:]})"
         )
     check_disjoint(members, nonmembers)
 
@@ -149,10 +149,12 @@ def shuffled_features(attack, target, samples: ImageSet, seed: int) -> np.ndarra
     Members and non-members are interleaved before querying, so nothing that depends on the
     position of an image in the query stream (batches, random draws) can separate them.
     Attacks with ``sample_kind == "pairs"`` get the ImageSet (inputs and ground-truth
-    outputs), the others the image tensor.
+    outputs), the others the images (a tensor, or a :class:`~leakprobe.data.stream.LazyImages`
+    that they read batch by batch).
     """
     perm = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
-    batch = samples.subset(perm) if attack.sample_kind == "pairs" else samples.images[perm]
+    batch = samples.subset(perm) if attack.sample_kind == "pairs" else \
+        samples.subset(perm).pixels
     total = attack.queries_per_image(target) * len(samples)
     with task(f"{attack.name}: querying", total or None, unit="queries"):
         feats = attack.features(target, batch)

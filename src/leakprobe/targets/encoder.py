@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from leakprobe.data.stream import Images, image_batches
 from leakprobe.device import resolve_device
 from leakprobe.errors import LeakprobeError
 from leakprobe.targets.base import (
@@ -19,7 +20,7 @@ from leakprobe.targets.base import (
 )
 
 __all__ = ["Encoder", "ModuleEncoder", "ObjectEncoder", "QueryCounter", "check_images",
-           "input_size_of", "positive", "resize"]
+           "embed_images", "input_size_of", "positive", "resize"]
 
 
 @runtime_checkable
@@ -169,3 +170,20 @@ class ObjectEncoder(ModuleEncoder):
         self.module = obj.embed  # type: ignore[attr-defined]
         self._tokens_fn = getattr(obj, "tokens", None)
         self.embed_dim = self._probe()
+
+
+EMBED_CHUNKS = 4  # target batches per streamed read in embed_images
+
+
+def embed_images(target: Encoder, images: Images) -> torch.Tensor:
+    """The target's embeddings (N, D) of ``images``, a tensor or a streamed
+    :class:`~leakprobe.data.stream.LazyImages` read a few target batches at a time.
+
+    Reads are whole multiples of the target's ``batch_size``, so the target sees the same
+    batches as when it is handed the whole set at once.
+    """
+    if isinstance(images, torch.Tensor):
+        return target.embed(images)
+    step = int(getattr(target, "batch_size", 256)) * EMBED_CHUNKS
+    parts = [target.embed(x) for x in image_batches(images, step)]
+    return torch.cat(parts) if parts else torch.empty(0)

@@ -13,6 +13,7 @@ import torch
 
 from leakprobe.augment import SSLAugmentation
 from leakprobe.data.splits import Split, save_manifest
+from leakprobe.data.stream import Images
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json
 from leakprobe.models import create_model
@@ -92,7 +93,7 @@ def build_ssl_method(recipe: EncoderRecipe, input_size: int, dp: bool = False) -
 
 
 def _ssl_trainer(
-    images: torch.Tensor,
+    images: Images,
     recipe: EncoderRecipe,
     config: TrainConfig,
     checkpoint_dir: str | Path | None,
@@ -108,14 +109,15 @@ def _ssl_trainer(
 
 
 def train_ssl_encoder(
-    images: torch.Tensor,
+    images: Images,
     recipe: EncoderRecipe,
     config: TrainConfig,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: list[EpochCallback] | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
-    """Train a backbone with an SSL method on ``images`` (N, 3, H, W) in [0, 1].
+    """Train a backbone with an SSL method on ``images`` (N, 3, H, W) in [0, 1] (a tensor or
+    a :class:`~leakprobe.data.stream.LazyImages`, read one batch per step).
 
     With ``config.dp`` the backbone is built with GroupNorm (:func:`dp_recipe`) and trained
     with DP-SGD.
@@ -177,7 +179,7 @@ def train_target_encoder(
     out = Path(out_dir)
     t0 = time.time()
     manifest = save_manifest(split, out / "split.json", seed=config.seed)
-    images = split.members.images
+    images = split.members.pixels  # streamed sets are read one batch per step
     recipe, method, trainer = _ssl_trainer(images, recipe, config, out / "checkpoints",
                                            callbacks)
     common = {"n_members": len(split.members), "n_nonmembers": len(split.nonmembers),

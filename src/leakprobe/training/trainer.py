@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from leakprobe.data.stream import Images, take
 from leakprobe.device import resolve_device
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import atomic_write
@@ -121,11 +122,12 @@ class Trainer:
     def checkpoint_path(self) -> Path | None:
         return self.checkpoint_dir / "checkpoint.pt" if self.checkpoint_dir else None
 
-    def fit(self, data: torch.Tensor, loss_fn: LossFn, resume: bool = False) -> list[float]:
+    def fit(self, data: Images, loss_fn: LossFn, resume: bool = False) -> list[float]:
         """Train on ``data`` (N, ...) and return the mean loss of every epoch.
 
         Args:
-            data: the training tensor; batches are ``data[idx]`` moved to the device.
+            data: the training tensor, or a :class:`~leakprobe.data.stream.LazyImages` read
+                one batch at a time; batches are ``data[idx]`` moved to the device.
             loss_fn: maps (batch, generator) to a scalar loss (unused under DP-SGD, where the
                 engine runs the model's ``prepare``/``student``/``objective`` itself).
             resume: continue from the checkpoint in ``checkpoint_dir`` if one exists.
@@ -193,7 +195,7 @@ class Trainer:
         for step in range(n_steps):
             # DP-SGD: a Poisson sample (every image with probability B / N), as accounted
             idx = order[step * batch:(step + 1) * batch] if dp is None else dp.sample(g)
-            x = data[idx].to(self.device, non_blocking=True)
+            x = take(data, idx).to(self.device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             # DP: p.grad = (clipped sum + noise) / B; loss None for an empty batch
             loss = self._forward_backward(loss_fn, x, g) if dp is None else dp.step(x, g)

@@ -26,7 +26,7 @@ from leakprobe.preflight import check_out_dir
 from leakprobe.progress import log
 from leakprobe.report.html import write_report
 from leakprobe.report.schema import MembershipKind, build_membership_report
-from leakprobe.targets.encoder import ModuleEncoder
+from leakprobe.targets.encoder import ModuleEncoder, embed_images
 from leakprobe.targets.families import family_of_report
 from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig
@@ -67,7 +67,7 @@ def encoder_utility(target, labelled: ImageSet, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(labelled), generator=g)
     half = len(perm) // 2
-    emb = target.embed(labelled.images)
+    emb = embed_images(target, labelled.pixels)
     tr, te = perm[:half], perm[half:]
     y = labelled.labels
     probe, _ = linear_probe(emb[tr], y[tr], emb[te], y[te], seed)
@@ -82,7 +82,7 @@ def train_shadow(
     """Train a shadow encoder on half of the attacker's own data; return it and its split."""
     split = make_split(data, len(data) // 2, seed=seed)
     log(f"training shadow encoder ({recipe.method}, {recipe.arch}) on {len(split.members)} images")
-    backbone, _ = train_ssl_encoder(split.members.images, recipe, config)
+    backbone, _ = train_ssl_encoder(split.members.pixels, recipe, config)
     return ModuleEncoder(backbone, device=config.device, name="shadow"), split.members, \
         split.nonmembers
 

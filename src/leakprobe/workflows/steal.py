@@ -24,6 +24,7 @@ from leakprobe.attacks.stealing import QueryCache, create_stealing_method
 from leakprobe.attacks.stealing.queries import cached_embeddings
 from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import shared_images
+from leakprobe.data.stream import Images, image_batches
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.theft import procrustes_cosine, theft_metrics
 from leakprobe.evaluation.utility import linear_probe
@@ -54,9 +55,9 @@ def train_surrogate(
     return surrogate.cpu().eval()
 
 
-def _embed_local(model: torch.nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def _embed_local(model: torch.nn.Module, images: Images, batch: int = 512) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([model(x).float() for x in images.split(batch)])
+        return torch.cat([model(x).float() for x in image_batches(images, batch)])
 
 
 def parse_budgets(text: str | int | list[int]) -> list[int]:
@@ -149,7 +150,7 @@ def _probe_queries(target: Encoder, sets: dict[str, ImageSet | None], cache: Pat
         except Exception:  # an unreadable cache is ignored by the run too
             meta, rows = {}, {}
     return sum(len(s) for name, s in sets.items() if s is not None and not (
-        rows.get(name) == len(s) and meta.get(name) == fingerprint(s.images, target)))
+        rows.get(name) == len(s) and meta.get(name) == fingerprint(s.pixels, target)))
 
 
 def steal_encoder(
@@ -197,7 +198,7 @@ def steal_encoder(
     names = methods.split(",") if isinstance(methods, str) else list(methods)
     out = Path(out_dir) if out_dir else None
     perm = torch.randperm(len(query_data), generator=torch.Generator().manual_seed(seed))
-    query_images = query_data.images[perm]
+    query_images = query_data.subset(perm).pixels  # a streamed set stays on disk
     caches: dict[int, QueryCache] = {}
     # pre-flight: names, output folder, query caches on disk and the target's budget are
     # checked before the first query
@@ -238,8 +239,8 @@ def steal_encoder(
             if probes is not None:
                 metrics = theft_metrics(
                     probes["target_train"], probes["target_test"],
-                    _embed_local(surrogate, probes["train"].images),
-                    _embed_local(surrogate, probes["test"].images),
+                    _embed_local(surrogate, probes["train"].pixels),
+                    _embed_local(surrogate, probes["test"].pixels),
                     probes["train"].labels, probes["test"].labels, seed)
             entry = stealing_result(method=name, budget=budget, views_per_image=v,
                                     images_queried=n_images, params=method.get_params(),
@@ -323,7 +324,7 @@ def _probe_embeddings(target: Encoder, train: ImageSet | None, test: ImageSet | 
     if train is None or test is None or train.labels is None or test.labels is None:
         raise LeakprobeError("--probe-train and --probe-test must both be labelled sets "
                              "(class-per-folder images or a labelled data spec)")
-    emb, _ = cached_embeddings(target, {"probe_train": train.images, "probe_test": test.images},
+    emb, _ = cached_embeddings(target, {"probe_train": train.pixels, "probe_test": test.pixels},
                                cache)
     t_train, t_test = emb["probe_train"], emb["probe_test"]
     acc, _ = linear_probe(t_train, train.labels, t_test, test.labels)
@@ -339,8 +340,8 @@ def _random_init_metrics(arch: str, kwargs: dict, target: Encoder, probes: dict,
     width = getattr(target, "embed_dim", None)  # declared by local and HTTP encoders
     model = create_model("surrogate", backbone=arch, out_dim=int(width or 128),
                          backbone_kwargs=kwargs, input_size=target.input_size).eval()
-    e_train = _embed_local(model, probes["train"].images)
-    e_test = _embed_local(model, probes["test"].images)
+    e_train = _embed_local(model, probes["train"].pixels)
+    e_test = _embed_local(model, probes["test"].pixels)
     acc, _ = linear_probe(e_train, probes["train"].labels, e_test, probes["test"].labels, seed)
     procrustes = None
     if e_test.shape[1] == probes["target_test"].shape[1]:

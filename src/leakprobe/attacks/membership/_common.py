@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from leakprobe.data.stream import Images
 from leakprobe.errors import LeakprobeError
 from leakprobe.threads import single_threaded
 from leakprobe.views import ViewSpec, attack_views
@@ -23,9 +24,10 @@ from leakprobe.views import ViewSpec, attack_views
 
 @dataclass
 class LabeledImages:
-    """Images the attacker knows the membership of: (N,3,H,W) in [0,1] and (N,) bools."""
+    """Images the attacker knows the membership of: (N,3,H,W) in [0,1] (a tensor or a
+    :class:`~leakprobe.data.stream.LazyImages`) and (N,) bools."""
 
-    images: torch.Tensor
+    images: Images
     is_member: np.ndarray
 
     def __post_init__(self) -> None:
@@ -109,7 +111,9 @@ class MembershipAttack:
     def features(self, target, samples: Any) -> np.ndarray:
         """Query ``target`` about ``samples``; (N, F) float features.
 
-        ``samples`` is an (N, 3, H, W) image tensor, or an ImageSet when ``sample_kind`` is
+        ``samples`` is (N, 3, H, W) images, a tensor or a
+        :class:`~leakprobe.data.stream.LazyImages` read batch by batch with
+        :func:`~leakprobe.data.stream.image_batches`; an ImageSet when ``sample_kind`` is
         ``"pairs"``.
         """
         raise NotImplementedError
@@ -149,7 +153,7 @@ class MembershipAttack:
             raise LeakprobeError(f"{self.name} needs known members and non-members to fit")
         return self.fit_features(self.features(target, known.images), known.is_member)
 
-    def score(self, target, images: torch.Tensor) -> np.ndarray:
+    def score(self, target, images: Images) -> np.ndarray:
         """Membership scores of ``images`` (higher = more likely a member)."""
         return self.score_features(self.features(target, images))
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from leakprobe.attacks.membership._common import MembershipAttack, ViewAttack, check_features
 from leakprobe.attacks.registry import register_attack
-from leakprobe.targets.encoder import resize
+from leakprobe.data.stream import Images, image_batches
 from leakprobe.views import ViewSpec
 
 
@@ -33,9 +33,10 @@ class EmbeddingNorm(MembershipAttack):
     def queries_per_image(self, target) -> int:
         return 1
 
-    def features(self, target, images: torch.Tensor) -> np.ndarray:
-        emb = target.embed(resize(images, target.input_size))
-        return check_features(emb.double().norm(dim=1, keepdim=True).numpy(), self.name)
+    def features(self, target, images: Images) -> np.ndarray:
+        norms = [target.embed(chunk).double().norm(dim=1, keepdim=True)
+                 for chunk in image_batches(images, self.images_per_batch, target.input_size)]
+        return check_features(torch.cat(norms).numpy(), self.name)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         return features[:, 0]
@@ -69,11 +70,11 @@ class AugmentationConsistency(ViewAttack):
     def queries_per_image(self, target) -> int:
         return self.n_views + 1
 
-    def features(self, target, images: torch.Tensor) -> np.ndarray:
+    def features(self, target, images: Images) -> np.ndarray:
         g = torch.Generator().manual_seed(self.seed)
         aug = self.view_spec().augmentation(target.input_size)
         out = []
-        for chunk in resize(images, target.input_size).split(self.images_per_batch):
+        for chunk in image_batches(images, self.images_per_batch, target.input_size):
             views = torch.cat([chunk[:, None], aug(chunk, g, self.n_views)], dim=1)
             b, n = views.shape[:2]
             emb = target.embed(views.reshape(b * n, *views.shape[2:])).view(b, n, -1)

@@ -22,6 +22,9 @@ from sklearn.preprocessing import StandardScaler
 
 from leakprobe.attacks.membership._common import MembershipAttack
 from leakprobe.attacks.registry import register_attack
+from leakprobe.data.stream import Images, image_batches
+
+STATISTICS_BATCH = 256  # images whose statistics are computed together
 
 
 def image_statistics(images: torch.Tensor) -> np.ndarray:
@@ -60,8 +63,9 @@ class Blind(MembershipAttack):
     def queries_per_image(self, target) -> int:
         return 0
 
-    def features(self, target, images: torch.Tensor) -> np.ndarray:
-        return image_statistics(images)
+    def features(self, target, images: Images) -> np.ndarray:
+        parts = [image_statistics(x) for x in image_batches(images, STATISTICS_BATCH)]
+        return np.concatenate(parts) if parts else np.empty((0, 0))
 
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> Blind:
         self.model_ = make_pipeline(

@@ -30,7 +30,7 @@ from leakprobe.attacks.membership._common import (
     pairwise_cosines,
 )
 from leakprobe.attacks.registry import register_attack
-from leakprobe.targets.encoder import resize
+from leakprobe.data.stream import Images, image_batches
 from leakprobe.views import ViewSpec
 
 VARIANTS = ("vector", "set", "threshold")
@@ -90,11 +90,11 @@ class EncoderMI(ViewAttack):
     def queries_per_image(self, target) -> int:
         return self.n_views
 
-    def features(self, target, images: torch.Tensor) -> np.ndarray:
+    def features(self, target, images: Images) -> np.ndarray:
         g = torch.Generator().manual_seed(self.seed)
         aug = self.view_spec().augmentation(target.input_size)
         out = []
-        for chunk in resize(images, target.input_size).split(self.images_per_batch):
+        for chunk in image_batches(images, self.images_per_batch, target.input_size):
             views = aug(chunk, g, self.n_views)
             b = views.shape[0]
             emb = target.embed(views.reshape(b * self.n_views, *views.shape[2:]))

@@ -18,7 +18,7 @@ import torch
 
 from leakprobe.attacks.membership._common import ViewAttack, check_features
 from leakprobe.attacks.registry import register_attack
-from leakprobe.targets.encoder import resize
+from leakprobe.data.stream import Images, image_batches
 from leakprobe.views import ViewSpec
 
 
@@ -83,12 +83,12 @@ class LpLA(ViewAttack):
     def queries_per_image(self, target) -> int:
         return self.n_views
 
-    def features(self, target, images: torch.Tensor) -> np.ndarray:
+    def features(self, target, images: Images) -> np.ndarray:
         p = parse_p(self.p)
         g = torch.Generator().manual_seed(self.seed)
         aug = self.view_spec().augmentation(target.input_size)
         out = []
-        for chunk in resize(images, target.input_size).split(self.images_per_batch):
+        for chunk in image_batches(images, self.images_per_batch, target.input_size):
             views = [chunk[:, None]]
             if self.n_views > 1:
                 views.append(aug(chunk, g, self.n_views - 1))

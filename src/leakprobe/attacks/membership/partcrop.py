@@ -58,8 +58,8 @@ import torch.nn.functional as F
 from leakprobe.attacks.membership._common import MembershipAttack, NeuralScorer, check_features
 from leakprobe.attacks.registry import register_attack
 from leakprobe.augment import random_resized_crop
+from leakprobe.data.stream import Images, image_batches
 from leakprobe.errors import LeakprobeError
-from leakprobe.targets.encoder import resize
 
 # The paper's settings (reference code) and those of the ``partcrop-cosine`` variant.
 PAPER_SIMILARITY, PAPER_TEMPERATURE = "dot", 1.0
@@ -177,7 +177,7 @@ class PartCrop(MembershipAttack):
         b, k = parts.shape[:2]
         return target.embed(parts.reshape(b * k, *parts.shape[2:])).view(b, k, -1)
 
-    def features(self, target, images: torch.Tensor) -> np.ndarray:
+    def features(self, target, images: Images) -> np.ndarray:
         problem = token_problem(target)
         if problem is not None:  # before any query
             raise needs_tokens_error(self.name, problem)
@@ -185,7 +185,7 @@ class PartCrop(MembershipAttack):
         size = self.part_size or max(target.input_size // 2, 1)
         ref: torch.Tensor | None = None  # one reference for every image, drawn once
         out = []
-        for chunk in resize(images, target.input_size).split(self.images_per_batch):
+        for chunk in image_batches(images, self.images_per_batch, target.input_size):
             parts = self._parts(chunk, size, g)
             tokens = target.tokens(chunk)  # before the parts: a bad target is refused early
             if tokens is None:
@@ -258,11 +258,11 @@ class PartCropPooled(PartCrop):
     def name(self) -> str:
         return POOLED
 
-    def features(self, target, images: torch.Tensor) -> np.ndarray:
+    def features(self, target, images: Images) -> np.ndarray:
         g = torch.Generator().manual_seed(self.seed)
         size = self.part_size or max(target.input_size // 2, 1)
         out = []
-        for chunk in resize(images, target.input_size).split(self.images_per_batch):
+        for chunk in image_batches(images, self.images_per_batch, target.input_size):
             part_emb = self._embed_parts(target, self._parts(chunk, size, g))
             whole = target.embed(chunk)
             feats = F.cosine_similarity(part_emb, whole[:, None], dim=-1)

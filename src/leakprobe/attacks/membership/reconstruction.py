@@ -149,8 +149,8 @@ class ReconstructionMIA(MembershipAttack):
         extractor = create_pixel_features(self.pixel_features, self.features_weights,
                                           self.feature_size) if need_pred else None
         rows = []
-        for start in range(0, len(samples), self.images_per_batch):
-            inputs = samples.images[start:start + self.images_per_batch]
+        for start, inputs in zip(range(0, len(samples), self.images_per_batch),
+                                 samples.batches(self.images_per_batch), strict=True):
             truth = truth_all[start:start + self.images_per_batch]
             recon = torch.zeros(inputs.shape[0])
             pred = torch.zeros(inputs.shape[0])

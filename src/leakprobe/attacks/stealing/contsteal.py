@@ -46,7 +46,7 @@ class ContSteal(StealingMethod):
 
     def loss(self, surrogate, cache, idx, generator) -> torch.Tensor:
         device = next(surrogate.parameters()).device
-        images = cache.images[idx].to(device)
+        images = cache.batch(idx).to(device)
         view = SSLAugmentation(size=cache.size)(images, generator, 1)[:, 0]
         pick = torch.randint(0, cache.views_per_image, (idx.shape[0],), generator=generator)
         target_emb = cache.embeddings[idx, pick].to(device)

@@ -17,10 +17,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from leakprobe.augment import SSLAugmentation
+from leakprobe.data.stream import Images, image_batches, take
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import atomic_write
 from leakprobe.progress import log, task
-from leakprobe.targets.encoder import resize
+from leakprobe.targets.encoder import embed_images, resize
+
+FINGERPRINT_BATCH = 256
 
 
 class QueryCache:
@@ -30,18 +33,21 @@ class QueryCache:
     queries); with more, every view is a random SimCLR augmentation (Cont-Steal).
 
     Args:
-        images: the attacker's query images (N, 3, H, W) in [0, 1], in query order.
+        images: the attacker's query images (N, 3, H, W) in [0, 1], in query order (a tensor
+            or a :class:`~leakprobe.data.stream.LazyImages`: only the images a budget buys
+            are read, chunk by chunk; the paid views are kept, so memory grows with the budget,
+            not with the query set).
         views: queried views per image (a query is one view embedded).
         size: side the views are made at (the target's input size).
         seed: seeds the views.
         path: cache file (None: memory only).
     """
 
-    def __init__(self, images: torch.Tensor, views: int, size: int, seed: int = 0,
+    def __init__(self, images: Images, views: int, size: int, seed: int = 0,
                  path: str | Path | None = None) -> None:
         if views < 1:
             raise LeakprobeError(f"views per image must be >= 1, got {views}")
-        self.images = resize(images, size)
+        self.images = images
         self.views_per_image = views
         self.size = size
         self.seed = seed
@@ -74,19 +80,23 @@ class QueryCache:
         atomic_write(self.path, lambda p: save_file(state, str(p)))
 
     def _make_views(self, start: int, stop: int) -> torch.Tensor:
-        chunk = self.images[start:stop]
+        chunk = self.batch(torch.arange(start, stop))
         if self.views_per_image == 1:
             return chunk[:, None]
         # one generator per chunk start: resumed runs draw exactly the same views
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + start)
         return SSLAugmentation(size=self.size)(chunk, g, self.views_per_image)
 
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Query images ``idx`` at the views' size (read from disk for a streamed set)."""
+        return resize(take(self.images, idx), self.size)
+
     def fill(self, target, n_images: int, chunk: int = 256) -> None:
         """Query the target until ``n_images`` images (all their views) are embedded."""
-        if n_images > self.images.shape[0]:
+        if n_images > len(self.images):
             raise LeakprobeError(
                 f"the budget needs {n_images} query images at {self.views_per_image} views "
-                f"each, only {self.images.shape[0]} given: add query images or raise --views")
+                f"each, only {len(self.images)} given: add query images or raise --views")
         starts = range(self.n_done, n_images, chunk)
         total = (n_images - self.n_done) * self.views_per_image
         with task("stealing: querying the target", max(total, 0), unit="queries"):
@@ -111,17 +121,21 @@ def _safetensors_writer(
     return lambda p: save_file(tensors, str(p), metadata)
 
 
-def fingerprint(images: torch.Tensor, target) -> str:
-    """What an embedding depends on: the exact images and the target's identity."""
+def fingerprint(images: Images, target) -> str:
+    """What an embedding depends on: the exact images and the target's identity.
+
+    A streamed set is hashed batch by batch (the same digest as its in-memory tensor).
+    """
     h = hashlib.sha256()
-    h.update(repr((tuple(images.shape), str(images.dtype), getattr(target, "name", None),
+    h.update(repr((tuple(images.shape), str(torch.float32), getattr(target, "name", None),
                    getattr(target, "embed_dim", None))).encode())
-    h.update(images.detach().cpu().contiguous().numpy().tobytes())
+    for x in image_batches(images, FINGERPRINT_BATCH):
+        h.update(x.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
 def cached_embeddings(
-    target, sets: dict[str, torch.Tensor], path: str | Path | None = None
+    target, sets: dict[str, Images], path: str | Path | None = None
 ) -> tuple[dict[str, torch.Tensor], int]:
     """The target's embeddings of named image sets, each query paid once across runs.
 
@@ -158,7 +172,7 @@ def cached_embeddings(
             continue
         if name in stored:
             log(f"{path}: the {name} images or the target changed; embedding them again")
-        out[name] = target.embed(images).float().cpu()
+        out[name] = embed_images(target, images).float().cpu()
         paid += len(images)
         stored[name], meta[name] = out[name], key
         if path is not None:
