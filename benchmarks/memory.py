@@ -61,6 +61,24 @@ def split_folders(folder: Path, pool: Path, n: int) -> tuple[Path, Path]:
     return sides[0], sides[1]
 
 
+def workers_peak_mb() -> float:
+    """Largest peak RSS (VmHWM) of the live decoding workers (RUSAGE_CHILDREN would report
+    the parent's size at spawn time: Linux keeps the high-water mark across fork + exec)."""
+    from leakprobe.data import stream
+
+    peak = 0.0
+    for pool in stream._pool.values():
+        for pid in list(getattr(pool, "_processes", {}) or {}):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+    return peak
+
+
 def child(members: str, nonmembers: str, in_memory: bool) -> dict:
     """One audit in this (fresh) process; its peak RSS."""
     import torch
@@ -80,11 +98,8 @@ def child(members: str, nonmembers: str, in_memory: bool) -> dict:
     n = load_image_folder(nonmembers, IMAGE_SIZE, stream=not in_memory)
     report = audit_encoder(target, m, n, attacks="baseline-norm", permutations=0, seed=0)
     seconds = time.perf_counter() - t0
-    from leakprobe.data.stream import shutdown_workers
-
-    shutdown_workers()  # the workers' peak is then in RUSAGE_CHILDREN
     return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "workers_peak_rss_mb": workers_peak_mb(),
             "seconds": round(seconds, 1),
             "auc": {r["attack"]: r["metrics"]["auc"] for r in report["results"]}}
 

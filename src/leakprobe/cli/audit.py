@@ -50,7 +50,9 @@ def audit_encoder_cmd(
     arch: ModelArch = None,
     checkpoint_key: CheckpointKey = None,
     image_size: InputSize = None,
-    knowledge: Annotated[str, typer.Option(help="known-subset or shadow.")] = "known-subset",
+    knowledge: Annotated[str, typer.Option(
+        help="known-subset, shadow, or reference (calibrated attacks against reference "
+             "encoders; default attacks then: calibrated).")] = "known-subset",
     folds: Folds = 2,
     repeats: Repeats = 1,
     permutations: Permutations = None,
@@ -62,6 +64,32 @@ def audit_encoder_cmd(
                              ] = "simclr",
     shadow_epochs: Annotated[int, typer.Option(help="Training epochs of the shadow encoder.")
                              ] = 50,
+    reference_data: Annotated[str | None, typer.Option(
+        help="Attacker's population data for reference encoders (--knowledge reference); "
+             "must not share images with the audited sets.")] = None,
+    references: Annotated[int | None, typer.Option(
+        min=0, help="Reference encoders to train on random halves of --reference-data "
+        "(default 4, or 0 with --reference-model).")] = None,
+    reference_method: Annotated[str, typer.Option(help="SSL method of the references.")
+                                ] = "simclr",
+    reference_arch: Annotated[str, typer.Option(help="Backbone of the references.")
+                              ] = "resnet-tiny",
+    reference_epochs: Annotated[int, typer.Option(min=1, help="Training epochs of each "
+                                                  "reference.")] = 50,
+    reference_model: Annotated[list[str] | None, typer.Option(
+        help="An encoder that did not train on the audited images, as a reference "
+             "(repeatable; any form --model takes).")] = None,
+    online: Annotated[bool, typer.Option(
+        "--online", help="Train references on halves of reference data + the audited "
+        "candidates (IN and OUT references per candidate; costlier, stronger).")] = False,
+    population_samples: Annotated[int, typer.Option(
+        min=2, help="Reference-data images queried on the target too (RMIA's z, the "
+        "statistics' direction).")] = 500,
+    reference_dir: Annotated[Path | None, typer.Option(
+        help="Cache of trained references (default OUT/references); reused and resumed "
+             "by content hash.")] = None,
+    reference_workers: Annotated[int, typer.Option(
+        min=1, help="References trained at once as Ray tasks (1: in this process).")] = 1,
     num_parts: NumParts = None,
     n_views: NViews = None,
     views: Views = None,
@@ -75,6 +103,7 @@ def audit_encoder_cmd(
 ) -> None:
     """Audit an encoder with membership attacks; write report.json, report.html and plots."""
     use_threads(threads)
+    from leakprobe.data.images import concat as concat_sets
     from leakprobe.data.loaders import load_dataset
     from leakprobe.data.splits import check_shadow_disjoint, load_images
     from leakprobe.evaluation.audit import check_audit_plan
@@ -89,9 +118,19 @@ def audit_encoder_cmd(
     )
     from leakprobe.workflows.train import recorded_utility
 
+    if knowledge == "reference" and attacks == "all":
+        attacks = "calibrated"  # fitted attacks need known samples; calibrated ones do not
     build_attacks(attacks, seed, num_parts=num_parts, n_views=n_views, views=views)
     if knowledge == "shadow" and not shadow_data:
         raise LeakprobeError("--knowledge shadow needs --shadow-data")
+    if knowledge == "reference" and not (reference_data or reference_model):
+        raise LeakprobeError("--knowledge reference needs --reference-data (to train "
+                             "references) or --reference-model")
+    if knowledge != "reference" and (reference_data or reference_model or online):
+        raise LeakprobeError("--reference-data/--reference-model/--online need "
+                             "--knowledge reference")
+    if online and not reference_data:
+        raise LeakprobeError("--online trains references: it needs --reference-data")
     config = TrainConfig(epochs=shadow_epochs, batch_size=batch_size, seed=seed,
                          device=device, amp=amp)
     target = load_target(model, family="encoder", arch=arch, image_size=image_size,
@@ -107,10 +146,22 @@ def audit_encoder_cmd(
                              "(class-per-folder or a labelled data spec)")
     shadow_images = load_images(shadow_data, size) \
         if knowledge == "shadow" and shadow_data is not None else None
-    # everything that can fail, before the shadow trains and the target is queried
+    population = load_images(reference_data, size) if reference_data else None
+    if population is not None:
+        from leakprobe.workflows.references import check_reference_data
+
+        check_reference_data(population, mem, non)
+    if knowledge == "reference" and population is None:
+        raise LeakprobeError("--reference-model alone: also give --reference-data (the "
+                             "population samples RMIA compares with), disjoint from the "
+                             "audit")
+    n_pop = min(population_samples, len(population)) if population is not None else 0
+    per_image = sum(a.queries_per_image(target) for a in attack_objs if a.needs_references)
+    # everything that can fail, before the shadow or references train and the target is
+    # queried (population queries: at most once per calibrated attack)
     check_audit_plan(attack_objs, target, mem, non, knowledge, folds, repeats,
-                     extra_queries=len(labelled) if labelled is not None else 0,
-                     extra_what="utility")
+                     extra_queries=(len(labelled) if labelled is not None else 0)
+                     + n_pop * per_image, extra_what="utility and population-sample")
     shadow = None
     context: dict = {"model": model}
     if shadow_images is not None:
@@ -123,11 +174,40 @@ def audit_encoder_cmd(
                              "arch": shadow_arch, "epochs": shadow_epochs,
                              "members": len(shadow[1]), "nonmembers": len(shadow[2]),
                              "split_seed": seed}
+    refs = None
+    if knowledge == "reference" and population is not None:
+        from leakprobe.workflows.references import (
+            load_references,
+            merge_references,
+            recipe_match,
+            train_references,
+        )
+
+        trained = None
+        count = references if references is not None else (0 if reference_model else 4)
+        if count == 0 and not reference_model:
+            raise LeakprobeError("--references 0 without --reference-model: no references")
+        if count:
+            ref_config = TrainConfig(epochs=reference_epochs, batch_size=batch_size, seed=seed,
+                                     device=device, amp=amp)
+            trained = train_references(
+                population, count=count,
+                recipe=EncoderRecipe(reference_method, reference_arch), config=ref_config,
+                out_dir=reference_dir or out / "references", seed=seed,
+                candidates=concat_sets([mem, non]) if online else None,
+                n_population=population_samples, workers=reference_workers, device=device)
+            trained.description["matches_target_recipe"] = recipe_match(
+                model, trained.description)
+        given = load_references(list(reference_model), population, device=device,
+                                n_population=population_samples, seed=seed,
+                                image_size=size) if reference_model else None
+        refs = merge_references(trained, given)
     utility = encoder_utility(target, labelled, seed) if labelled is not None \
         else recorded_utility(model)
     report = audit_encoder(target, mem, non, attacks=attack_objs, knowledge=knowledge,
                            folds=folds, repeats=repeats, permutations=permutations, seed=seed,
-                           out_dir=out, context=context, utility=utility, shadow=shadow)
+                           out_dir=out, context=context, utility=utility, shadow=shadow,
+                           references=refs)
     print_summary(report, out)
 
 

@@ -19,7 +19,7 @@ import torch
 from leakprobe.data.stream import Images, LazyImages, image_batches, materialize, select, take
 from leakprobe.errors import LeakprobeError
 
-HASH_BATCH = 256  # images quantised and hashed together
+HASH_VALUES = 1 << 23  # pixel values quantised and hashed together (~32 MB as floats)
 
 
 def quantised_hashes(x: torch.Tensor) -> list[str]:
@@ -108,7 +108,8 @@ class ImageSet:
         any query).
         """
         out: list[str] = []
-        for x in self.batches(HASH_BATCH):
+        batch = max(1, min(256, HASH_VALUES // (3 * self.image_size ** 2)))
+        for x in self.batches(batch):
             out.extend(quantised_hashes(x))
         return out
 

@@ -146,6 +146,26 @@ class TensorSource:
 Source = FileSource | ArraySource | TensorSource
 
 
+def _malloc_trim() -> Callable[[], object]:
+    """glibc's ``malloc_trim(0)``, or a no-op where there is none (macOS, musl)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+        trim.argtypes = [ctypes.c_size_t]
+        return lambda: trim(0)
+    except (OSError, AttributeError):
+        return lambda: None
+
+
+# Decoded batches arrive in the process pool's result thread, so glibc allocates them in that
+# thread's arena, and the main thread frees them there; with glibc's dynamic mmap threshold
+# the freed pages stay in the arena: on a 20k-image audit the RSS grew by ~100 KB per image.
+# Trimming after every streamed batch hands them back (measured: flat RSS, ~1 ms per batch).
+release_memory = _malloc_trim()
+
+
 def to_float(pixels: np.ndarray) -> torch.Tensor:
     """(n, 3, S, S) uint8 -> float32 in [0, 1], as the in-memory folder loader computes it."""
     return torch.from_numpy(pixels).float().div_(255.0)
@@ -300,7 +320,10 @@ class LazyImages:
                 yield self.read(sel)
             return
         for sel, decoded in _prefetched(self._decode_files, spans, PREFETCH_BATCHES):
-            yield self._assemble(sel, decoded)
+            x = self._assemble(sel, decoded)
+            del decoded
+            release_memory()
+            yield x
 
 
 def _prefetched(fetch: Callable[[np.ndarray], dict], spans: list[np.ndarray],

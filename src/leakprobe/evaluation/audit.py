@@ -9,6 +9,10 @@ Two knowledge settings:
   all samples, and only its learned scorer is cross-fitted.
 - ``shadow``: the attack is fitted on a shadow target's members and non-members (data the
   attacker owns) and scores every given sample of the real target.
+- ``reference``: calibrated attacks (``lira-*``, ``rmia-*``) score every sample against
+  reference encoders (:mod:`leakprobe.attacks.membership.calibrated`); nothing is fitted on
+  the audited labels, so only attacks without a fit (and the blind floor, which measures the
+  data and is cross-fitted as always) run.
 
 Attacks are used through their methods only (``features``, ``fit_features``,
 ``score_features``, ``clone``, ``needs_fit``), so this module imports no attack.
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     from leakprobe.targets.protocols import Target
 
 MIN_PER_SIDE = 20
+KNOWLEDGE = ("known-subset", "shadow", "reference")
 # Cross-fittings averaged per sample by default. One: the permutation test then redoes exactly
 # the reported cross-fitting at 1/R of the cost, and its widened interval already carries the
 # split noise that averaging R cross-fittings would reduce (``--repeats R`` still averages R,
@@ -70,7 +75,12 @@ def audit_queries(attacks: list, target, n_images: int) -> tuple[int, str]:
     per = {a.name: int(a.queries_per_image(target)) for a in attacks}
     paying = ", ".join(f"{name} {q}" for name, q in per.items() if q)
     total = sum(per.values()) * n_images
-    return total, f"{n_images} images x {sum(per.values())} per image: {paying or 'none'}"
+    how = f"{n_images} images x {sum(per.values())} per image: {paying or 'none'}"
+    extra = sum(int(a.extra_queries(target)) for a in attacks)
+    if extra:
+        total += extra
+        how += f"; + {extra} population-sample queries of calibrated attacks (at most)"
+    return total, how
 
 
 def check_audit_plan(
@@ -98,8 +108,20 @@ def check_audit_plan(
     """
     from leakprobe.preflight import check_query_budget
 
-    if knowledge not in ("known-subset", "shadow"):
-        raise LeakprobeError(f"--knowledge must be known-subset or shadow, got {knowledge!r}")
+    if knowledge not in KNOWLEDGE:
+        raise LeakprobeError(f"--knowledge must be one of {', '.join(KNOWLEDGE)}, "
+                             f"got {knowledge!r}")
+    if knowledge == "reference":
+        fitted = [a.name for a in attacks if a.needs_fit and not a.model_free]
+        if fitted:
+            raise LeakprobeError(
+                f"{', '.join(fitted)} fit on known samples: under --knowledge reference run "
+                "calibrated attacks (lira-*, rmia-*; alias calibrated) or unfitted ones "
+                "(baseline-norm, baseline-consistency, sslmem)")
+    else:
+        calibrated = [a.name for a in attacks if a.needs_references]
+        if calibrated:
+            raise LeakprobeError(f"{', '.join(calibrated)} need --knowledge reference")
     if repeats < 1:
         raise LeakprobeError(f"--repeats must be >= 1, got {repeats}")
     crossfitted = [a for a in attacks if knowledge == "known-subset" or not a.needs_fit
@@ -292,21 +314,25 @@ def run_audit(
         attacks: attack objects (unfitted).
         target: the queried model.
         members, non-members: the evaluation samples (checked: >= 20 each, disjoint).
-        knowledge: ``known-subset`` or ``shadow``.
-        folds: cross-fitting folds (known-subset).
+        knowledge: ``known-subset``, ``shadow`` or ``reference``.
+        folds: cross-fitting folds (known-subset; the blind floor always).
         seed: fold assignment.
         repeats: cross-fitting repetitions averaged per sample (known-subset).
         shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
         permutations: label permutations of the test of "no leakage" (0: none).
     """
     check_audit_plan(attacks, target, members, nonmembers, knowledge, folds, repeats)
+    unprepared = [a.name for a in attacks if a.needs_references and not a.prepared]
+    if unprepared:
+        raise LeakprobeError(f"{', '.join(unprepared)}: no reference encoders were given")
     permutations = resolve_permutations(permutations)
     if knowledge == "shadow" and shadow is None:
         raise LeakprobeError("knowledge 'shadow' needs a shadow target and its split")
     results = []
     for attack in attacks:
         log(f"attack {attack.name} ...")
-        if knowledge == "known-subset" or not attack.needs_fit or attack.model_free:
+        if knowledge in ("known-subset", "reference") or not attack.needs_fit \
+                or attack.model_free:
             res = crossfit(attack, target, members, nonmembers, folds, seed, repeats,
                            permutations)
         else:

@@ -32,6 +32,7 @@ from leakprobe.training.encoder import EncoderRecipe, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig
 
 if TYPE_CHECKING:
+    from leakprobe.evaluation.references import ReferenceModels
     from leakprobe.targets.protocols import Captioner, Encoder, ImageToImage, Target
 
 def build_attacks(names: str | list[str], seed: int = 0, target=None, **options) -> list:
@@ -102,6 +103,7 @@ def audit_encoder(
     context: dict | None = None,
     utility: dict | None = None,
     shadow: tuple[Encoder, ImageSet, ImageSet] | None = None,
+    references: ReferenceModels | None = None,
     **attack_options,
 ) -> dict:
     """Audit an encoder for membership leakage and (optionally) write the report folder.
@@ -112,7 +114,9 @@ def audit_encoder(
         attacks: attack names / aliases (``all``: partcrop, encodermi, lpla, baseline;
             ``partcrop-pooled`` replaces ``partcrop`` for a target without usable tokens), or
             attack objects.
-        knowledge: ``known-subset`` (cross-fitted over ``folds``) or ``shadow``.
+        knowledge: ``known-subset`` (cross-fitted over ``folds``), ``shadow`` or
+            ``reference`` (calibrated attacks against ``references``; default attacks then
+            ``calibrated``).
         folds: cross-fitting folds (known-subset).
         repeats: cross-fitting repetitions averaged per sample (known-subset).
         permutations: label permutations of each attack's test of "no leakage" (p-value,
@@ -123,6 +127,9 @@ def audit_encoder(
         context: extra threat-model facts for the report.
         utility: the encoder's utility, shown beside the attacks.
         shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
+        references: the reference encoders for ``reference``
+            (:func:`leakprobe.workflows.references.train_references` or
+            :func:`~leakprobe.workflows.references.load_references`).
         attack_options: ``num_parts`` (PartCrop), ``n_views`` (EncoderMI) and ``views``
             (the view recipe of EncoderMI, LpLA and baseline-consistency: a preset such as
             ``"byol"``, ``"simclr,crop-scale=0.2:1"`` or a dict; see :mod:`leakprobe.views`).
@@ -130,11 +137,20 @@ def audit_encoder(
     Returns:
         The report dictionary (the JSON schema of the README).
     """
+    if knowledge == "reference" and attacks == "all":
+        attacks = "calibrated"  # fitted attacks need known samples; calibrated ones do not
     if isinstance(attacks, (str, list)) and all(isinstance(a, str) for a in attacks):
         attack_objs = build_attacks(attacks, seed, target=target, **attack_options)
     else:
         attack_objs = list(attacks)
         check_token_attacks(attack_objs, target)  # before the first query
+    if knowledge == "reference":
+        if references is None:
+            raise LeakprobeError("--knowledge reference needs reference encoders "
+                                 "(--reference-data to train them, or --reference-model)")
+        for a in attack_objs:
+            if a.needs_references:
+                a.prepare(references)
     if shadow is not None:  # the attacker's own data never holds an audited image
         from leakprobe.data.images import concat
         from leakprobe.data.splits import check_shadow_disjoint
@@ -142,6 +158,8 @@ def audit_encoder(
         check_shadow_disjoint(concat([shadow[1], shadow[2]]), members, nonmembers)
     ctx = {"tokens_exposed": bool(getattr(target, "has_tokens", False)),
            **views_context(attack_objs), **(context or {})}
+    if references is not None and knowledge == "reference":
+        ctx["references"] = {**references.description, **ctx.get("references", {})}
     return run_and_report("encoder-membership", target, members, nonmembers,
                           attacks=attack_objs, knowledge=knowledge, folds=folds,
                           repeats=repeats, permutations=permutations, seed=seed,

@@ -17,6 +17,11 @@ from leakprobe.attacks.membership.blind import Blind
 from leakprobe.attacks.membership.encodermi import EncoderMI
 from leakprobe.attacks.membership.lpla import LpLA
 from leakprobe.attacks.membership.partcrop import PartCrop, PartCropPooled, token_problem
+from leakprobe.attacks.membership.sslmem import SSLMemAlignment
+
+# isort: split
+# last: the calibrated attacks wrap the others' statistics (and list after them)
+from leakprobe.attacks.membership.calibrated import CalibratedAttack
 
 # name -> factory, and alias -> names: views of the registry's encoder family
 ENCODER_ATTACKS = registry.AttackTable("encoder")
@@ -38,7 +43,8 @@ def create_attack(name: str, **kwargs) -> MembershipAttack:
 
 
 __all__ = [
-    "ALIASES", "ENCODER_ATTACKS", "AugmentationConsistency", "Blind", "EmbeddingNorm",
+    "ALIASES", "ENCODER_ATTACKS", "AugmentationConsistency", "Blind", "CalibratedAttack",
+    "EmbeddingNorm", "SSLMemAlignment",
     "EncoderMI", "LabeledImages", "LpLA", "MembershipAttack", "PartCrop", "PartCropPooled",
     "ViewAttack", "create_attack", "expand_attack_names", "token_problem",
 ]

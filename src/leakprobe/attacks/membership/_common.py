@@ -63,6 +63,8 @@ class MembershipAttack:
     needs_tokens: ClassVar[bool] = False
     # Constructor arguments that set the queries per image (named by the budget error).
     query_options: ClassVar[tuple[str, ...]] = ()
+    # Scores against reference models handed over by ``prepare`` (--knowledge reference).
+    needs_references: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -107,6 +109,10 @@ class MembershipAttack:
     def queries_per_image(self, target) -> int:
         """Images sent to the target for each audited image."""
         raise NotImplementedError
+
+    def extra_queries(self, target) -> int:
+        """Queries beyond the audited images' (calibrated attacks' population samples)."""
+        return 0
 
     def features(self, target, samples: Any) -> np.ndarray:
         """Query ``target`` about ``samples``; (N, F) float features.

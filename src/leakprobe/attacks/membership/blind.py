@@ -24,7 +24,7 @@ from leakprobe.attacks.membership._common import MembershipAttack
 from leakprobe.attacks.registry import register_attack
 from leakprobe.data.stream import Images, image_batches
 
-STATISTICS_BATCH = 256  # images whose statistics are computed together
+STATISTICS_VALUES = 1 << 22  # pixel values whose statistics are computed together (~16 MB)
 
 
 def image_statistics(images: torch.Tensor) -> np.ndarray:
@@ -64,7 +64,9 @@ class Blind(MembershipAttack):
         return 0
 
     def features(self, target, images: Images) -> np.ndarray:
-        parts = [image_statistics(x) for x in image_batches(images, STATISTICS_BATCH)]
+        h, w = images.shape[-2:]
+        batch = max(1, min(256, STATISTICS_VALUES // (3 * h * w)))  # float64 copies stay small
+        parts = [image_statistics(x) for x in image_batches(images, batch)]
         return np.concatenate(parts) if parts else np.empty((0, 0))
 
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> Blind:

@@ -1,0 +1,240 @@
+"""Reference-calibrated membership attacks on encoders: LiRA and RMIA on per-sample statistics.
+
+Under ``--knowledge reference`` every per-sample statistic of an encoder attack (EncoderMI's
+mean view cosine, LpLA's norms, the baselines, PartCrop's scores, the SSLMem alignment) is
+compared with the same sample's statistic on reference encoders that did (online) or did not
+(offline) train on it (:mod:`leakprobe.evaluation.calibration` has the formulas and the
+papers). Names say the method, the setting and the statistic: ``lira-encodermi``,
+``lira-online-encodermi`` (references trained with and without each candidate),
+``rmia-lpla-p2``...
+
+The scores use no audited label (nothing is fitted on the audit), so the p-value is the
+permutation test of fixed scores. The references come from
+:class:`~leakprobe.evaluation.references.ReferenceModels`, handed over by :meth:`prepare`;
+they are local models, so their statistics cost no target query. The target pays its usual
+queries for the candidates plus, once per statistic, the population samples' (RMIA's z and
+the estimate of a statistic's direction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from leakprobe.attacks.membership._common import MembershipAttack
+from leakprobe.attacks.registry import create_attack, register_attack, route_options
+from leakprobe.data.stream import Images
+from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation import calibration
+
+METHODS = ("lira", "rmia")
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A per-sample number an encoder attack computes, and which way members lean.
+
+    Attributes:
+        name: the statistic's name in attack names (``encodermi``).
+        attack: the registered attack whose features hold it.
+        reduce: ``first`` (column 0) or ``mean`` (mean over columns).
+        direction: +1 members higher, -1 lower, 0 not fixed by the paper (estimated from the
+            references' own members: :func:`~leakprobe.evaluation.calibration.estimate_direction`).
+        in_aliases: whether ``lira`` / ``rmia`` / ``calibrated`` include it.
+    """
+
+    name: str
+    attack: str
+    reduce: str = "first"
+    direction: int = 0
+    in_aliases: bool = True
+
+    def of(self, features: np.ndarray) -> np.ndarray:
+        return features[:, 0] if self.reduce == "first" else features.mean(axis=1)
+
+
+STATISTICS: dict[str, Statistic] = {s.name: s for s in (
+    Statistic("encodermi", "encodermi-threshold", direction=1),  # views of members agree
+    Statistic("sslmem", "sslmem", direction=1),  # minus the views' distance
+    Statistic("lpla-p1", "lpla-p1"),
+    Statistic("lpla-p2", "lpla-p2"),
+    Statistic("lpla-pinf", "lpla-pinf"),
+    Statistic("baseline-norm", "baseline-norm"),
+    Statistic("baseline-consistency", "baseline-consistency", direction=1),
+    Statistic("partcrop-pooled", "partcrop-pooled", reduce="mean"),
+    Statistic("partcrop", "partcrop", reduce="mean", in_aliases=False),  # needs tokens
+)}
+
+
+class CalibratedAttack(MembershipAttack):
+    """LiRA or RMIA on one statistic, against reference encoders.
+
+    Args:
+        method: ``lira`` or ``rmia``.
+        statistic: a key of :data:`STATISTICS`.
+        n_views, num_parts, views: options of the underlying attack (None: its default).
+        gamma: RMIA's likelihood-ratio threshold.
+        rmia_a: RMIA's offline parameter (None: tuned on the references).
+        seed: seeds the underlying attack's views and crops (the same for target and
+            references, so every model sees the same views of a sample).
+    """
+
+    needs_fit = False
+    needs_references = True
+
+    def __init__(self, method: str = "lira", statistic: str = "encodermi",
+                 n_views: int | None = None, num_parts: int | None = None,
+                 views: str | dict | None = None, gamma: float = 1.0,
+                 rmia_a: float | None = None, seed: int = 0) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if statistic not in STATISTICS:
+            raise ValueError(f"unknown statistic {statistic!r}; known: {', '.join(STATISTICS)}")
+        self.method = method
+        self.statistic = statistic
+        self.n_views = n_views
+        self.num_parts = num_parts
+        self.views = views
+        self.gamma = gamma
+        self.rmia_a = rmia_a
+        self.seed = seed
+        self.base()  # a bad option fails here
+
+    @property
+    def name(self) -> str:
+        online = getattr(self, "references_", None) is not None and self.references_.online
+        return f"{self.method}{'-online' if online else ''}-{self.statistic}"
+
+    def base(self) -> MembershipAttack:
+        """The uncalibrated attack whose features carry the statistic."""
+        stat = STATISTICS[self.statistic]
+        given = {k: v for k, v in (("n_views", self.n_views), ("num_parts", self.num_parts),
+                                   ("views", self.views)) if v is not None}
+        return create_attack(stat.attack, family="encoder", seed=self.seed,
+                             **route_options(stat.attack, given, family="encoder"))
+
+    # -- references ---------------------------------------------------------------------------
+
+    @property
+    def prepared(self) -> bool:
+        return getattr(self, "references_", None) is not None
+
+    def prepare(self, public: Any) -> CalibratedAttack:
+        """Take the :class:`~leakprobe.evaluation.references.ReferenceModels`."""
+        if not hasattr(public, "statistic_of"):
+            raise LeakprobeError(f"{self.name} needs reference encoders (--knowledge "
+                                 "reference with --reference-data or --reference-model)")
+        self.references_ = public
+        return self
+
+    def _references(self):
+        if not self.prepared:
+            raise LeakprobeError(f"{self.name} needs --knowledge reference (reference "
+                                 "encoders to calibrate against)")
+        return self.references_
+
+    def queries_per_image(self, target) -> int:
+        return int(self.base().queries_per_image(target))
+
+    def extra_queries(self, target) -> int:
+        """The population samples' queries (paid once per statistic and target)."""
+        refs = getattr(self, "references_", None)
+        return 0 if refs is None else len(refs.population) * self.queries_per_image(target)
+
+    # -- features and scores ------------------------------------------------------------------
+
+    def features(self, target, images: Images) -> np.ndarray:
+        """Columns: the target's statistic, then each reference's, then each reference's IN
+        flag for the sample (1 = that reference trained on it)."""
+        refs = self._references()
+        stat = STATISTICS[self.statistic]
+        base = self.base()
+        if self.statistic == "partcrop":
+            from leakprobe.attacks.membership.partcrop import needs_tokens_error, token_problem
+
+            for model in [target, *refs.encoders]:
+                problem = token_problem(model)
+                if problem is not None:
+                    raise needs_tokens_error(self.name, problem)
+        on_target = refs.statistic_of(stat, base, target, images, target=True)
+        on_refs = np.stack([refs.statistic_of(stat, base, m, images)
+                            for m in refs.encoders])
+        trained = refs.trained_on_mask(images)
+        pop_target = refs.statistic_of(stat, base, target, refs.population.pixels, target=True)
+        pop_refs = np.stack([refs.statistic_of(stat, base, m, refs.population.pixels)
+                             for m in refs.encoders])
+        self.population_ = (pop_target, pop_refs, refs.population_in)
+        return np.column_stack([on_target, on_refs.T, trained.T.astype(float)])
+
+    def direction(self) -> int:
+        """The statistic's member direction: the paper's, else the references' (IN vs OUT on
+        their own training data), else 0 (unknown: LiRA scores both ways)."""
+        fixed = STATISTICS[self.statistic].direction
+        if fixed:
+            return fixed
+        _, pop_refs, pop_in = self.population_
+        if pop_in.any() and not pop_in.all():
+            return calibration.estimate_direction(pop_refs, pop_in)
+        return 0
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        r = (features.shape[1] - 1) // 2
+        target, refs = features[:, 0], features[:, 1:1 + r].T
+        trained = features[:, 1 + r:].T > 0.5
+        online = self._references().online
+        d = self.direction()
+        self.direction_ = d
+        if self.method == "lira":
+            if online:
+                return calibration.lira_online(target, refs, trained)
+            z = calibration.lira_offline(target, refs, ~trained, d or 1)
+            return z if d else np.abs(z)  # two-sided where no direction is known
+        if not d:
+            raise LeakprobeError(
+                f"{self.name}: the direction of {self.statistic} is unknown (no reference "
+                "says which of its own samples it trained on); use lira-" + self.statistic)
+        pop_target, pop_refs, pop_in = self.population_
+        p_target = calibration.likelihood(target, pop_target, d)
+        p_refs = calibration.likelihood(refs, pop_refs, d)
+        pz_target = calibration.likelihood(pop_target, pop_target, d)
+        pz_refs = calibration.likelihood(pop_refs, pop_refs, d)
+        if online:
+            return calibration.rmia_scores(p_target, p_refs, None, pz_target, pz_refs,
+                                           gamma=self.gamma)
+        a = self.rmia_a if self.rmia_a is not None else calibration.tune_rmia_a(
+            pz_refs, pop_in, self.gamma)
+        self.rmia_a_ = a
+        return calibration.rmia_scores(p_target, p_refs, ~trained, pz_target, pz_refs,
+                                       a=a, gamma=self.gamma)
+
+    def report_notes(self, target) -> list[str]:
+        refs = getattr(self, "references_", None)
+        if refs is None:
+            return []
+        d = getattr(self, "direction_", None)
+        notes = [f"calibrated against {len(refs.encoders)} reference encoders "
+                 f"({'online: IN and OUT' if refs.online else 'offline: OUT only'}); "
+                 f"{len(refs.population)} population samples"]
+        if d is not None and not STATISTICS[self.statistic].direction:
+            notes.append("member direction of the statistic "
+                         + ({1: "higher (from the references)", -1: "lower (from the "
+                             "references)"}.get(d, "unknown: two-sided")))
+        if self.method == "rmia":
+            notes.append("RMIA on an encoder statistic: Pr(x|model) = Phi(standardised "
+                         "statistic over the population samples) (leakprobe's adaptation)"
+                         + (f"; offline a = {self.rmia_a_}" if hasattr(self, "rmia_a_")
+                            else ""))
+        return notes
+
+
+for _stat in STATISTICS.values():
+    for _method in METHODS:
+        _aliases = (_method, "calibrated") if _stat.in_aliases else ()
+        register_attack(
+            f"{_method}-{_stat.name}", family="encoder", aliases=_aliases,
+            fixed={"method": _method, "statistic": _stat.name},
+            summary=f"{'LiRA (Carlini et al., S&P 2022)' if _method == 'lira' else 'RMIA (Zarifzadeh et al., ICML 2024)'} "  # noqa: E501
+                    f"on {_stat.name}'s per-sample statistic against reference encoders; "
+                    "--knowledge reference")(CalibratedAttack)

@@ -1,0 +1,71 @@
+"""SSLMem-style alignment (Wang et al., ICLR 2024, "Memorization in Self-Supervised Learning
+Improves Downstream Generalization").
+
+SSLMem measures how much an encoder memorised x as the gap in *alignment* between encoders
+trained with and without x, where alignment is the expected L2 distance between the
+representations of two augmented views of x. The per-model part is this attack's statistic:
+``-mean ||f(t(x)) - f(t'(x))||_2`` over the pairs of ``n_views`` augmented views (raw,
+unnormalised embeddings; higher = views closer = more member-like). Alone it is an
+uncalibrated score (nothing fitted); against reference encoders that did not train on x
+(``lira-sslmem``, ``rmia-sslmem`` under ``--knowledge reference``) it becomes SSLMem's gap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from leakprobe.attacks.membership._common import ViewAttack, check_features
+from leakprobe.attacks.registry import register_attack
+from leakprobe.data.stream import Images, image_batches
+from leakprobe.views import ViewSpec
+
+
+@register_attack("sslmem", family="encoder",
+                 keep_defaults=("n_views",),  # --n-views is EncoderMI's
+                 summary="SSLMem-style alignment (Wang et al., ICLR 2024): minus the mean L2 "
+                 "distance of augmented views' embeddings, nothing fitted; black box")
+class SSLMemAlignment(ViewAttack):
+    """Score = minus the mean pairwise L2 distance of the views' raw embeddings.
+
+    Args:
+        n_views: augmented views per image (>= 2).
+        crop_scale: random-resized-crop area range of the default (SimCLR) views.
+        images_per_batch: images whose views are embedded together.
+        seed: seeds the views.
+        views: the view recipe (see :func:`leakprobe.views.parse_views`).
+    """
+
+    needs_fit = False
+
+    def __init__(self, n_views: int = 8, crop_scale: tuple[float, float] = (0.08, 1.0),
+                 images_per_batch: int = 128, seed: int = 0,
+                 views: str | dict | ViewSpec | None = None) -> None:
+        if n_views < 2:
+            raise ValueError(f"sslmem needs at least 2 views, got {n_views}")
+        self.n_views = n_views
+        self.crop_scale = crop_scale
+        self.images_per_batch = images_per_batch
+        self.seed = seed
+        self.views = views
+        self.view_spec()
+
+    def queries_per_image(self, target) -> int:
+        return self.n_views
+
+    def features(self, target, images: Images) -> np.ndarray:
+        g = torch.Generator().manual_seed(self.seed)
+        aug = self.view_spec().augmentation(target.input_size)
+        out = []
+        iu = torch.triu_indices(self.n_views, self.n_views, offset=1)
+        for chunk in image_batches(images, self.images_per_batch, target.input_size):
+            views = aug(chunk, g, self.n_views)
+            b = views.shape[0]
+            emb = target.embed(views.reshape(b * self.n_views, *views.shape[2:]))
+            emb = emb.double().view(b, self.n_views, -1)
+            dist = torch.cdist(emb, emb)[:, iu[0], iu[1]]
+            out.append(-dist.mean(1, keepdim=True))
+        return check_features(torch.cat(out).numpy(), self.name)
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        return features[:, 0]

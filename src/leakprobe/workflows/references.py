@@ -1,0 +1,245 @@
+"""Reference encoders for ``--knowledge reference``: trained on the attacker's population data
+(cached by content hash, resumable, in parallel on Ray when asked) or brought by the user.
+
+Reference r trains on a seeded random half of the pool: the population data (offline), or the
+population data plus the audited candidates (``online``: every candidate is then IN about half
+of the references and OUT of the others; the auditor knows its candidates, not their labels).
+Its folder is named by a hash of everything that determines it (the pool's content, the
+recipe, the training settings, r and the seed), so R = 8 reuses the four references of an
+R = 4 run, and a killed run retrains only the references that had not finished: a reference
+counts as done once its ``reference.json`` exists (written last, atomically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from leakprobe.data.images import ImageSet, concat
+from leakprobe.data.splits import shared_images
+from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.references import ReferenceModels
+from leakprobe.io import write_json
+from leakprobe.progress import log
+from leakprobe.training.encoder import EncoderRecipe, save_encoder, train_ssl_encoder
+from leakprobe.training.trainer import TrainConfig
+
+DEFAULT_REFERENCES = 4
+DEFAULT_POPULATION = 500  # population samples queried on the target (RMIA's z)
+DONE = "reference.json"
+
+
+def check_reference_data(population: ImageSet, members: ImageSet, nonmembers: ImageSet
+                         ) -> None:
+    """Refuse reference data that shares an image with the audited sets (by content)."""
+    for side, images in (("members", members), ("non-members", nonmembers)):
+        shared = shared_images(images, population)
+        if shared:
+            a, r = shared[0]
+            raise LeakprobeError(
+                f"the reference data shares {len(shared)} images with the audited {side} "
+                f"(e.g. {side[:-1]} {a!r} = reference {r!r}); reference data must be the "
+                "attacker's own images, disjoint from the audit")
+
+
+def _key(pool_hashes: list[str], recipe: EncoderRecipe, config: TrainConfig, index: int,
+         seed: int, online: bool) -> str:
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "extra")}
+    blob = json.dumps({"pool": hashlib.sha256("".join(pool_hashes).encode()).hexdigest(),
+                       "recipe": {**recipe.__dict__, "crop_scale": list(recipe.crop_scale)},
+                       "train": settings, "index": index, "seed": seed, "online": online},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def reference_half(n: int, index: int, seed: int) -> np.ndarray:
+    """Positions of the pool reference ``index`` trains on: a seeded random half."""
+    rng = np.random.default_rng([seed, index, 7919])
+    return np.sort(rng.permutation(n)[: n // 2])
+
+
+def _train_one(pool: ImageSet, positions: np.ndarray, recipe: EncoderRecipe,
+               config: TrainConfig, folder: str, info: dict) -> str:
+    """Train and save one reference into ``folder`` (a Ray task's body, too)."""
+    out = Path(folder)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.time()
+    torch.manual_seed(config.seed)
+    chosen = pool.subset(positions.tolist())
+    backbone, history = train_ssl_encoder(chosen.pixels, recipe, config)
+    save_encoder(backbone.cpu(), recipe, tmp, {"train": config.to_dict(),
+                                               "loss_history": history, **info})
+    hashes = chosen.content_hashes()
+    write_json(tmp / "trained_on.json", hashes)
+    write_json(tmp / DONE, {**info, "train_seconds": round(time.time() - t0, 2)})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return str(out)
+
+
+def train_references(
+    population: ImageSet,
+    *,
+    count: int = DEFAULT_REFERENCES,
+    recipe: EncoderRecipe | None = None,
+    config: TrainConfig | None = None,
+    out_dir: str | Path,
+    seed: int = 0,
+    candidates: ImageSet | None = None,
+    n_population: int = DEFAULT_POPULATION,
+    workers: int = 1,
+    device: str = "cpu",
+    train_fn: Callable[..., str] | None = None,
+) -> ReferenceModels:
+    """Train (or reuse) ``count`` reference encoders and return them with the population.
+
+    Args:
+        population: the attacker's own images (disjoint from the audited sets).
+        count: references R.
+        recipe: their SSL recipe (default SimCLR on resnet-tiny).
+        config: their training settings (default 50 epochs).
+        out_dir: the cache folder (one sub-folder per reference).
+        seed: seeds the halves, the population sample and training.
+        candidates: the audited images, for online references (None: offline).
+        n_population: population samples (RMIA's z), drawn from ``population``.
+        workers: > 1 trains that many references at once as Ray tasks (Ray required).
+        device: where references train and run.
+        train_fn: replaces the training of one reference (tests).
+    Returns:
+        The :class:`ReferenceModels`.
+    """
+    from leakprobe.targets.families import load_target
+
+    if count < 1:
+        raise LeakprobeError(f"--references must be >= 1, got {count}")
+    if len(population) < 4:
+        raise LeakprobeError(f"reference data: {len(population)} images; references need "
+                             "at least 4")
+    recipe = recipe or EncoderRecipe()
+    config = config or TrainConfig(epochs=50, seed=seed, device=device)
+    pool = population if candidates is None else concat([population, candidates])
+    pool_hashes = pool.content_hashes()
+    out = Path(out_dir)
+    jobs: list[tuple[int, Path, np.ndarray]] = []
+    folders: list[Path] = []
+    for r in range(count):
+        key = _key(pool_hashes, recipe, config, r, seed, candidates is not None)
+        folder = out / f"reference-{r:02d}-{key}"
+        folders.append(folder)
+        if not (folder / DONE).exists():
+            jobs.append((r, folder, reference_half(len(pool), r, seed)))
+    if jobs:
+        log(f"references: training {len(jobs)} of {count} ({recipe.method}, {recipe.arch}, "
+            f"{config.epochs} epochs, {len(pool) // 2} images each)"
+            + (f"; {count - len(jobs)} cached" if count > len(jobs) else ""))
+    else:
+        log(f"references: all {count} cached in {out}")
+    train = train_fn or _train_one
+    infos = [{"reference": job[0], "seed": seed, "online": candidates is not None,
+              "pool_size": len(pool)} for job in jobs]
+    if workers > 1 and len(jobs) > 1 and train_fn is None:
+        _train_on_ray(pool, jobs, recipe, config, infos, workers)
+    else:
+        for (_, folder, positions), info in zip(jobs, infos, strict=True):
+            train(pool, positions, recipe, config, str(folder), info)
+    encoders = [load_target(str(f / "encoder.safetensors"), family="encoder", device=device)
+                for f in folders]
+    trained_on: list[frozenset[str] | None] = [
+        frozenset(json.loads((f / "trained_on.json").read_text())) for f in folders]
+    n_pop = min(n_population, len(population))
+    pick = torch.randperm(len(population), generator=torch.Generator().manual_seed(seed))
+    z = population.subset(pick[:n_pop])
+    return ReferenceModels(
+        encoders, trained_on, z, online=candidates is not None,
+        description={"count": count, "source": "trained", "online": candidates is not None,
+                     "recipe": {"method": recipe.method, "arch": recipe.arch,
+                                "crop_scale": list(recipe.crop_scale),
+                                "epochs": config.epochs, "batch_size": config.batch_size,
+                                "lr": config.lr},
+                     "data": population.source, "pool_size": len(pool),
+                     "population_samples": n_pop, "trained_now": len(jobs),
+                     "folder": str(out)})
+
+
+def _train_on_ray(pool: ImageSet, jobs: list, recipe: EncoderRecipe, config: TrainConfig,
+                  infos: list[dict], workers: int) -> None:
+    """Train ``jobs`` as Ray tasks of one CPU each on a local cluster of ``workers``."""
+    import os
+
+    try:
+        import ray
+    except ImportError as e:
+        raise LeakprobeError("--reference-workers > 1 needs Ray: pip install "
+                             "'leakprobe[distributed]' (or train them one by one)") from e
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started = not ray.is_initialized()
+    if started:
+        env = {k: v for k, v in os.environ.items() if k.startswith("LEAKPROBE_")}
+        import logging
+
+        ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.ERROR,
+                 runtime_env={"env_vars": env}, object_store_memory=256 * 2**20)
+    task = ray.remote(num_cpus=1, max_retries=0)(_train_one)
+    try:
+        refs = [task.remote(pool, positions, recipe, config, str(folder), info)
+                for (_, folder, positions), info in zip(jobs, infos, strict=True)]
+        ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def load_references(specs: list[str], population: ImageSet, *, device: str = "cpu",
+                    n_population: int = DEFAULT_POPULATION, seed: int = 0,
+                    image_size: int | None = None) -> ReferenceModels:
+    """Encoders the user brings (``--reference-model``), declared not to have trained on the
+    audited images; their training data is unknown (OUT for every image)."""
+    from leakprobe.targets.families import load_target
+
+    encoders: list[Any] = [load_target(s, family="encoder", device=device,
+                                       image_size=image_size) for s in specs]
+    n_pop = min(n_population, len(population))
+    pick = torch.randperm(len(population), generator=torch.Generator().manual_seed(seed))
+    return ReferenceModels(
+        encoders, [None] * len(encoders), population.subset(pick[:n_pop]),
+        description={"count": len(encoders), "source": "given", "online": False,
+                     "models": list(specs), "data": population.source,
+                     "population_samples": n_pop})
+
+
+def merge_references(a: ReferenceModels | None, b: ReferenceModels | None
+                     ) -> ReferenceModels | None:
+    """Trained and given references together (the trained ones' population is kept)."""
+    if a is None or b is None:
+        return a or b
+    desc = {**a.description, "count": len(a) + len(b), "source": "trained+given",
+            "models": b.description.get("models", [])}
+    return ReferenceModels(a.encoders + b.encoders, a.trained_on + b.trained_on, a.population,
+                           online=a.online, description=desc)
+
+
+def recipe_match(model: str | Path, description: dict) -> bool | None:
+    """Whether trained references share the target's recorded recipe (SSL method, backbone,
+    crop scale) from the ``model.json`` next to ``model``; None when either is unknown."""
+    recipe = description.get("recipe")
+    path = Path(model)
+    meta = (path if path.is_dir() else path.parent) / "model.json"
+    if recipe is None or not path.exists() or not meta.is_file():
+        return None
+    try:
+        recorded = json.loads(meta.read_text()).get("recipe") or {}
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return None
+    if not isinstance(recorded, dict) or "method" not in recorded:
+        return None
+    return (recorded.get("method") == recipe["method"] and recorded.get("arch") == recipe["arch"]
+            and list(recorded.get("crop_scale", [])) == list(recipe["crop_scale"]))

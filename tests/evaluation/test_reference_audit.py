@@ -1,0 +1,147 @@
+"""``--knowledge reference``: calibrated attacks against trained reference encoders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_runner import run_cli
+from leakprobe.data.images import concat
+from leakprobe.data.synthetic import make_synthetic
+from leakprobe.errors import LeakprobeError
+from leakprobe.training.encoder import EncoderRecipe
+from leakprobe.training.trainer import TrainConfig
+from leakprobe.workflows import references as refs_mod
+from leakprobe.workflows.audit import audit_encoder
+
+RECIPE = EncoderRecipe("simclr", "resnet-tiny", {}, (0.08, 1.0),
+                       {"temperature": 0.2, "proj_dim": 0})  # the memorising target's
+
+
+@pytest.fixture(scope="module")
+def references(memorising_target, tmp_path_factory):
+    """Two references trained on halves of 64 unseen images (offline: no audited image)."""
+    config = TrainConfig(epochs=60, batch_size=32, lr=3e-3, amp="off", seed=0, device="cpu")
+    return refs_mod.train_references(
+        memorising_target["unseen_b"], count=2, recipe=RECIPE, config=config,
+        out_dir=tmp_path_factory.mktemp("refs"), seed=0, n_population=64)
+
+
+def _aucs(report: dict) -> dict:
+    return {r["attack"]: r["metrics"]["auc"] for r in report["results"]}
+
+
+def test_calibrated_attacks_on_a_memorising_target(memorising_target, references,
+                                                   one_torch_thread) -> None:
+    t = memorising_target
+    report = audit_encoder(t["target"], t["members"], t["nonmembers"], knowledge="reference",
+                           references=references, attacks="lira-encodermi,rmia-encodermi,"
+                           "lira-sslmem,lira-baseline-norm", permutations=9, seed=0)
+    aucs = _aucs(report)
+    assert aucs["lira-encodermi"] > 0.85 and aucs["rmia-encodermi"] > 0.75
+    assert aucs["lira-sslmem"] > 0.7
+    assert "blind" in aucs  # every audit runs the floor
+    ctx = report["context"]
+    assert ctx["knowledge"] == "reference"
+    assert ctx["references"]["count"] == 2 and ctx["references"]["online"] is False
+    assert ctx["references"]["recipe"]["method"] == "simclr"
+    row = next(r for r in report["results"] if r["attack"] == "rmia-encodermi")
+    assert any("RMIA on an encoder statistic" in n for n in row["notes"])
+    # the population samples were queried once per statistic
+    assert row["queries"] == 0 or row["queries"] >= 128 * 10
+
+
+def test_calibrated_attacks_stay_at_chance_on_unseen_members(memorising_target, references,
+                                                             one_torch_thread) -> None:
+    t = memorising_target
+    report = audit_encoder(t["target"], t["unseen_a"], t["nonmembers"], knowledge="reference",
+                           references=references, attacks="lira-encodermi,rmia-encodermi",
+                           permutations=19, seed=0)
+    for r in report["results"]:
+        if r["attack"] != "blind":
+            assert 0.3 < r["metrics"]["auc"] < 0.7
+            assert r["metrics"]["p_value"] > 0.01
+
+
+def test_reference_data_overlapping_the_audit_is_refused(memorising_target) -> None:
+    t = memorising_target
+    population = concat([t["unseen_b"], t["nonmembers"].subset([3])])
+    with pytest.raises(LeakprobeError, match="reference data shares 1 images with the "
+                       "audited non-members"):
+        refs_mod.check_reference_data(population, t["members"], t["nonmembers"])
+
+
+def test_fitted_attacks_are_refused_under_reference_knowledge(memorising_target,
+                                                              references) -> None:
+    t = memorising_target
+    with pytest.raises(LeakprobeError, match="encodermi-vector fit on known samples"):
+        audit_encoder(t["target"], t["members"], t["nonmembers"], knowledge="reference",
+                      references=references, attacks="encodermi-vector")
+    with pytest.raises(LeakprobeError, match="need --knowledge reference"):
+        audit_encoder(t["target"], t["members"], t["nonmembers"], attacks="lira-encodermi")
+
+
+def test_a_killed_reference_run_resumes_without_retraining(tmp_path: Path) -> None:
+    data = make_synthetic(24, 16, seed=5)
+    config = TrainConfig(epochs=1, batch_size=8, amp="off", seed=0, device="cpu")
+    calls: list[str] = []
+
+    def dies_on_the_second(*args):
+        calls.append(args[4])
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return refs_mod._train_one(*args)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        refs_mod.train_references(data, count=3, config=config, out_dir=tmp_path,
+                                  train_fn=dies_on_the_second)
+    done = sorted(p.name for p in tmp_path.iterdir() if (p / refs_mod.DONE).exists())
+    assert len(done) == 1
+
+    def counting(*args):
+        calls.append(args[4])
+        return refs_mod._train_one(*args)
+
+    calls.clear()
+    models = refs_mod.train_references(data, count=3, config=config, out_dir=tmp_path,
+                                       train_fn=counting)
+    assert len(calls) == 2 and len(models) == 3  # the finished one was not retrained
+    calls.clear()
+    more = refs_mod.train_references(data, count=4, config=config, out_dir=tmp_path,
+                                     train_fn=counting)
+    assert len(calls) == 1 and len(more) == 4  # R = 4 reuses the three of R = 3
+    assert more.description["trained_now"] == 1
+    assert all(len(t) == 12 for t in more.trained_on)  # each a half of the 24 images
+
+
+def test_reference_audit_from_the_cli(memorising_target, tmp_path: Path,
+                                      one_torch_thread) -> None:
+    from leakprobe.data.images import ImageSet
+    from leakprobe.data.loaders import save_image_folder
+    from leakprobe.models.serialization import export_torchscript
+
+    t = memorising_target
+    model = export_torchscript(t["target"].module, tmp_path / "enc.pt")
+    for side, key in (("m", "members"), ("n", "nonmembers"), ("pop", "unseen_b")):
+        save_image_folder(ImageSet(t[key].images, t[key].ids), tmp_path / side)
+    out = tmp_path / "out"
+    args = ["audit", "encoder", "--model", str(model), "--members", str(tmp_path / "m"),
+            "--nonmembers", str(tmp_path / "n"), "--knowledge", "reference",
+            "--reference-data", str(tmp_path / "pop"), "--references", "2",
+            "--reference-epochs", "2", "--attacks", "lira-encodermi,rmia-baseline-norm",
+            "--permutations", "0", "--out", str(out)]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert {r["attack"] for r in report["results"]} == {
+        "lira-encodermi", "rmia-baseline-norm", "blind"}
+    assert report["context"]["references"]["matches_target_recipe"] is None  # not recorded
+    assert len(list((out / "references").glob("reference-*"))) == 2
+    # errors: one line, exit 2
+    code, _, err = run_cli(*args[:8], "--knowledge", "reference", "--out", str(tmp_path / "x"))
+    assert code == 2 and "needs --reference-data" in err
+    code, _, err = run_cli(*args[:8], "--reference-data", str(tmp_path / "n"),
+                           "--knowledge", "reference", "--out", str(tmp_path / "y"))
+    assert code == 2 and "reference data shares" in err
