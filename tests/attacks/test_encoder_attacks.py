@@ -18,7 +18,7 @@ from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.audit import crossfit
 from leakprobe.evaluation.metrics import compute_metrics
 
-ALL = expand_attack_names("all,partcrop-variants") + ["blind"]
+ALL = expand_attack_names("all,partcrop-variants,sslmem") + ["blind"]
 
 
 PERMUTATIONS = 19  # p-values down to 1/20 for fitted attacks (the CLI default is 100)
@@ -48,6 +48,11 @@ def null_metrics(memorising_target):
 @pytest.mark.parametrize("name", ["partcrop", "partcrop-cosine", "encodermi-vector"])
 def test_main_attacks_find_memorised_members(memoriser_metrics, name):
     assert memoriser_metrics[name]["auc"] >= 0.70, memoriser_metrics[name]
+
+
+def test_sslmem_alignment_finds_memorised_members(memoriser_metrics):
+    """Members' augmented views land closer together (SSLMem's alignment), nothing fitted."""
+    assert memoriser_metrics["sslmem"]["auc"] >= 0.65, memoriser_metrics["sslmem"]
 
 
 @pytest.mark.parametrize("name", ["lpla-p2", "lpla-pinf"])

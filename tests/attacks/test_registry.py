@@ -16,6 +16,7 @@ from leakprobe.attacks.membership import (
     create_attack,
     expand_attack_names,
 )
+from leakprobe.attacks.membership.calibrated import STATISTICS
 from leakprobe.attacks.membership.m4i import CAPTION_ATTACKS, M4IFeature, M4IMetric
 from leakprobe.attacks.membership.reconstruction import SCORES, ReconstructionMIA
 from leakprobe.attacks.registry import (
@@ -43,14 +44,22 @@ def test_every_family_keeps_its_names_and_its_all():
     assert expand_attacks("all", family="encoder") == ENCODER_ALL
     assert expand_attacks("all", family="image2image") == list(SCORES[:3])
     assert expand_attacks("all", family="captioner") == ["m4i-metric", "m4i-feature"]
+    calibrated = [f"{m}-{s}" for s in STATISTICS for m in ("lira", "rmia")]
     assert sorted(ENCODER_ATTACKS) == sorted([*ENCODER_ALL, "partcrop-cosine",
-                                              "partcrop-pooled", "blind"])
+                                              "partcrop-pooled", "blind", "sslmem",
+                                              *calibrated])
+    assert expand_attacks("calibrated", family="encoder") == [
+        n for n in calibrated if not n.endswith("-partcrop")]  # token statistic: by name
     assert [e.name for e in registry.entries("image2image")] == list(SCORES)
     assert list(CAPTION_ATTACKS) == ["m4i-metric", "m4i-feature"]
     assert CAPTION_ATTACKS["m4i-metric"] is M4IMetric
     assert list(STEALING_METHODS) == ["contsteal", "mse", "cosine"]
     assert STEALING_METHODS["contsteal"] is ContSteal
-    assert dict(ALIASES) == {
+    groups = dict(ALIASES)
+    for method in ("lira", "rmia"):
+        assert groups.pop(method) == [n for n in groups["calibrated"] if n.startswith(method)]
+    assert groups.pop("calibrated") == [n for n in calibrated if not n.endswith("-partcrop")]
+    assert groups == {
         "baseline": ["baseline-norm", "baseline-consistency"],
         "encodermi": ["encodermi-vector", "encodermi-set", "encodermi-threshold"],
         "lpla": ["lpla-p1", "lpla-p2", "lpla-pinf"],
@@ -127,9 +136,14 @@ def _prefix_routing(name: str, options: dict) -> dict:
 
 def test_options_reach_the_attacks_the_old_prefix_table_gave_them_to():
     options = {"num_parts": 4, "n_views": 3, "views": "mae", "epochs": 1, "seed": 9}
-    for name in ENCODER_ATTACKS:
+    for name in [*ENCODER_ALL, "partcrop-cosine", "partcrop-pooled", "blind"]:
         assert route_options(name, options, family="encoder") == \
             _prefix_routing(name, options), name
+    # added since: sslmem draws views (keeps its 8 views), calibrated attacks pass all three
+    # to the attack whose statistic they calibrate
+    assert route_options("sslmem", options, family="encoder") == {"views": "mae"}
+    assert route_options("lira-partcrop", options, family="encoder") == {
+        "num_parts": 4, "n_views": 3, "views": "mae"}
     assert route_options("lpla-p2", {"n_views": 3}, family="encoder") == {}  # keeps its 4
     assert route_options("encodermi-set", {"n_views": None}, family="encoder") == {}
     cap = {"classifier": "mlp", "extractor_epochs": 5, "device": "cpu", "epochs": 7}

@@ -68,8 +68,8 @@ def test_calibrated_attacks_stay_at_chance_on_unseen_members(memorising_target, 
 def test_reference_data_overlapping_the_audit_is_refused(memorising_target) -> None:
     t = memorising_target
     population = concat([t["unseen_b"], t["nonmembers"].subset([3])])
-    with pytest.raises(LeakprobeError, match="reference data shares 1 images with the "
-                       "audited non-members"):
+    with pytest.raises(LeakprobeError, match="the reference data shares 1 images with the "
+                       "target's non-members"):
         refs_mod.check_reference_data(population, t["members"], t["nonmembers"])
 
 

@@ -74,12 +74,14 @@ def check_disjoint(members: ImageSet, nonmembers: ImageSet) -> None:
         )
 
 
-def check_shadow_disjoint(shadow: ImageSet, members: ImageSet, nonmembers: ImageSet) -> None:
-    """Refuse shadow (attacker-owned) data that shares images with the audited sets.
+def check_shadow_disjoint(shadow: ImageSet, members: ImageSet, nonmembers: ImageSet,
+                          what: str = "shadow") -> None:
+    """Refuse attacker-owned data (shadow or reference data) that shares audited images.
 
     Args:
         shadow: the attacker's own images.
         members, nonmembers: the target's audited sets.
+        what: what the attacker's data is for, in the message (``shadow``, ``reference``).
     Raises:
         LeakprobeError: naming the sets that overlap, how many images and one example, e.g.
             "the shadow data shares 12 images with the target's members (e.g. ...)".
@@ -93,10 +95,10 @@ def check_shadow_disjoint(shadow: ImageSet, members: ImageSet, nonmembers: Image
                          else f"{len(overlap)} with its {side}")
             if not example:
                 a, s = overlap[0]
-                example = f" (e.g. {side[:-1]} {a!r} = shadow {s!r})"
+                example = f" (e.g. {side[:-1]} {a!r} = {what} {s!r})"
     if found:
-        raise LeakprobeError(f"the shadow data shares {' and '.join(found)}{example}; "
-                             "shadow data must be the attacker's own images")
+        raise LeakprobeError(f"the {what} data shares {' and '.join(found)}{example}; "
+                             f"{what} data must be the attacker's own images")
 
 
 def _unique_positions(data: ImageSet) -> list[int]:

@@ -70,8 +70,7 @@ class ReferenceModels:
                          for t in self.trained_on], dtype=bool).reshape(len(self.trained_on),
                                                                           len(hashes))
 
-    def statistic_of(self, stat, attack, model, images: Images, target: bool = False
-                     ) -> np.ndarray:
+    def statistic_of(self, stat, attack, model, images: Images) -> np.ndarray:
         """``stat`` of ``images`` on ``model`` through ``attack``'s features, computed once.
 
         Keyed by the statistic, the attack's parameters, the model and the images' content,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from leakprobe.data.images import ImageSet, concat
-from leakprobe.data.splits import shared_images
+from leakprobe.data.splits import check_shadow_disjoint
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.references import ReferenceModels
 from leakprobe.io import write_json
@@ -40,14 +40,7 @@ DONE = "reference.json"
 def check_reference_data(population: ImageSet, members: ImageSet, nonmembers: ImageSet
                          ) -> None:
     """Refuse reference data that shares an image with the audited sets (by content)."""
-    for side, images in (("members", members), ("non-members", nonmembers)):
-        shared = shared_images(images, population)
-        if shared:
-            a, r = shared[0]
-            raise LeakprobeError(
-                f"the reference data shares {len(shared)} images with the audited {side} "
-                f"(e.g. {side[:-1]} {a!r} = reference {r!r}); reference data must be the "
-                "attacker's own images, disjoint from the audit")
+    check_shadow_disjoint(population, members, nonmembers, what="reference")
 
 
 def _key(pool_hashes: list[str], recipe: EncoderRecipe, config: TrainConfig, index: int,

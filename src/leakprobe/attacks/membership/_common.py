@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leakprobe.data.stream import Images
+from leakprobe.data.stream import Images, image_batches
 from leakprobe.errors import LeakprobeError
 from leakprobe.threads import single_threaded
 from leakprobe.views import ViewSpec, attack_views
@@ -175,11 +176,23 @@ class ViewAttack(MembershipAttack):
     n_views: int
     crop_scale: tuple[float, float]
     views: str | dict | ViewSpec | None
+    seed: int
     query_options = ("n_views",)
 
     def view_spec(self) -> ViewSpec:
         """The resolved view recipe the attack draws from."""
         return attack_views(self.views, self.crop_scale)
+
+    def embedded_views(self, target, images: Images, batch: int) -> Iterator[torch.Tensor]:
+        """(b, n_views, D) embeddings of ``n_views`` augmented views per image, ``batch``
+        images at a time, the views drawn from one generator seeded with ``seed``."""
+        g = torch.Generator().manual_seed(self.seed)
+        aug = self.view_spec().augmentation(target.input_size)
+        for chunk in image_batches(images, batch, target.input_size):
+            views = aug(chunk, g, self.n_views)
+            b = views.shape[0]
+            emb = target.embed(views.reshape(b * self.n_views, *views.shape[2:]))
+            yield emb.view(b, self.n_views, -1)
 
 
 def check_features(x: np.ndarray, name: str) -> np.ndarray:

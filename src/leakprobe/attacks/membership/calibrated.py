@@ -158,11 +158,11 @@ class CalibratedAttack(MembershipAttack):
                 problem = token_problem(model)
                 if problem is not None:
                     raise needs_tokens_error(self.name, problem)
-        on_target = refs.statistic_of(stat, base, target, images, target=True)
+        on_target = refs.statistic_of(stat, base, target, images)
         on_refs = np.stack([refs.statistic_of(stat, base, m, images)
                             for m in refs.encoders])
         trained = refs.trained_on_mask(images)
-        pop_target = refs.statistic_of(stat, base, target, refs.population.pixels, target=True)
+        pop_target = refs.statistic_of(stat, base, target, refs.population.pixels)
         pop_refs = np.stack([refs.statistic_of(stat, base, m, refs.population.pixels)
                              for m in refs.encoders])
         self.population_ = (pop_target, pop_refs, refs.population_in)

@@ -30,7 +30,7 @@ from leakprobe.attacks.membership._common import (
     pairwise_cosines,
 )
 from leakprobe.attacks.registry import register_attack
-from leakprobe.data.stream import Images, image_batches
+from leakprobe.data.stream import Images
 from leakprobe.views import ViewSpec
 
 VARIANTS = ("vector", "set", "threshold")
@@ -91,14 +91,8 @@ class EncoderMI(ViewAttack):
         return self.n_views
 
     def features(self, target, images: Images) -> np.ndarray:
-        g = torch.Generator().manual_seed(self.seed)
-        aug = self.view_spec().augmentation(target.input_size)
-        out = []
-        for chunk in image_batches(images, self.images_per_batch, target.input_size):
-            views = aug(chunk, g, self.n_views)
-            b = views.shape[0]
-            emb = target.embed(views.reshape(b * self.n_views, *views.shape[2:]))
-            out.append(pairwise_cosines(emb.view(b, self.n_views, -1)))
+        out = [pairwise_cosines(emb)
+               for emb in self.embedded_views(target, images, self.images_per_batch)]
         sims = torch.cat(out).double().numpy()
         if self.variant == "vector":
             sims = -np.sort(-sims, axis=1)
