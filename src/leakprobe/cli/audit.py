@@ -30,6 +30,7 @@ from leakprobe.errors import LeakprobeError
 from leakprobe.targets.families import FAMILIES
 
 app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
+REFERENCE_PANEL = "Reference encoders (--knowledge reference)"
 
 
 @app.command("encoder")
@@ -65,31 +66,39 @@ def audit_encoder_cmd(
     shadow_epochs: Annotated[int, typer.Option(help="Training epochs of the shadow encoder.")
                              ] = 50,
     reference_data: Annotated[str | None, typer.Option(
+        rich_help_panel=REFERENCE_PANEL,
         help="Attacker's population data for reference encoders (--knowledge reference); "
              "must not share images with the audited sets.")] = None,
     references: Annotated[int | None, typer.Option(
-        min=0, help="Reference encoders to train on random halves of --reference-data "
-        "(default 4, or 0 with --reference-model).")] = None,
-    reference_method: Annotated[str, typer.Option(help="SSL method of the references.")
-                                ] = "simclr",
-    reference_arch: Annotated[str, typer.Option(help="Backbone of the references.")
-                              ] = "resnet-tiny",
-    reference_epochs: Annotated[int, typer.Option(min=1, help="Training epochs of each "
-                                                  "reference.")] = 50,
+        rich_help_panel=REFERENCE_PANEL, min=0,
+        help="Reference encoders to train on random halves of --reference-data "
+             "(default 4, or 0 with --reference-model).")] = None,
+    reference_method: Annotated[str, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, help="SSL method of the references.")] = "simclr",
+    reference_arch: Annotated[str, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, help="Backbone of the references.")] = "resnet-tiny",
+    reference_epochs: Annotated[int, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, min=1,
+        help="Training epochs of each reference.")] = 50,
     reference_model: Annotated[list[str] | None, typer.Option(
+        rich_help_panel=REFERENCE_PANEL,
         help="An encoder that did not train on the audited images, as a reference "
              "(repeatable; any form --model takes).")] = None,
     online: Annotated[bool, typer.Option(
-        "--online", help="Train references on halves of reference data + the audited "
-        "candidates (IN and OUT references per candidate; costlier, stronger).")] = False,
+        "--online", rich_help_panel=REFERENCE_PANEL,
+        help="Train references on halves of reference data + the audited candidates (IN "
+             "and OUT references per candidate; costlier, stronger).")] = False,
     population_samples: Annotated[int, typer.Option(
-        min=2, help="Reference-data images queried on the target too (RMIA's z, the "
-        "statistics' direction).")] = 500,
+        rich_help_panel=REFERENCE_PANEL, min=2,
+        help="Reference-data images queried on the target too (RMIA's z, the statistics' "
+             "direction).")] = 500,
     reference_dir: Annotated[Path | None, typer.Option(
+        rich_help_panel=REFERENCE_PANEL,
         help="Cache of trained references (default OUT/references); reused and resumed "
              "by content hash.")] = None,
     reference_workers: Annotated[int, typer.Option(
-        min=1, help="References trained at once as Ray tasks (1: in this process).")] = 1,
+        rich_help_panel=REFERENCE_PANEL, min=1,
+        help="References trained at once as Ray tasks (1: in this process).")] = 1,
     num_parts: NumParts = None,
     n_views: NViews = None,
     views: Views = None,
