@@ -18,7 +18,7 @@ from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.audit import crossfit
 from leakprobe.evaluation.metrics import compute_metrics
 
-ALL = expand_attack_names("all,partcrop-variants,sslmem") + ["blind"]
+ALL = expand_attack_names("all,partcrop-variants,sslmem,infonce") + ["blind"]
 
 
 PERMUTATIONS = 19  # p-values down to 1/20 for fitted attacks (the CLI default is 100)
@@ -53,6 +53,26 @@ def test_main_attacks_find_memorised_members(memoriser_metrics, name):
 def test_sslmem_alignment_finds_memorised_members(memoriser_metrics):
     """Members' augmented views land closer together (SSLMem's alignment), nothing fitted."""
     assert memoriser_metrics["sslmem"]["auc"] >= 0.65, memoriser_metrics["sslmem"]
+
+
+def test_infonce_finds_memorised_members(memoriser_metrics):
+    """Members' own contrastive loss is lower (their views agree, other images lie far)."""
+    assert memoriser_metrics["infonce"]["auc"] >= 0.8, memoriser_metrics["infonce"]
+
+
+def test_infonce_masks_the_image_itself_in_its_bank(memorising_target):
+    """An image is never its own negative: alone in its set (the bank is then only itself,
+    masked) its loss is exactly 0, -s/tau + log(exp(s/tau)); with others it is positive."""
+    t = memorising_target
+    images = t["members"].images[:8]
+    solo = create_attack("infonce", n_views=4).features(t["target"], images[:1])
+    assert solo.shape == (1, 1) and solo[0, 0] == pytest.approx(0.0, abs=1e-6)
+    full = create_attack("infonce", n_views=4, bank_size=8).features(t["target"], images)
+    assert np.isfinite(full).all() and (full < 0).all()
+    with pytest.raises(ValueError, match="at least 2 views"):
+        create_attack("infonce", n_views=1)
+    with pytest.raises(ValueError, match="temperature"):
+        create_attack("infonce", temperature=0)
 
 
 @pytest.mark.parametrize("name", ["lpla-p2", "lpla-pinf"])

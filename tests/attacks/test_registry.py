@@ -46,7 +46,7 @@ def test_every_family_keeps_its_names_and_its_all():
     assert expand_attacks("all", family="captioner") == ["m4i-metric", "m4i-feature"]
     calibrated = [f"{m}-{s}" for s in STATISTICS for m in ("lira", "rmia")]
     assert sorted(ENCODER_ATTACKS) == sorted([*ENCODER_ALL, "partcrop-cosine",
-                                              "partcrop-pooled", "blind", "sslmem",
+                                              "partcrop-pooled", "blind", "sslmem", "infonce",
                                               *calibrated])
     assert expand_attacks("calibrated", family="encoder") == [
         n for n in calibrated if not n.endswith("-partcrop")]  # token statistic: by name
@@ -142,6 +142,7 @@ def test_options_reach_the_attacks_the_old_prefix_table_gave_them_to():
     # added since: sslmem draws views (keeps its 8 views), calibrated attacks pass all three
     # to the attack whose statistic they calibrate
     assert route_options("sslmem", options, family="encoder") == {"views": "mae"}
+    assert route_options("infonce", options, family="encoder") == {"views": "mae"}
     assert route_options("lira-partcrop", options, family="encoder") == {
         "num_parts": 4, "n_views": 3, "views": "mae"}
     assert route_options("lpla-p2", {"n_views": 3}, family="encoder") == {}  # keeps its 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cli_runner import run_cli
@@ -38,10 +39,11 @@ def test_calibrated_attacks_on_a_memorising_target(memorising_target, references
     t = memorising_target
     report = audit_encoder(t["target"], t["members"], t["nonmembers"], knowledge="reference",
                            references=references, attacks="lira-encodermi,rmia-encodermi,"
-                           "lira-sslmem,lira-baseline-norm", permutations=9, seed=0)
+                           "lira-sslmem,lira-infonce,lira-baseline-norm", permutations=9,
+                           seed=0)
     aucs = _aucs(report)
     assert aucs["lira-encodermi"] > 0.85 and aucs["rmia-encodermi"] > 0.75
-    assert aucs["lira-sslmem"] > 0.7
+    assert aucs["lira-sslmem"] > 0.7 and aucs["lira-infonce"] > 0.85
     assert "blind" in aucs  # every audit runs the floor
     ctx = report["context"]
     assert ctx["knowledge"] == "reference"
@@ -63,6 +65,41 @@ def test_calibrated_attacks_stay_at_chance_on_unseen_members(memorising_target, 
         if r["attack"] != "blind":
             assert 0.3 < r["metrics"]["auc"] < 0.7
             assert r["metrics"]["p_value"] > 0.01
+
+
+@pytest.fixture(scope="module")
+def online_references(memorising_target, tmp_path_factory):
+    """Two online references: complementary halves of 64 unseen images + the 128 candidates."""
+    t = memorising_target
+    config = TrainConfig(epochs=60, batch_size=32, lr=3e-3, amp="off", seed=0, device="cpu")
+    return refs_mod.train_references(
+        t["unseen_b"], count=2, recipe=RECIPE, config=config,
+        out_dir=tmp_path_factory.mktemp("online-refs"), seed=0, n_population=64,
+        candidates=concat([t["members"], t["nonmembers"]]))
+
+
+def test_online_references_pair_their_halves() -> None:
+    first, second = (refs_mod.reference_half(11, i, seed=3, paired=True) for i in (0, 1))
+    assert len(first) == 5 and len(second) == 6
+    assert sorted([*first, *second]) == list(range(11))  # every position IN exactly once
+    assert not np.array_equal(refs_mod.reference_half(11, 2, seed=3, paired=True), first)
+
+
+def test_online_calibrated_attacks_on_a_memorising_target(memorising_target, online_references,
+                                                          one_torch_thread) -> None:
+    t = memorising_target
+    candidates = concat([t["members"], t["nonmembers"]])
+    trained = online_references.trained_on_mask(candidates.pixels)
+    assert (trained.sum(0) == 1).all()  # each candidate: one IN and one OUT reference
+    report = audit_encoder(t["target"], t["members"], t["nonmembers"], knowledge="reference",
+                           references=online_references,
+                           attacks="lira-encodermi,rmia-encodermi", permutations=9, seed=0)
+    aucs = _aucs(report)
+    assert set(aucs) == {"lira-online-encodermi", "rmia-online-encodermi", "blind"}
+    assert aucs["lira-online-encodermi"] > 0.8 and aucs["rmia-online-encodermi"] > 0.75
+    assert report["context"]["references"]["online"] is True
+    row = next(r for r in report["results"] if r["attack"] == "lira-online-encodermi")
+    assert any("online: IN and OUT" in n for n in row["notes"])
 
 
 def test_reference_data_overlapping_the_audit_is_refused(memorising_target) -> None:
@@ -145,3 +182,38 @@ def test_reference_audit_from_the_cli(memorising_target, tmp_path: Path,
     code, _, err = run_cli(*args[:8], "--reference-data", str(tmp_path / "n"),
                            "--knowledge", "reference", "--out", str(tmp_path / "y"))
     assert code == 2 and "reference data shares" in err
+
+
+def test_reference_models_the_user_brings_from_the_cli(memorising_target, references,
+                                                       tmp_path: Path, one_torch_thread) -> None:
+    """--reference-model: encoders whose training data is unknown (OUT for every image)."""
+    from leakprobe.data.images import ImageSet
+    from leakprobe.data.loaders import save_image_folder
+    from leakprobe.models.serialization import export_torchscript
+
+    t = memorising_target
+    model = export_torchscript(t["target"].module, tmp_path / "enc.pt")
+    given = [str(export_torchscript(e.module, tmp_path / f"ref{i}.pt"))
+             for i, e in enumerate(references.encoders)]
+    for side, key in (("m", "members"), ("n", "nonmembers"), ("pop", "unseen_b")):
+        save_image_folder(ImageSet(t[key].images, t[key].ids), tmp_path / side)
+    out = tmp_path / "out"
+    args = ["audit", "encoder", "--model", str(model), "--members", str(tmp_path / "m"),
+            "--nonmembers", str(tmp_path / "n"), "--knowledge", "reference",
+            "--reference-data", str(tmp_path / "pop"), "--reference-model", given[0],
+            "--reference-model", given[1], "--attacks", "lira-encodermi,lira-baseline-norm",
+            "--permutations", "0", "--out", str(out)]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    refs = report["context"]["references"]
+    assert refs["count"] == 2 and refs["source"] == "given" and refs["models"] == given
+    rows = {r["attack"]: r for r in report["results"]}
+    assert rows["lira-encodermi"]["metrics"]["auc"] > 0.8
+    assert any("unknown: two-sided" in n for n in rows["lira-baseline-norm"]["notes"])
+    assert not (tmp_path / "out" / "references").exists()  # nothing trained
+
+    code, _, err = run_cli(*args[:-2], "--reference-model", str(tmp_path / "missing.pt"),
+                           "--out", str(tmp_path / "bad"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad" / "report.json").exists()

@@ -117,7 +117,7 @@ def check_audit_plan(
             raise LeakprobeError(
                 f"{', '.join(fitted)} fit on known samples: under --knowledge reference run "
                 "calibrated attacks (lira-*, rmia-*; alias calibrated) or unfitted ones "
-                "(baseline-norm, baseline-consistency, sslmem)")
+                "(baseline-norm, baseline-consistency, sslmem, infonce)")
     else:
         calibrated = [a.name for a in attacks if a.needs_references]
         if calibrated:

@@ -2,8 +2,11 @@
 (cached by content hash, resumable, in parallel on Ray when asked) or brought by the user.
 
 Reference r trains on a seeded random half of the pool: the population data (offline), or the
-population data plus the audited candidates (``online``: every candidate is then IN about half
-of the references and OUT of the others; the auditor knows its candidates, not their labels).
+population data plus the audited candidates (``online``: the auditor knows its candidates, not
+their labels). Online references come in complementary pairs (reference 2k + 1 trains on the
+other half of reference 2k's), so with an even R every candidate is IN exactly R / 2 references
+and OUT of the others, as in LiRA's released code (a balanced ``keep`` matrix); random halves
+would leave some candidates with no IN or no OUT reference when R is small.
 Its folder is named by a hash of everything that determines it (the pool's content, the
 recipe, the training settings, r and the seed), so R = 8 reuses the four references of an
 R = 4 run, and a killed run retrains only the references that had not finished: a reference
@@ -48,15 +51,22 @@ def _key(pool_hashes: list[str], recipe: EncoderRecipe, config: TrainConfig, ind
     settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "extra")}
     blob = json.dumps({"pool": hashlib.sha256("".join(pool_hashes).encode()).hexdigest(),
                        "recipe": {**recipe.__dict__, "crop_scale": list(recipe.crop_scale)},
-                       "train": settings, "index": index, "seed": seed, "online": online},
+                       "train": settings, "index": index, "seed": seed, "online": online,
+                       **({"halves": "paired"} if online else {})},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def reference_half(n: int, index: int, seed: int) -> np.ndarray:
-    """Positions of the pool reference ``index`` trains on: a seeded random half."""
-    rng = np.random.default_rng([seed, index, 7919])
-    return np.sort(rng.permutation(n)[: n // 2])
+def reference_half(n: int, index: int, seed: int, paired: bool = False) -> np.ndarray:
+    """Positions of the pool reference ``index`` trains on: a seeded random half.
+
+    ``paired``: reference ``2k + 1`` takes the complement of reference ``2k``'s half.
+    """
+    if not paired:
+        rng = np.random.default_rng([seed, index, 7919])
+        return np.sort(rng.permutation(n)[: n // 2])
+    order = np.random.default_rng([seed, index // 2, 7919, 2]).permutation(n)
+    return np.sort(order[: n // 2] if index % 2 == 0 else order[n // 2:])
 
 
 def _train_one(pool: ImageSet, positions: np.ndarray, recipe: EncoderRecipe,
@@ -129,7 +139,8 @@ def train_references(
         folder = out / f"reference-{r:02d}-{key}"
         folders.append(folder)
         if not (folder / DONE).exists():
-            jobs.append((r, folder, reference_half(len(pool), r, seed)))
+            jobs.append((r, folder, reference_half(len(pool), r, seed,
+                                                     paired=candidates is not None)))
     if jobs:
         log(f"references: training {len(jobs)} of {count} ({recipe.method}, {recipe.arch}, "
             f"{config.epochs} epochs, {len(pool) // 2} images each)"
@@ -160,6 +171,9 @@ def train_references(
                                 "lr": config.lr},
                      "data": population.source, "pool_size": len(pool),
                      "population_samples": n_pop, "trained_now": len(jobs),
+                     "train_seconds": round(sum(
+                         float(json.loads((f / DONE).read_text()).get("train_seconds", 0.0))
+                         for f in folders), 1),
                      "folder": str(out)})
 
 

@@ -15,6 +15,7 @@ from leakprobe.attacks.membership._common import LabeledImages, MembershipAttack
 from leakprobe.attacks.membership.baselines import AugmentationConsistency, EmbeddingNorm
 from leakprobe.attacks.membership.blind import Blind
 from leakprobe.attacks.membership.encodermi import EncoderMI
+from leakprobe.attacks.membership.infonce import ContrastiveLoss
 from leakprobe.attacks.membership.lpla import LpLA
 from leakprobe.attacks.membership.partcrop import PartCrop, PartCropPooled, token_problem
 from leakprobe.attacks.membership.sslmem import SSLMemAlignment
@@ -44,7 +45,7 @@ def create_attack(name: str, **kwargs) -> MembershipAttack:
 
 __all__ = [
     "ALIASES", "ENCODER_ATTACKS", "AugmentationConsistency", "Blind", "CalibratedAttack",
-    "EmbeddingNorm", "SSLMemAlignment",
+    "ContrastiveLoss", "EmbeddingNorm", "SSLMemAlignment",
     "EncoderMI", "LabeledImages", "LpLA", "MembershipAttack", "PartCrop", "PartCropPooled",
     "ViewAttack", "create_attack", "expand_attack_names", "token_problem",
 ]

@@ -1,12 +1,12 @@
 """Reference-calibrated membership attacks on encoders: LiRA and RMIA on per-sample statistics.
 
 Under ``--knowledge reference`` every per-sample statistic of an encoder attack (EncoderMI's
-mean view cosine, LpLA's norms, the baselines, PartCrop's scores, the SSLMem alignment) is
-compared with the same sample's statistic on reference encoders that did (online) or did not
-(offline) train on it (:mod:`leakprobe.evaluation.calibration` has the formulas and the
-papers). Names say the method, the setting and the statistic: ``lira-encodermi``,
-``lira-online-encodermi`` (references trained with and without each candidate),
-``rmia-lpla-p2``...
+mean view cosine, LpLA's norms, the baselines, PartCrop's scores, the SSLMem alignment, the
+sample's own InfoNCE loss) is compared with the same sample's statistic on reference encoders
+that did (online) or did not (offline) train on it (:mod:`leakprobe.evaluation.calibration`
+has the formulas and the papers). Names say the method, the setting and the statistic:
+``lira-encodermi``, ``lira-online-encodermi`` (references trained with and without each
+candidate), ``rmia-lpla-p2``...
 
 The scores use no audited label (nothing is fitted on the audit), so the p-value is the
 permutation test of fixed scores. The references come from
@@ -58,6 +58,7 @@ class Statistic:
 STATISTICS: dict[str, Statistic] = {s.name: s for s in (
     Statistic("encodermi", "encodermi-threshold", direction=1),  # views of members agree
     Statistic("sslmem", "sslmem", direction=1),  # minus the views' distance
+    Statistic("infonce", "infonce", direction=1),  # minus the sample's contrastive loss
     Statistic("lpla-p1", "lpla-p1"),
     Statistic("lpla-p2", "lpla-p2"),
     Statistic("lpla-pinf", "lpla-pinf"),
@@ -141,7 +142,11 @@ class CalibratedAttack(MembershipAttack):
     def extra_queries(self, target) -> int:
         """The population samples' queries (paid once per statistic and target)."""
         refs = getattr(self, "references_", None)
-        return 0 if refs is None else len(refs.population) * self.queries_per_image(target)
+        if refs is None:
+            return 0
+        # the population's queries, and the base attack's own extras on both sets (a bank)
+        return (len(refs.population) * self.queries_per_image(target)
+                + 2 * int(self.base().extra_queries(target)))
 
     # -- features and scores ------------------------------------------------------------------
 
