@@ -87,7 +87,8 @@ def audit_encoder_cmd(
     online: Annotated[bool, typer.Option(
         "--online", rich_help_panel=REFERENCE_PANEL,
         help="Train references on halves of reference data + the audited candidates (IN "
-             "and OUT references per candidate; costlier, stronger).")] = False,
+             "and OUT references per candidate; costlier; pays off only with many references "
+             "that memorise like the target).")] = False,
     population_samples: Annotated[int, typer.Option(
         rich_help_panel=REFERENCE_PANEL, min=2,
         help="Reference-data images queried on the target too (RMIA's z, the statistics' "

@@ -1,7 +1,7 @@
 """A sample's own contrastive (InfoNCE) loss on the target: leakprobe's encoder statistic.
 
-For classifiers, the strongest per-sample statistic is the training loss of the sample (LiRA,
-Carlini et al. S&P 2022, calibrates exactly that). Contrastive encoders (SimCLR, MoCo) train
+For classifiers, LiRA (Carlini et al., S&P 2022) calibrates the sample's own training loss
+(its logit-scaled confidence). Contrastive encoders (SimCLR, MoCo) train
 on InfoNCE (Oord et al. 2018; SimCLR's NT-Xent, Chen et al. ICML 2020): two views of an image
 must be closer to each other than to the views of other images. This attack measures that loss
 for each audited image, black box: ``n_views`` augmented views of x and two views of each of
