@@ -179,6 +179,17 @@ class ViewAttack(MembershipAttack):
     seed: int
     query_options = ("n_views",)
 
+    def _set_views(self, n_views: int, crop_scale: tuple[float, float], seed: int,
+                   views: str | dict | ViewSpec | None, minimum: int = 1) -> None:
+        """Store and check the view options (a bad recipe or too few views fails here)."""
+        if n_views < minimum:
+            raise ValueError(f"{self.name} needs at least {minimum} views, got {n_views}")
+        self.n_views = n_views
+        self.crop_scale = crop_scale
+        self.seed = seed
+        self.views = views
+        self.view_spec()
+
     def view_spec(self) -> ViewSpec:
         """The resolved view recipe the attack draws from."""
         return attack_views(self.views, self.crop_scale)

@@ -60,20 +60,14 @@ class ContrastiveLoss(ViewAttack):
     def __init__(self, n_views: int = 16, temperature: float = 0.2, bank_size: int = 512,
                  crop_scale: tuple[float, float] = (0.08, 1.0), images_per_batch: int = 128,
                  seed: int = 0, views: str | dict | ViewSpec | None = None) -> None:
-        if n_views < 2:
-            raise ValueError(f"infonce needs at least 2 views, got {n_views}")
         if temperature <= 0:
             raise ValueError(f"infonce temperature must be > 0, got {temperature}")
         if bank_size < 1:
             raise ValueError(f"infonce bank_size must be >= 1, got {bank_size}")
-        self.n_views = n_views
         self.temperature = temperature
         self.bank_size = bank_size
-        self.crop_scale = crop_scale
         self.images_per_batch = images_per_batch
-        self.seed = seed
-        self.views = views
-        self.view_spec()
+        self._set_views(n_views, crop_scale, seed, views, minimum=2)
 
     def queries_per_image(self, target) -> int:
         return self.n_views

@@ -48,14 +48,8 @@ class SSLMemAlignment(ViewAttack):
     def __init__(self, n_views: int = 8, crop_scale: tuple[float, float] = (0.08, 1.0),
                  images_per_batch: int = 128, seed: int = 0,
                  views: str | dict | ViewSpec | None = None) -> None:
-        if n_views < 2:
-            raise ValueError(f"sslmem needs at least 2 views, got {n_views}")
-        self.n_views = n_views
-        self.crop_scale = crop_scale
         self.images_per_batch = images_per_batch
-        self.seed = seed
-        self.views = views
-        self.view_spec()
+        self._set_views(n_views, crop_scale, seed, views, minimum=2)
 
     def queries_per_image(self, target) -> int:
         return self.n_views
