@@ -174,3 +174,61 @@ def test_bad_views_give_one_line_and_exit_2_before_any_work(folders, command):
     assert code == 2, err
     assert err.strip() == "error: views: crop-scale must be LO:HI, got '0.5'"
     assert not out.exists()  # nothing trained, nothing written
+
+
+def test_dry_run_prints_the_plan_and_queries_nothing(folders):
+    from cli_runner import run_cli
+
+    root = folders["root"]
+    out = root / "dry"
+    code, stdout, stderr = run_cli(
+        "audit", "encoder", "--model", str(root / "user.pt"), "--members", str(root / "members"),
+        "--nonmembers", str(root / "nonmembers"), "--num-parts", "16", "--out", str(out),
+        "--dry-run")
+    assert code == 0, stderr
+    # all: partcrop 17, encodermi 10 (shared by 3), lpla 3 views, consistency 4, clean 1
+    assert "60 images x 35 queries per image = 2100 queries" in stdout
+    assert "without sharing" in stdout and "estimated query time" in stdout
+    assert "encodermi-vector, encodermi-set, encodermi-threshold" in stdout
+    assert "dry run: nothing was trained or queried" in stdout
+    assert not (out / "report.json").exists()
+
+
+def test_a_yaml_spec_runs_the_same_audit_as_the_options(folders, tmp_path):
+    from cli_runner import run_cli
+
+    root = folders["root"]
+    common = {"model": str(root / "user.pt"), "members": str(root / "members"),
+              "nonmembers": str(root / "nonmembers"), "attacks": "lpla-p2,encodermi-threshold",
+              "seed": 2}
+    code, _, err = run_cli("audit", "encoder", "--model", common["model"], "--members",
+                           common["members"], "--nonmembers", common["nonmembers"],
+                           "--attacks", common["attacks"], "--seed", "2",
+                           "--out", str(tmp_path / "flags"))
+    assert code == 0, err
+    spec = tmp_path / "audit.yaml"
+    spec.write_text("".join(f"{k}: {v}\n" for k, v in {**common,
+                                                        "out": str(tmp_path / "yaml")}.items()))
+    code, _, err = run_cli("audit", "run", str(spec))
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("flags", "yaml"))
+    assert [r["metrics"] for r in a["results"]] == [r["metrics"] for r in b["results"]]
+    assert b["context"]["spec"]["attacks"] == common["attacks"]
+    assert b["context"]["query_plan"]["total_queries"] == b["context"]["total_queries"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("model: m.pt\nmembers: a\nnonmembers: b\nout: o\nattaks: all\n", "unknown option(s) attaks"),
+    ("model: m.pt\nmembers: a\n", "missing nonmembers, out"),
+    ("model: m.pt\nmembers: a\nnonmembers: b\nout: o\nknowledge: magic\n", "--knowledge"),
+    ("model: m.pt\nmembers: a\nnonmembers: b\nout: o\nworkers: 0\n", "--workers"),
+    ("[1, 2", "not valid YAML"),
+])
+def test_bad_yaml_specs_give_one_line_and_exit_2(tmp_path, text, message):
+    from cli_runner import run_cli
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    code, _, err = run_cli("audit", "run", str(spec))
+    assert code == 2, err
+    assert message in err and "Traceback" not in err

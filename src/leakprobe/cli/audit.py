@@ -18,6 +18,7 @@ from leakprobe.cli.options import (
     NViews,
     Permutations,
     QueryBatchSize,
+    QueryPrecision,
     Repeats,
     ReportOut,
     Seed,
@@ -26,11 +27,11 @@ from leakprobe.cli.options import (
     use_threads,
 )
 from leakprobe.cli.output import print_summary
-from leakprobe.errors import LeakprobeError
 from leakprobe.targets.families import FAMILIES
 
 app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
 REFERENCE_PANEL = "Reference encoders (--knowledge reference)"
+SCALE_PANEL = "Scale and resuming"
 
 
 @app.command("encoder")
@@ -105,7 +106,23 @@ def audit_encoder_cmd(
     views: Views = None,
     utility_data: Annotated[str | None, typer.Option(
         help="Labelled data for k-NN/linear-probe utility.")] = None,
-    batch_size: QueryBatchSize = 256,
+    batch_size: QueryBatchSize = "auto",
+    query_precision: QueryPrecision = "auto",
+    workers: Annotated[int, typer.Option(
+        rich_help_panel=SCALE_PANEL, min=1,
+        help="Ray workers that answer the query plan (one per GPU where there are GPUs, "
+             "CPU processes otherwise); the report equals a one-process run's.")] = 1,
+    ray_address: Annotated[str | None, typer.Option(
+        rich_help_panel=SCALE_PANEL,
+        help="An existing Ray cluster for --workers (auto, ray://HOST:10001); the images "
+             "must be readable at the same path on every node.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume", rich_help_panel=SCALE_PANEL,
+        help="Reuse the features a killed run left in OUT/query-cache.")] = True,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", rich_help_panel=SCALE_PANEL,
+        help="Check everything, print the query plan and a time estimate, query nothing.")
+    ] = False,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
@@ -113,112 +130,50 @@ def audit_encoder_cmd(
 ) -> None:
     """Audit an encoder with membership attacks; write report.json, report.html and plots."""
     use_threads(threads)
-    from leakprobe.data.images import concat as concat_sets
-    from leakprobe.data.loaders import load_dataset
-    from leakprobe.data.splits import check_shadow_disjoint, load_images
-    from leakprobe.evaluation.audit import check_audit_plan
-    from leakprobe.targets.families import load_target
-    from leakprobe.training.encoder import EncoderRecipe
-    from leakprobe.training.trainer import TrainConfig
-    from leakprobe.workflows.audit import (
-        audit_encoder,
-        build_attacks,
-        encoder_utility,
-        train_shadow,
-    )
-    from leakprobe.workflows.train import recorded_utility
+    from leakprobe.workflows.encoder_audit import EncoderAuditSpec
 
-    if knowledge == "reference" and attacks == "all":
-        attacks = "calibrated"  # fitted attacks need known samples; calibrated ones do not
-    build_attacks(attacks, seed, num_parts=num_parts, n_views=n_views, views=views)
-    if knowledge == "shadow" and not shadow_data:
-        raise LeakprobeError("--knowledge shadow needs --shadow-data")
-    if knowledge == "reference" and not (reference_data or reference_model):
-        raise LeakprobeError("--knowledge reference needs --reference-data (to train "
-                             "references) or --reference-model")
-    if knowledge != "reference" and (reference_data or reference_model or online):
-        raise LeakprobeError("--reference-data/--reference-model/--online need "
-                             "--knowledge reference")
-    if online and not reference_data:
-        raise LeakprobeError("--online trains references: it needs --reference-data")
-    config = TrainConfig(epochs=shadow_epochs, batch_size=batch_size, seed=seed,
-                         device=device, amp=amp)
-    target = load_target(model, family="encoder", arch=arch, image_size=image_size,
-                         device=device, batch_size=batch_size, checkpoint_key=checkpoint_key)
-    attack_objs = build_attacks(attacks, seed, target=target, num_parts=num_parts,
-                                n_views=n_views, views=views)  # partcrop needs tokens
-    size = target.input_size
-    mem = load_images(members, size, side="members")
-    non = load_images(nonmembers, size, side="nonmembers")
-    labelled = load_dataset(utility_data, size, seed) if utility_data else None
-    if labelled is not None and labelled.labels is None:
-        raise LeakprobeError(f"--utility-data {utility_data}: needs labelled images "
-                             "(class-per-folder or a labelled data spec)")
-    shadow_images = load_images(shadow_data, size) \
-        if knowledge == "shadow" and shadow_data is not None else None
-    population = load_images(reference_data, size) if reference_data else None
-    if population is not None:
-        from leakprobe.workflows.references import check_reference_data
+    spec = EncoderAuditSpec(
+        model=model, members=members, nonmembers=nonmembers, out=out, attacks=attacks,
+        arch=arch, checkpoint_key=checkpoint_key, image_size=image_size, knowledge=knowledge,
+        folds=folds, repeats=repeats, permutations=permutations, shadow_data=shadow_data,
+        shadow_arch=shadow_arch, shadow_method=shadow_method, shadow_epochs=shadow_epochs,
+        reference_data=reference_data, references=references,
+        reference_method=reference_method, reference_arch=reference_arch,
+        reference_epochs=reference_epochs, reference_model=tuple(reference_model or ()),
+        online=online, population_samples=population_samples, reference_dir=reference_dir,
+        reference_workers=reference_workers, num_parts=num_parts, n_views=n_views,
+        views=views, utility_data=utility_data, batch_size=batch_size,
+        query_precision=query_precision, seed=seed, device=device, amp=amp, workers=workers,
+        ray_address=ray_address, resume=resume, dry_run=dry_run)
+    _run_spec(spec)
 
-        check_reference_data(population, mem, non)
-    if knowledge == "reference" and population is None:
-        raise LeakprobeError("--reference-model alone: also give --reference-data (the "
-                             "population samples RMIA compares with), disjoint from the "
-                             "audit")
-    n_pop = min(population_samples, len(population)) if population is not None else 0
-    per_image = sum(a.queries_per_image(target) for a in attack_objs if a.needs_references)
-    # everything that can fail, before the shadow or references train and the target is
-    # queried (population queries: at most once per calibrated attack)
-    check_audit_plan(attack_objs, target, mem, non, knowledge, folds, repeats,
-                     extra_queries=(len(labelled) if labelled is not None else 0)
-                     + n_pop * per_image, extra_what="utility and population-sample")
-    shadow = None
-    context: dict = {"model": model}
-    if shadow_images is not None:
-        check_shadow_disjoint(shadow_images, mem, non)
-        shadow = train_shadow(shadow_images, EncoderRecipe(shadow_method, shadow_arch), config,
-                              seed)
-        context["precision"] = {"queries": "fp32",
-                                "shadow_training": config.extra.get("precision")}
-        context["shadow"] = {"data": shadow_images.source, "method": shadow_method,
-                             "arch": shadow_arch, "epochs": shadow_epochs,
-                             "members": len(shadow[1]), "nonmembers": len(shadow[2]),
-                             "split_seed": seed}
-    refs = None
-    if knowledge == "reference" and population is not None:
-        from leakprobe.workflows.references import (
-            load_references,
-            merge_references,
-            recipe_match,
-            train_references,
-        )
 
-        trained = None
-        count = references if references is not None else (0 if reference_model else 4)
-        if count == 0 and not reference_model:
-            raise LeakprobeError("--references 0 without --reference-model: no references")
-        if count:
-            ref_config = TrainConfig(epochs=reference_epochs, batch_size=batch_size, seed=seed,
-                                     device=device, amp=amp)
-            trained = train_references(
-                population, count=count,
-                recipe=EncoderRecipe(reference_method, reference_arch), config=ref_config,
-                out_dir=reference_dir or out / "references", seed=seed,
-                candidates=concat_sets([mem, non]) if online else None,
-                n_population=population_samples, workers=reference_workers, device=device)
-            trained.description["matches_target_recipe"] = recipe_match(
-                model, trained.description)
-        given = load_references(list(reference_model), population, device=device,
-                                n_population=population_samples, seed=seed,
-                                image_size=size) if reference_model else None
-        refs = merge_references(trained, given)
-    utility = encoder_utility(target, labelled, seed) if labelled is not None \
-        else recorded_utility(model)
-    report = audit_encoder(target, mem, non, attacks=attack_objs, knowledge=knowledge,
-                           folds=folds, repeats=repeats, permutations=permutations, seed=seed,
-                           out_dir=out, context=context, utility=utility, shadow=shadow,
-                           references=refs)
-    print_summary(report, out)
+def _run_spec(spec) -> None:
+    from leakprobe.workflows.encoder_audit import run_encoder_audit
+
+    try:
+        report = run_encoder_audit(spec)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if isinstance(report, dict):
+        print_summary(report, spec.out)
+
+
+@app.command("run")
+def audit_run_cmd(
+    spec_file: Annotated[Path, typer.Argument(
+        metavar="SPEC.yaml", help="An audit spec: the options of 'audit encoder' as YAML "
+                                  "keys (model, members, nonmembers, out, attacks, ...).")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check everything, print the query plan, query nothing.")] = False,
+    threads: Threads = "auto",
+) -> None:
+    """Run an encoder audit described by a YAML spec (same keys as the options)."""
+    use_threads(threads)
+    from leakprobe.workflows.encoder_audit import EncoderAuditSpec
+
+    spec = EncoderAuditSpec.from_yaml(spec_file)
+    _run_spec(spec.replace(dry_run=True) if dry_run else spec)
 
 
 @app.command("image2image")

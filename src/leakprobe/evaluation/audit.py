@@ -35,6 +35,7 @@ from leakprobe.evaluation.permutation import (
     permuted_labels,
     resolve_permutations,
 )
+from leakprobe.evaluation.plan import FeatureCache, PlanRunner, QueryPlan, build_plan
 from leakprobe.evaluation.results import AttackResult, FitTask
 from leakprobe.progress import log, task
 from leakprobe.threads import single_threaded
@@ -69,18 +70,20 @@ def check_audit_sets(members: ImageSet, nonmembers: ImageSet, min_per_side: int 
 def audit_queries(attacks: list, target, n_images: int) -> tuple[int, str]:
     """Queries ``attacks`` will send ``target`` for ``n_images`` audited images, explained.
 
-    Every attack queries each audited image ``queries_per_image(target)`` times under both
-    knowledge settings (a shadow target is another model and is not counted).
+    Counted from the audit's query plan (:func:`leakprobe.evaluation.plan.build_plan`): a
+    request several attacks share (EncoderMI's three variants' views, the clean image) counts
+    once. A shadow target is another model and is not counted.
     """
-    per = {a.name: int(a.queries_per_image(target)) for a in attacks}
-    paying = ", ".join(f"{name} {q}" for name, q in per.items() if q)
-    total = sum(per.values()) * n_images
-    how = f"{n_images} images x {sum(per.values())} per image: {paying or 'none'}"
-    extra = sum(int(a.extra_queries(target)) for a in attacks)
+    plan = build_plan(attacks, target, n_images)
+    how = f"{n_images} images x {plan.queries_per_image} per image"
+    parts = [f"{r.request.describe()} {r.request.queries_per_image()} "
+             f"({', '.join(r.attacks)})" for r in plan.requests]
+    parts += [f"{name} {per}" for name, (per, _) in plan.unplanned.items() if per]
+    how += f": {'; '.join(parts) or 'none'}"
+    extra = sum(extra for _, extra in plan.unplanned.values())
     if extra:
-        total += extra
         how += f"; + {extra} population-sample queries of calibrated attacks (at most)"
-    return total, how
+    return plan.total_queries, how
 
 
 def check_audit_plan(
@@ -232,6 +235,7 @@ def crossfit(
     seed: int = 0,
     repeats: int = DEFAULT_REPEATS,
     permutations: int = 0,
+    runner: AuditQueries | None = None,
 ) -> AttackResult:
     """Out-of-fold scores of ``attack`` on every member and non-member (known-subset).
 
@@ -241,10 +245,14 @@ def crossfit(
     With ``permutations`` B > 0 the whole cross-fitted scoring is redone on the same
     features for B seeded label permutations (:mod:`leakprobe.evaluation.permutation`); the
     result carries their AUCs (``null_aucs``) for the p-value and the interval.
+    ``runner`` (the audit's shared query plan on ``target`` in the order seeded by ``seed``)
+    gives the features when present.
     """
     samples, is_member, ids = _stack(members, nonmembers)
     q0, t0 = _queries(target), time.time()
-    feats = shuffled_features(attack, target, samples, seed)
+    feats = shuffled_features(attack, target, samples, seed) if runner is None \
+        else runner.features_in_input_order(attack)
+    queries = _queries(target) - q0 if runner is None else runner.queries_of(attack)
     first_folds = stratified_folds(is_member, folds, seed)
     permuted = permuted_labels(is_member, permutations, seed)
     if not attack.needs_fit:
@@ -257,7 +265,7 @@ def crossfit(
         null = np.array([auc(all_scores[i], labels[i]) for i in range(1, len(labels))])
     return AttackResult(
         attack.name, _params(attack), scores, is_member, ids,
-        first_folds if attack.needs_fit else None, _queries(target) - q0, time.time() - t0,
+        first_folds if attack.needs_fit else None, queries, time.time() - t0,
         null_aucs=null, refitted=bool(attack.needs_fit),
     )
 
@@ -272,6 +280,8 @@ def shadow_fit_score(
     nonmembers: ImageSet,
     permutations: int = 0,
     seed: int = 0,
+    runner: AuditQueries | None = None,
+    shadow_runner: AuditQueries | None = None,
 ) -> AttackResult:
     """Fit on a shadow target's known samples, score every sample of the real target.
 
@@ -282,18 +292,85 @@ def shadow_fit_score(
     fitted = attack.clone()
     if fitted.needs_fit:
         s_samples, s_member, _ = _stack(shadow_members, shadow_nonmembers)
-        s_feats = shuffled_features(fitted, shadow_target, s_samples, 0)
+        s_feats = shuffled_features(fitted, shadow_target, s_samples, 0) \
+            if shadow_runner is None else shadow_runner.features_in_input_order(attack)
         with single_threaded(), task(f"{attack.name}: fitting on the shadow", 1, "fits") as b:
             fitted.fit_features(s_feats, s_member)
             b.advance()
     samples, is_member, ids = _stack(members, nonmembers)
     q0 = _queries(target)
-    scores = fitted.score_features(shuffled_features(fitted, target, samples, 0))
+    feats = shuffled_features(fitted, target, samples, 0) if runner is None \
+        else runner.features_in_input_order(attack)
+    queries = _queries(target) - q0 if runner is None else runner.queries_of(attack)
+    scores = fitted.score_features(feats)
     null = null_aucs_of_fixed_scores(scores, permuted_labels(is_member, permutations, seed))
     return AttackResult(
         attack.name, _params(attack), scores, is_member, ids, None,
-        _queries(target) - q0, time.time() - t0, null_aucs=null, refitted=False,
+        queries, time.time() - t0, null_aucs=null, refitted=False,
     )
+
+
+class AuditInterrupted(Exception):
+    """Ctrl-C during an audit: the results of the attacks that finished, to be reported."""
+
+    def __init__(self, results: list[AttackResult], unfinished: list[str]) -> None:
+        super().__init__(f"interrupted; unfinished: {', '.join(unfinished)}")
+        self.results = results
+        self.unfinished = unfinished
+
+
+class AuditQueries:
+    """The shared query plan of an audit on one target, in one seeded query order.
+
+    Members and non-members are stacked and put in the order seeded by ``order`` (as
+    :func:`shuffled_features` does for one attack); every attack's features come from one
+    :class:`~leakprobe.evaluation.plan.PlanRunner`, so a request several attacks share is paid
+    once, and are returned in input order.
+    """
+
+    def __init__(self, attacks: list, target, members: ImageSet, nonmembers: ImageSet, *,
+                 order: int, cache: FeatureCache | None = None, workers=None) -> None:
+        samples, _, ids = _stack(members, nonmembers)
+        self.perm = torch.randperm(len(samples), generator=torch.Generator().manual_seed(order))
+        ordered = samples.subset(self.perm)
+        self.samples = ordered
+        self.attacks = attacks
+        self.runner = PlanRunner(attacks, target, ordered.pixels, ids=ordered.ids, order=order,
+                                 cache=cache, workers=workers)
+        self.n = len(ids)
+
+    @property
+    def plan(self) -> QueryPlan:
+        return self.runner.plan
+
+    def features_in_input_order(self, attack) -> np.ndarray:
+        if attack.sample_kind == "pairs":  # the ImageSet, not only its pixels
+            total = attack.queries_per_image(self.runner.target) * self.n
+            with task(f"{attack.name}: querying", total or None, unit="queries"):
+                feats = attack.features(self.runner.target, self.samples)
+        else:
+            feats = self.runner.features(attack)
+        out = np.empty_like(feats)
+        out[self.perm.numpy()] = feats
+        return out
+
+    def queries_of(self, attack) -> int:
+        """What the attack's features cost on their own (shared requests counted in full)."""
+        per = self.plan.per_attack.get(attack.name, 0)
+        return int(per * self.n + self.plan.unplanned.get(attack.name, (0, 0))[1])
+
+
+def execution_order(attacks: list, plan: QueryPlan) -> list[int]:
+    """Attack indices, cheapest request group first (the blind floor and the clean image's
+    readers report within minutes; Ctrl-C then keeps the most results)."""
+    cost: dict[str, float] = {}
+    size = plan.input_size or 1
+    for r in plan.requests:
+        for name in r.attacks:
+            cost[name] = max(cost.get(name, 0.0), r.request.relative_cost(size))
+    for name, (per, _) in plan.unplanned.items():
+        cost[name] = float(per)
+    return sorted(range(len(attacks)), key=lambda i: cost.get(attacks[i].name, 0.0))
 
 
 def run_audit(
@@ -307,8 +384,14 @@ def run_audit(
     shadow: tuple[Target, ImageSet, ImageSet] | None = None,
     repeats: int = DEFAULT_REPEATS,
     permutations: int | None = 0,
+    cache: FeatureCache | None = None,
+    workers=None,
 ) -> list[AttackResult]:
     """Run every attack under one knowledge setting; one :class:`AttackResult` each.
+
+    Every attack's queries come from one query plan (:mod:`leakprobe.evaluation.plan`): a
+    request that several attacks share is paid once. Attacks run cheapest first; results come
+    back in the order of ``attacks``.
 
     Args:
         attacks: attack objects (unfitted).
@@ -316,10 +399,15 @@ def run_audit(
         members, non-members: the evaluation samples (checked: >= 20 each, disjoint).
         knowledge: ``known-subset``, ``shadow`` or ``reference``.
         folds: cross-fitting folds (known-subset; the blind floor always).
-        seed: fold assignment.
+        seed: fold assignment and query order.
         repeats: cross-fitting repetitions averaged per sample (known-subset).
         shadow: ``(shadow_target, shadow_members, shadow_nonmembers)`` for ``shadow``.
         permutations: label permutations of the test of "no leakage" (0: none).
+        cache: keeps each attack's features on disk (a rerun resumes).
+        workers: answers the plan's streamed requests on several processes
+            (:class:`leakprobe.evaluation.workers.RayWorkers`).
+    Raises:
+        AuditInterrupted: on Ctrl-C, with the results of the attacks that finished.
     """
     check_audit_plan(attacks, target, members, nonmembers, knowledge, folds, repeats)
     unprepared = [a.name for a in attacks if a.needs_references and not a.prepared]
@@ -328,21 +416,56 @@ def run_audit(
     permutations = resolve_permutations(permutations)
     if knowledge == "shadow" and shadow is None:
         raise LeakprobeError("knowledge 'shadow' needs a shadow target and its split")
-    results = []
-    for attack in attacks:
-        log(f"attack {attack.name} ...")
-        if knowledge in ("known-subset", "reference") or not attack.needs_fit \
-                or attack.model_free:
-            res = crossfit(attack, target, members, nonmembers, folds, seed, repeats,
-                           permutations)
-        else:
-            if shadow is None:  # knowledge is "shadow" here, checked above
-                raise LeakprobeError("knowledge 'shadow' needs a shadow target and its split")
-            res = shadow_fit_score(attack, shadow[0], shadow[1], shadow[2], target, members,
-                                   nonmembers, permutations, seed)
-        log(f"attack {res.attack}: {res.queries} queries, {res.seconds:.1f}s")
-        results.append(res)
-    return results
+
+    def crossfitted(a) -> bool:
+        return knowledge in ("known-subset", "reference") or not a.needs_fit or a.model_free
+
+    # one plan per (target, query order): cross-fitted attacks query in the order seeded by
+    # ``seed``, shadow-fitted ones in order 0 (as each did on its own)
+    on_target = [a for a in attacks if crossfitted(a)]
+    fitted_on_shadow = [a for a in attacks if not crossfitted(a)]
+    runners: dict[int, AuditQueries] = {}
+    if seed == 0 or not fitted_on_shadow:
+        runners[seed] = AuditQueries(attacks if seed == 0 else on_target, target, members,
+                                     nonmembers, order=seed, cache=cache, workers=workers)
+    else:
+        runners[seed] = AuditQueries(on_target, target, members, nonmembers, order=seed,
+                                     cache=cache, workers=workers)
+        runners[0] = AuditQueries(fitted_on_shadow, target, members, nonmembers, order=0,
+                                  cache=cache, workers=workers)
+    shadow_runner = None
+    if shadow is not None and fitted_on_shadow:
+        shadow_runner = AuditQueries(fitted_on_shadow, shadow[0], shadow[1], shadow[2],
+                                     order=0, cache=None)
+    results: dict[int, AttackResult] = {}
+    order = execution_order(attacks, runners[seed].plan)
+    try:
+        for i in order:
+            attack = attacks[i]
+            log(f"attack {attack.name} ...")
+            if crossfitted(attack):
+                res = crossfit(attack, target, members, nonmembers, folds, seed, repeats,
+                               permutations, runner=runners[seed])
+            else:
+                if shadow is None:  # knowledge is "shadow" here, checked above
+                    raise LeakprobeError("knowledge 'shadow' needs a shadow target and its "
+                                         "split")
+                res = shadow_fit_score(attack, shadow[0], shadow[1], shadow[2], target,
+                                       members, nonmembers, permutations, seed,
+                                       runner=runners.get(0, runners[seed]),
+                                       shadow_runner=shadow_runner)
+            log(f"attack {res.attack}: {res.queries} queries, {res.seconds:.1f}s")
+            results[i] = res
+    except KeyboardInterrupt as e:
+        done = [results[i] for i in range(len(attacks)) if i in results]
+        raise AuditInterrupted(done, [a.name for j, a in enumerate(attacks)
+                                      if j not in results]) from e
+    return [results[i] for i in range(len(attacks))]
+
+
+def audit_plan(attacks: list, target, n_images: int) -> QueryPlan:
+    """The audit's query plan (what ``--dry-run`` prints)."""
+    return build_plan(attacks, target, n_images)
 
 
 def _queries(target) -> int:

@@ -5,6 +5,7 @@ The CLI's ``audit encoder`` and ``demo`` are thin wrappers over :func:`audit_enc
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from collections.abc import Callable
@@ -19,8 +20,9 @@ from leakprobe.attacks.registry import FAMILIES, create_attack, expand_attacks, 
 from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import make_split
 from leakprobe.errors import LeakprobeError
-from leakprobe.evaluation.audit import DEFAULT_REPEATS, run_audit
+from leakprobe.evaluation.audit import DEFAULT_REPEATS, AuditInterrupted, run_audit
 from leakprobe.evaluation.permutation import resolve_permutations
+from leakprobe.evaluation.plan import FeatureCache, build_plan, time_probe
 from leakprobe.evaluation.utility import knn_accuracy, linear_probe
 from leakprobe.preflight import check_out_dir
 from leakprobe.progress import log
@@ -34,6 +36,9 @@ from leakprobe.training.trainer import TrainConfig
 if TYPE_CHECKING:
     from leakprobe.evaluation.references import ReferenceModels
     from leakprobe.targets.protocols import Captioner, Encoder, ImageToImage, Target
+
+QUERY_CACHE = "query-cache"  # OUT/query-cache: each attack's features, kept for resuming
+
 
 def build_attacks(names: str | list[str], seed: int = 0, target=None, **options) -> list:
     """Attack objects for ``names`` (aliases expanded) plus the blind attack, seeded.
@@ -104,6 +109,8 @@ def audit_encoder(
     utility: dict | None = None,
     shadow: tuple[Encoder, ImageSet, ImageSet] | None = None,
     references: ReferenceModels | None = None,
+    resume: bool = True,
+    workers=None,
     **attack_options,
 ) -> dict:
     """Audit an encoder for membership leakage and (optionally) write the report folder.
@@ -130,6 +137,10 @@ def audit_encoder(
         references: the reference encoders for ``reference``
             (:func:`leakprobe.workflows.references.train_references` or
             :func:`~leakprobe.workflows.references.load_references`).
+        resume: keep each attack's features in ``OUT/query-cache`` and reuse them (a
+            killed audit rerun pays no query twice).
+        workers: a :class:`~leakprobe.evaluation.workers.RayWorkers` that answers the query
+            plan on several processes or machines (None: this process).
         attack_options: ``num_parts`` (PartCrop), ``n_views`` (EncoderMI) and ``views``
             (the view recipe of EncoderMI, LpLA and baseline-consistency: a preset such as
             ``"byol"``, ``"simclr,crop-scale=0.2:1"`` or a dict; see :mod:`leakprobe.views`).
@@ -163,7 +174,8 @@ def audit_encoder(
     return run_and_report("encoder-membership", target, members, nonmembers,
                           attacks=attack_objs, knowledge=knowledge, folds=folds,
                           repeats=repeats, permutations=permutations, seed=seed,
-                          out_dir=out_dir, context=ctx, utility=utility, shadow=shadow)
+                          out_dir=out_dir, context=ctx, utility=utility, shadow=shadow,
+                          resume=resume, workers=workers)
 
 
 def views_context(attack_objs: list) -> dict:
@@ -195,20 +207,38 @@ def run_and_report(
     context: dict | None = None,
     utility: dict | None = None,
     shadow: tuple[Target, ImageSet, ImageSet] | None = None,
+    resume: bool = True,
+    workers=None,
 ) -> dict:
     """Run attack objects under the audit protocol, build the report and (optionally) write it.
 
     The arguments are those of :func:`audit_encoder` (``attacks``: attack objects only),
     after ``kind``, the report's kind, which also says what ``target`` must answer.
+    The query plan is logged before the first query. With ``out_dir`` and ``resume`` each
+    attack's features are kept in ``OUT/query-cache`` as they complete, so the same call
+    after a kill pays no query twice. Ctrl-C writes the report of the finished attacks
+    (``context.interrupted``) and re-raises ``KeyboardInterrupt``.
     """
     check_out_dir(out_dir, "out_dir")  # before the first query, not when the report is written
     check_target(target, kind)
     t0 = time.time()
     permutations = resolve_permutations(permutations)
-    results = run_audit(attacks, target, members, nonmembers, knowledge=knowledge,
-                        folds=folds, seed=seed, shadow=shadow, repeats=repeats,
-                        permutations=permutations)
-    for attack, result in zip(attacks, results, strict=True):  # e.g. partcrop-pooled
+    n_images = len(members) + len(nonmembers)
+    plan = build_plan(attacks, target, n_images)
+    for line in plan.lines(time_probe(target)):
+        log(line)
+    cache = feature_cache(target, out_dir, context) if resume else None
+    interrupted: AuditInterrupted | None = None
+    try:
+        results = run_audit(attacks, target, members, nonmembers, knowledge=knowledge,
+                            folds=folds, seed=seed, shadow=shadow, repeats=repeats,
+                            permutations=permutations, cache=cache, workers=workers)
+        done = list(attacks)
+    except AuditInterrupted as e:  # Ctrl-C: report what finished, then stop
+        interrupted = e
+        results = e.results
+        done = [a for a in attacks if a.name in {r.attack for r in results}]
+    for attack, result in zip(done, results, strict=True):  # e.g. partcrop-pooled
         result.notes.extend(attack.report_notes(target))
     ctx = {
         "target": getattr(target, "name", type(target).__name__),
@@ -218,21 +248,70 @@ def run_and_report(
         "crossfit_repeats": repeats if knowledge == "known-subset" else None,
         "permutations": int(permutations),
         "queries_per_image": {a.name: a.queries_per_image(target) for a in attacks},
-        "total_queries": int(sum(r.queries for r in results)),
+        "total_queries": plan.total_queries,
+        "query_plan": plan.to_dict(),
         "wall_seconds": round(time.time() - t0, 2),
         "device": str(getattr(target, "device", "")),
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),  # queries; scorer fits always run on one
         "scorer_threads": 1,
-        "precision": {"queries": "fp32"},
+        "precision": {"queries": str(getattr(target, "query_precision", "fp32"))},
         **(context or {}),
     }
+    if workers is not None:
+        ctx["query_workers"] = workers.describe()
+    if cache is not None:
+        ctx["resumed_features"] = cache.hits
+    if interrupted is not None:
+        ctx["interrupted"] = True
+        ctx["unfinished_attacks"] = interrupted.unfinished
     if utility:
         ctx["utility"] = utility
     report = build_membership_report(kind, knowledge, seed, results, context=ctx)
     if out_dir is not None:
         write_report(report, out_dir)
+    if interrupted is not None:
+        where = f"; report of the finished attacks in {out_dir}" if out_dir is not None else ""
+        log(f"interrupted: {len(results)} of {len(attacks)} attacks finished{where}; the same "
+            "command resumes from the query cache")
+        raise KeyboardInterrupt from interrupted
     return report
+
+
+def target_fingerprint(target) -> str | None:
+    """What identifies the model a target answers with, for the query cache (None: unknown).
+
+    A local torch module: the SHA-256 of its parameters and buffers. An HTTP target: its URL
+    and what ``/v1/info`` said. Anything else is not cached (a rerun queries again).
+    """
+    module = getattr(target, "module", None)
+    if isinstance(module, torch.nn.Module):
+        h = hashlib.sha256()
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                     if tensor.numel() else b"")
+        return h.hexdigest()
+    url = getattr(target, "url", None)
+    if isinstance(url, str):
+        return f"{url} {getattr(target, 'info', '')}"
+    return None
+
+
+def feature_cache(target, out_dir: str | Path | None, context: dict | None
+                  ) -> FeatureCache | None:
+    """The audit's query cache in ``OUT/query-cache`` (None: no folder or unknown model)."""
+    if out_dir is None:
+        return None
+    fingerprint = target_fingerprint(target)
+    if fingerprint is None:
+        log("query cache off: the target's model cannot be fingerprinted (a rerun queries "
+            "again)")
+        return None
+    identity = {"model": fingerprint, "input_size": int(getattr(target, "input_size", 0)),
+                "precision": str(getattr(target, "query_precision", "fp32")),
+                "name": str(getattr(target, "name", ""))}
+    return FeatureCache(Path(out_dir) / QUERY_CACHE, identity)
 
 
 # kind -> (the method an audit queries, what the target must be, the loader that makes one)

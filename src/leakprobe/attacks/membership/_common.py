@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from leakprobe.data.stream import Images, image_batches
 from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.plan import Answer, Request, ViewQuery, planned_features
 from leakprobe.threads import single_threaded
 from leakprobe.views import ViewSpec, attack_views
 
@@ -125,6 +126,24 @@ class MembershipAttack:
         """
         raise NotImplementedError
 
+    def query_requests(self, target) -> tuple[Request, ...] | None:
+        """What the attack asks of the target for every image, as shareable requests
+        (:mod:`leakprobe.evaluation.plan`); None: it queries on its own in :meth:`features`.
+
+        An attack that declares requests implements :meth:`chunk_features` (and may override
+        :meth:`finish_features`); its :meth:`features` is then the one-attack plan. Raising
+        here refuses the target before any query.
+        """
+        return None
+
+    def chunk_features(self, answer: Answer) -> torch.Tensor:
+        """(b, F) features of one chunk of the shared answers to :meth:`query_requests`."""
+        raise NotImplementedError
+
+    def finish_features(self, features: np.ndarray) -> np.ndarray:
+        """The joined (N, F) chunk features, finished (checked; sorted or pooled)."""
+        return check_features(features, self.name)
+
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> MembershipAttack:
         return self
 
@@ -193,6 +212,18 @@ class ViewAttack(MembershipAttack):
     def view_spec(self) -> ViewSpec:
         """The resolved view recipe the attack draws from."""
         return attack_views(self.views, self.crop_scale)
+
+    def view_request(self, n_views: int | None = None) -> ViewQuery:
+        """The request for ``n_views`` (default: ``self.n_views``) of the attack's views,
+        drawn ``images_per_batch`` images at a time from one generator seeded ``seed``."""
+        return ViewQuery.of(self.view_spec(), self.n_views if n_views is None else n_views,
+                            self.seed, int(getattr(self, "images_per_batch", 128)))
+
+    def features(self, target, images: Images) -> np.ndarray:
+        """The one-attack plan of :meth:`query_requests` (the shared path of an audit)."""
+        if self.query_requests(target) is None:
+            raise NotImplementedError
+        return planned_features(self, target, images)
 
     def embedded_views(self, target, images: Images, batch: int) -> Iterator[torch.Tensor]:
         """(b, n_views, D) embeddings of ``n_views`` augmented views per image, ``batch``

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leakprobe.attacks.membership._common import MembershipAttack, ViewAttack, check_features
+from leakprobe.attacks.membership._common import MembershipAttack, ViewAttack
 from leakprobe.attacks.registry import register_attack
-from leakprobe.data.stream import Images, image_batches
+from leakprobe.data.stream import Images
+from leakprobe.evaluation.plan import Answer, CleanQuery, Request, planned_features
 from leakprobe.views import ViewSpec
 
 
@@ -33,10 +34,15 @@ class EmbeddingNorm(MembershipAttack):
     def queries_per_image(self, target) -> int:
         return 1
 
+    def query_requests(self, target) -> tuple[Request, ...]:
+        return (CleanQuery(),)
+
+    def chunk_features(self, answer: Answer) -> torch.Tensor:
+        assert answer.clean is not None
+        return answer.clean.double().norm(dim=1, keepdim=True)
+
     def features(self, target, images: Images) -> np.ndarray:
-        norms = [target.embed(chunk).double().norm(dim=1, keepdim=True)
-                 for chunk in image_batches(images, self.images_per_batch, target.input_size)]
-        return check_features(torch.cat(norms).numpy(), self.name)
+        return planned_features(self, target, images)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         return features[:, 0]
@@ -70,17 +76,14 @@ class AugmentationConsistency(ViewAttack):
     def queries_per_image(self, target) -> int:
         return self.n_views + 1
 
-    def features(self, target, images: Images) -> np.ndarray:
-        g = torch.Generator().manual_seed(self.seed)
-        aug = self.view_spec().augmentation(target.input_size)
-        out = []
-        for chunk in image_batches(images, self.images_per_batch, target.input_size):
-            views = torch.cat([chunk[:, None], aug(chunk, g, self.n_views)], dim=1)
-            b, n = views.shape[:2]
-            emb = target.embed(views.reshape(b * n, *views.shape[2:])).view(b, n, -1)
-            sims = F.cosine_similarity(emb[:, :1], emb[:, 1:], dim=-1).mean(1, keepdim=True)
-            out.append(sims)
-        return check_features(torch.cat(out).double().numpy(), self.name)
+    def query_requests(self, target) -> tuple[Request, ...]:
+        """The clean image and ``n_views`` views (each shared where another attack asks)."""
+        return (CleanQuery(), self.view_request())
+
+    def chunk_features(self, answer: Answer) -> torch.Tensor:
+        assert answer.clean is not None and answer.views is not None
+        sims = F.cosine_similarity(answer.clean[:, None], answer.views, dim=-1)
+        return sims.mean(1, keepdim=True)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         return features[:, 0]

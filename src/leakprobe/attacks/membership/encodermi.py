@@ -30,7 +30,7 @@ from leakprobe.attacks.membership._common import (
     pairwise_cosines,
 )
 from leakprobe.attacks.registry import register_attack
-from leakprobe.data.stream import Images
+from leakprobe.evaluation.plan import Answer, Request
 from leakprobe.views import ViewSpec
 
 VARIANTS = ("vector", "set", "threshold")
@@ -90,10 +90,16 @@ class EncoderMI(ViewAttack):
     def queries_per_image(self, target) -> int:
         return self.n_views
 
-    def features(self, target, images: Images) -> np.ndarray:
-        out = [pairwise_cosines(emb)
-               for emb in self.embedded_views(target, images, self.images_per_batch)]
-        sims = torch.cat(out).double().numpy()
+    def query_requests(self, target) -> tuple[Request, ...]:
+        """``n_views`` views: the three variants ask the same request and share its answers."""
+        return (self.view_request(),)
+
+    def chunk_features(self, answer: Answer) -> torch.Tensor:
+        assert answer.views is not None
+        return pairwise_cosines(answer.views)
+
+    def finish_features(self, features: np.ndarray) -> np.ndarray:
+        sims = features
         if self.variant == "vector":
             sims = -np.sort(-sims, axis=1)
         elif self.variant == "threshold":

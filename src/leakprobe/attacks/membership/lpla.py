@@ -16,9 +16,9 @@ import math
 import numpy as np
 import torch
 
-from leakprobe.attacks.membership._common import ViewAttack, check_features
+from leakprobe.attacks.membership._common import ViewAttack
 from leakprobe.attacks.registry import register_attack
-from leakprobe.data.stream import Images, image_batches
+from leakprobe.evaluation.plan import Answer, CleanQuery, Request
 from leakprobe.views import ViewSpec
 
 
@@ -83,21 +83,21 @@ class LpLA(ViewAttack):
     def queries_per_image(self, target) -> int:
         return self.n_views
 
-    def features(self, target, images: Images) -> np.ndarray:
-        p = parse_p(self.p)
-        g = torch.Generator().manual_seed(self.seed)
-        aug = self.view_spec().augmentation(target.input_size)
-        out = []
-        for chunk in image_batches(images, self.images_per_batch, target.input_size):
-            views = [chunk[:, None]]
-            if self.n_views > 1:
-                views.append(aug(chunk, g, self.n_views - 1))
-            views_t = torch.cat(views, dim=1)
-            b = views_t.shape[0]
-            emb = target.embed(views_t.reshape(b * self.n_views, *views_t.shape[2:]))
-            norms = torch.linalg.vector_norm(emb.double(), ord=p, dim=-1).view(b, self.n_views)
-            out.append(norms.mean(dim=1, keepdim=True))
-        return check_features(torch.cat(out).numpy(), self.name)
+    def query_requests(self, target) -> tuple[Request, ...]:
+        """The clean image (shared with every attack that embeds it) and ``n_views - 1``
+        views (the three norms share them)."""
+        parse_p(self.p)  # a bad p fails before any query
+        if self.n_views > 1:
+            return (CleanQuery(), self.view_request(self.n_views - 1))
+        return (CleanQuery(),)
+
+    def chunk_features(self, answer: Answer) -> torch.Tensor:
+        assert answer.clean is not None
+        emb = answer.clean[:, None]
+        if answer.views is not None:
+            emb = torch.cat([emb, answer.views], dim=1)
+        norms = torch.linalg.vector_norm(emb.double(), ord=parse_p(self.p), dim=-1)
+        return norms.mean(dim=1, keepdim=True)
 
     def fit_features(self, features: np.ndarray, is_member: np.ndarray) -> LpLA:
         s, y = features[:, 0], np.asarray(is_member, dtype=bool)

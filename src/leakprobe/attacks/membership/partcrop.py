@@ -55,24 +55,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leakprobe.attacks.membership._common import MembershipAttack, NeuralScorer, check_features
+from leakprobe.attacks.membership._common import MembershipAttack, NeuralScorer
 from leakprobe.attacks.registry import register_attack
-from leakprobe.augment import random_resized_crop
-from leakprobe.data.stream import Images, image_batches
+from leakprobe.data.stream import Images
 from leakprobe.errors import LeakprobeError
+from leakprobe.evaluation.plan import (
+    Answer,
+    CleanQuery,
+    PartQuery,
+    Request,
+    planned_features,
+)
+from leakprobe.evaluation.plan import (
+    sorted_gaussian_reference as sorted_gaussian_reference,  # re-exported (tests, docs)
+)
 
 # The paper's settings (reference code) and those of the ``partcrop-cosine`` variant.
 PAPER_SIMILARITY, PAPER_TEMPERATURE = "dot", 1.0
 COSINE_SIMILARITY, COSINE_TEMPERATURE = "cosine", 0.1
 POOLED = "partcrop-pooled"
-
-
-def sorted_gaussian_reference(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
-    """(n, length) distributions shaped like a Gaussian bell over positions."""
-    draws = torch.randn(n, length, generator=generator).sort(dim=1).values
-    mu, sd = draws.mean(1, keepdim=True), draws.std(1, keepdim=True)
-    dens = torch.exp(-((draws - mu) ** 2) / (2 * sd**2)) / (math.sqrt(2 * math.pi) * sd)
-    return dens / dens.sum(1, keepdim=True)
 
 
 def token_problem(target) -> str | None:
@@ -168,35 +169,24 @@ class PartCrop(MembershipAttack):
     def queries_per_image(self, target) -> int:
         return self.num_parts + 1
 
-    def _parts(self, chunk: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
-        low, high = self.crop_scale
-        return random_resized_crop(chunk, size, self.num_parts, (low, high),
-                                   flip_p=0.5, generator=g)
-
-    def _embed_parts(self, target, parts: torch.Tensor) -> torch.Tensor:
-        b, k = parts.shape[:2]
-        return target.embed(parts.reshape(b * k, *parts.shape[2:])).view(b, k, -1)
+    def query_requests(self, target) -> tuple[Request, ...]:
+        """The part crops and the whole image's tokens (refused here, before any query, on a
+        target without usable tokens)."""
+        problem = token_problem(target)
+        if problem is not None:
+            raise needs_tokens_error(self.name, problem)
+        return (PartQuery(self.num_parts, tuple(self.crop_scale), self.part_size, self.seed,
+                          self.images_per_batch, tokens=True),)
 
     def features(self, target, images: Images) -> np.ndarray:
-        problem = token_problem(target)
-        if problem is not None:  # before any query
-            raise needs_tokens_error(self.name, problem)
-        g = torch.Generator().manual_seed(self.seed)
-        size = self.part_size or max(target.input_size // 2, 1)
-        ref: torch.Tensor | None = None  # one reference for every image, drawn once
-        out = []
-        for chunk in image_batches(images, self.images_per_batch, target.input_size):
-            parts = self._parts(chunk, size, g)
-            tokens = target.tokens(chunk)  # before the parts: a bad target is refused early
-            if tokens is None:
-                raise needs_tokens_error(self.name, "the target exposes no tokens")
-            self._check_width(tokens, getattr(target, "embed_dim", 0))
-            part_emb = self._embed_parts(target, parts)
-            self._check_width(tokens, part_emb.shape[-1])
-            if ref is None:
-                ref = sorted_gaussian_reference(self.num_parts, tokens.shape[1], g)
-            out.append(self._kl_features(part_emb, tokens, ref))
-        return check_features(torch.cat(out).double().numpy(), self.name)
+        return planned_features(self, target, images)
+
+    def chunk_features(self, answer: Answer) -> torch.Tensor:
+        tokens, parts, ref = answer.tokens, answer.parts, answer.reference
+        if tokens is None or parts is None or ref is None:
+            raise needs_tokens_error(self.name, "the target exposes no tokens")
+        self._check_width(tokens, parts.shape[-1])
+        return self._kl_features(parts, tokens, ref)
 
     def _check_width(self, tokens: torch.Tensor, width: int | None) -> None:
         if width and tokens.shape[-1] != width:
@@ -258,16 +248,15 @@ class PartCropPooled(PartCrop):
     def name(self) -> str:
         return POOLED
 
-    def features(self, target, images: Images) -> np.ndarray:
-        g = torch.Generator().manual_seed(self.seed)
-        size = self.part_size or max(target.input_size // 2, 1)
-        out = []
-        for chunk in image_batches(images, self.images_per_batch, target.input_size):
-            part_emb = self._embed_parts(target, self._parts(chunk, size, g))
-            whole = target.embed(chunk)
-            feats = F.cosine_similarity(part_emb, whole[:, None], dim=-1)
-            out.append(feats.sort(dim=1, descending=True).values)
-        return check_features(torch.cat(out).double().numpy(), self.name)
+    def query_requests(self, target) -> tuple[Request, ...]:
+        """The part crops (no tokens) and the clean image (shared with other attacks)."""
+        return (PartQuery(self.num_parts, tuple(self.crop_scale), self.part_size, self.seed,
+                          self.images_per_batch, tokens=False), CleanQuery())
+
+    def chunk_features(self, answer: Answer) -> torch.Tensor:
+        assert answer.parts is not None and answer.clean is not None
+        feats = F.cosine_similarity(answer.parts, answer.clean[:, None], dim=-1)
+        return feats.sort(dim=1, descending=True).values
 
     def report_notes(self, target) -> list[str]:
         """What the report says about these features (the audit adds it to the result)."""

@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from leakprobe.attacks.membership._common import ViewAttack, check_features
+from leakprobe.attacks.membership._common import ViewAttack
 from leakprobe.attacks.registry import register_attack
-from leakprobe.data.stream import Images
+from leakprobe.evaluation.plan import Answer, Request
 from leakprobe.views import ViewSpec
 
 
@@ -54,15 +54,16 @@ class SSLMemAlignment(ViewAttack):
     def queries_per_image(self, target) -> int:
         return self.n_views
 
-    def features(self, target, images: Images) -> np.ndarray:
+    def query_requests(self, target) -> tuple[Request, ...]:
+        return (self.view_request(),)
+
+    def chunk_features(self, answer: Answer) -> torch.Tensor:
+        assert answer.views is not None
         iu = torch.triu_indices(self.n_views, self.n_views, offset=1)
-        out = []
-        for emb in self.embedded_views(target, images, self.images_per_batch):
-            e = emb.double()
-            dist = torch.cdist(e, e)[:, iu[0], iu[1]].mean(1, keepdim=True)
-            norm = e.norm(dim=-1).mean(1, keepdim=True).clamp_min(1e-12)
-            out.append(-dist / norm)
-        return check_features(torch.cat(out).numpy(), self.name)
+        e = answer.views.double()
+        dist = torch.cdist(e, e)[:, iu[0], iu[1]].mean(1, keepdim=True)
+        norm = e.norm(dim=-1).mean(1, keepdim=True).clamp_min(1e-12)
+        return -dist / norm
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         return features[:, 0]
