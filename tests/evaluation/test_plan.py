@@ -159,9 +159,8 @@ def test_a_changed_model_does_not_reuse_the_cache(tmp_path):
 
 
 def test_interrupt_is_the_cli_exit_130(tmp_path, monkeypatch):
-    from cli_runner import run_cli
-
     import leakprobe.workflows.encoder_audit as workflow
+    from cli_runner import run_cli
 
     def interrupted(spec):
         raise KeyboardInterrupt

@@ -76,6 +76,11 @@ COSINE_SIMILARITY, COSINE_TEMPERATURE = "cosine", 0.1
 POOLED = "partcrop-pooled"
 
 
+def _scale(crop_scale) -> tuple[float, float]:
+    low, high = crop_scale
+    return float(low), float(high)
+
+
 def token_problem(target) -> str | None:
     """Why PartCrop's token path cannot use ``target``, known before any query (None: it can).
 
@@ -175,7 +180,7 @@ class PartCrop(MembershipAttack):
         problem = token_problem(target)
         if problem is not None:
             raise needs_tokens_error(self.name, problem)
-        return (PartQuery(self.num_parts, tuple(self.crop_scale), self.part_size, self.seed,
+        return (PartQuery(self.num_parts, _scale(self.crop_scale), self.part_size, self.seed,
                           self.images_per_batch, tokens=True),)
 
     def features(self, target, images: Images) -> np.ndarray:
@@ -250,7 +255,7 @@ class PartCropPooled(PartCrop):
 
     def query_requests(self, target) -> tuple[Request, ...]:
         """The part crops (no tokens) and the clean image (shared with other attacks)."""
-        return (PartQuery(self.num_parts, tuple(self.crop_scale), self.part_size, self.seed,
+        return (PartQuery(self.num_parts, _scale(self.crop_scale), self.part_size, self.seed,
                           self.images_per_batch, tokens=False), CleanQuery())
 
     def chunk_features(self, answer: Answer) -> torch.Tensor:
