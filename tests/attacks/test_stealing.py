@@ -63,8 +63,62 @@ def test_query_cache_resumes_without_paying_twice(digits_target, tmp_path):
     assert paid + resumed_target.queries == 80
     straight = QueryCache(images, 2, 32, seed=1)
     straight.fill(ModuleEncoder(model, device="cpu"), 40, chunk=8)
-    torch.testing.assert_close(resumed.views, straight.views)
+    assert torch.equal(resumed.views.levels, straight.views.levels)
     torch.testing.assert_close(resumed.embeddings, straight.embeddings)
+
+
+def test_the_query_cache_keeps_uint8_views_the_target_saw_exactly(digits_target, tmp_path):
+    """Views are quantised before the query and stored as uint8: a quarter of float32's
+    room, and ``views[idx, pick]`` gives back the very floats the target embedded."""
+    model, images = digits_target["model"], digits_target["query"].images[:24]
+    path = tmp_path / "q.safetensors"
+    target = ModuleEncoder(model, device="cpu")
+    cache = QueryCache(images, 2, 32, seed=3, path=path)
+    cache.fill(target, 24, chunk=10)
+    assert cache.views.levels.dtype == torch.uint8 and cache.views.shape == (24, 2, 3, 32, 32)
+    float_views = 24 * 2 * 3 * 32 * 32 * 4
+    assert path.stat().st_size < float_views / 4 + 24 * 2 * 128 * 4 + 4096
+    assert cache.nbytes == float_views // 4 + 24 * 2 * 128 * 4
+    idx, pick = torch.tensor([0, 5, 23]), torch.tensor([1, 0, 1])
+    again = target.embed(cache.views[idx, pick])
+    torch.testing.assert_close(again, cache.embeddings[idx, pick], rtol=0, atol=1e-5)
+    reloaded = QueryCache(images, 2, 32, seed=3, path=path)
+    assert reloaded.n_done == 24 and torch.equal(reloaded.views.levels, cache.views.levels)
+    assert torch.equal(reloaded.embeddings, cache.embeddings)
+    assert torch.equal(reloaded.views.float()[idx, pick], cache.views[idx, pick])
+
+
+def test_an_old_float32_query_cache_is_converted_and_resumed(digits_target, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model, images = digits_target["model"], digits_target["query"].images[:20]
+    path = tmp_path / "q.safetensors"
+    target = ModuleEncoder(model, device="cpu")
+    new = QueryCache(images, 1, 32, seed=0)
+    new.fill(target, 12, chunk=6)
+    old_views = new.views.float() + 0.4 / 255  # off the grid, as the float32 format was
+    save_file({"views": old_views, "embeddings": new.embeddings, "seed": torch.tensor(0)},
+              str(path))
+    resumed = QueryCache(images, 1, 32, seed=0, path=path)
+    assert resumed.n_done == 12 and torch.equal(resumed.views.levels, new.views.levels)
+    assert "views_u8" in load_file(str(path))  # rewritten in the compact format
+    counting = ModuleEncoder(model, device="cpu")
+    resumed.fill(counting, 20, chunk=6)
+    assert counting.queries == 8 and resumed.n_done == 20
+
+
+@pytest.mark.parametrize("content", [b"torn", None])
+def test_an_unreadable_query_cache_is_one_clear_line(tmp_path, content):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "q.safetensors"
+    if content is None:
+        save_file({"something": torch.zeros(2)}, str(path))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(LeakprobeError, match="remove it") as err:
+        QueryCache(torch.rand(4, 3, 8, 8), 1, 8, path=path)
+    assert "\n" not in str(err.value)
 
 
 def test_contsteal_loss_pulls_the_surrogate_to_the_target_and_leaves_it_alone():

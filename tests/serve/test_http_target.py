@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
+import numpy as np
 import pytest
 import torch
 from serve_helpers import running
@@ -17,6 +19,7 @@ from leakprobe.errors import BudgetExceededError, LeakprobeError
 from leakprobe.models import create_model
 from leakprobe.serving.client import HTTPEncoder
 from leakprobe.serving.server import EncoderService, ServeConfig, create_app
+from leakprobe.serving.wire import decode_npy, dequantise, quantise
 from leakprobe.targets.encoder import ModuleEncoder
 from leakprobe.workflows.audit import audit_encoder
 
@@ -133,3 +136,96 @@ def test_steal_through_the_server_equals_the_local_steal(digits_target):
     for a, b in zip(local["results"], remote["results"], strict=True):
         assert (a["method"], a["queries_used"]) == (b["method"], b["queries_used"])
         assert a["metrics"] == b["metrics"]
+
+
+# -- requests sized by the server's announced limits, and the compact wire format ------------
+
+
+def _served(max_body_bytes: int, **config):
+    torch.manual_seed(0)
+    local = ModuleEncoder(create_model("resnet-tiny"), device="cpu")
+    return local, EncoderService(local, ServeConfig(max_body_bytes=max_body_bytes, **config))
+
+
+def _post_lines(caplog) -> list[dict]:
+    return [json.loads(r.getMessage()) for r in caplog.records
+            if r.name == "leakprobe.serve" and '"POST"' in r.getMessage()]
+
+
+@pytest.mark.parametrize(("grid", "per_image"), [(True, 64 * 64 * 3), (False, 64 * 64 * 12)])
+def test_the_client_splits_batches_by_the_announced_body_limit(caplog, grid, per_image):
+    """Whatever batch_size asks, every request stays under max_body_bytes; images on the
+    8-bit grid travel as uint8 (a quarter of float32's bytes), the others as float32; the
+    embeddings equal the local ones exactly either way."""
+    caplog.set_level(logging.INFO, logger="leakprobe.serve")
+    limit = 150_000
+    local, service = _served(limit)
+    x = torch.rand(20, 3, 64, 64)
+    if grid:
+        x = dequantise(quantise(x))
+    with running(create_app(service)) as url:
+        enc = HTTPEncoder(url, batch_size=256)
+        assert enc.max_body_bytes == limit
+        remote = enc.embed(x)
+    assert torch.equal(remote, local.embed(x))
+    lines = _post_lines(caplog)
+    assert len(lines) == enc.requests >= 20 * per_image * 4 / 3 / limit
+    assert all(e["status"] == 200 and e["body_bytes"] <= limit for e in lines)
+    assert sum(e["images"] for e in lines) == 20 == enc.queries == service.queries_used
+    assert max(e["images"] for e in lines) == enc.images_per_request(
+        (20, 3, 64, 64), "npy-uint8" if grid else "npy-float32")
+
+
+def test_max_batch_caps_requests_and_uint8_encoding_quantises():
+    local, service = _served(64 * 2**20, max_batch=4)
+    x = torch.rand(10, 3, 32, 32)
+    with running(create_app(service)) as url:
+        enc = HTTPEncoder(url, batch_size=64, encoding="uint8")
+        remote = enc.embed(x)
+    assert enc.requests == 3  # 4 + 4 + 2
+    assert torch.equal(remote, local.embed(dequantise(quantise(x))))
+
+
+def test_an_image_too_large_for_the_limit_is_a_clear_error_before_any_query():
+    _, service = _served(20_000)
+    with running(create_app(service)) as url:
+        enc = HTTPEncoder(url)
+        with pytest.raises(LeakprobeError, match="--max-body-mb"):
+            enc.embed(torch.rand(1, 3, 128, 128))
+    assert enc.queries == 0 and service.queries_used == 0
+
+
+def test_a_server_without_announced_limits_gets_float32_under_64_mib():
+    """An older server: no encodings, no max_body_bytes in /v1/info."""
+    seen = []
+
+    async def embed(request):
+        body = await request.json()
+        arr = decode_npy(body["array"])
+        seen.append(arr.dtype)
+        return JSONResponse({"embeddings": [[1.0, 2.0, 3.0, 4.0]] * len(arr),
+                             "queries_used": len(arr)})
+
+    with running(fake_app(embed)) as url:
+        enc = HTTPEncoder(url)
+        assert enc.max_body_bytes == 64 * 2**20
+        enc.embed(dequantise(quantise(torch.rand(3, 3, 8, 8))))
+    assert seen == [np.float32]
+
+
+def test_a_stricter_413_than_announced_halves_the_requests():
+    """A proxy in front may refuse less than the server announced: the client halves."""
+    sizes = []
+
+    async def embed(request):
+        body = await request.body()
+        if len(body) > 30_000:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        n = len(decode_npy(json.loads(body)["array"]))
+        sizes.append(n)
+        return JSONResponse({"embeddings": [[1.0, 2.0, 3.0, 4.0]] * n, "queries_used": n})
+
+    with running(fake_app(embed)) as url:
+        enc = HTTPEncoder(url, batch_size=8)
+        assert enc.embed(torch.rand(8, 3, 32, 32)).shape == (8, 4)
+    assert sizes == [1] * 8 and enc.batch_size == 1 and enc.queries == 8

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
+import logging
 
 import httpx
 import numpy as np
@@ -12,7 +15,15 @@ from serve_helpers import running
 
 from leakprobe.models import create_model
 from leakprobe.serving.server import EncoderService, ServeConfig, create_app
-from leakprobe.serving.wire import encode_npy, encode_png
+from leakprobe.serving.wire import (
+    QUANTISATION_ERROR,
+    dequantise,
+    encode_npy,
+    encode_png,
+    encode_uint8,
+    on_grid,
+    quantise,
+)
 from leakprobe.targets.encoder import ModuleEncoder
 
 
@@ -133,3 +144,91 @@ def test_concurrent_clients_are_all_served(server):
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda _: post(url, {"array": x}).status_code, range(16)))
     assert set(codes) <= {200, 403}
+
+
+# -- limits announced, compact uint8 arrays, 413s naming their option, the request log -------
+
+
+def test_info_announces_the_limits_clients_size_requests_by(server):
+    url, _ = server
+    info = httpx.get(url + "/v1/info").json()
+    assert info["max_body_bytes"] == 400_000 and info["max_image_side"] == 64
+    assert set(info["encodings"]) == {"npy-uint8", "npy-float32", "png"}
+    assert make_service().info()["max_body_bytes"] == 64 * 2**20  # the default
+
+
+def test_uint8_arrays_embed_exactly_like_their_floats(server):
+    url, service = server
+    levels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    x = dequantise(levels)
+    compact = {"array": encode_uint8(x)}
+    assert len(compact["array"]) * 4 < len(encode_npy(x)) + 1000  # a quarter of float32
+    remote = torch.tensor(post(url, compact).json()["embeddings"])
+    assert torch.equal(remote, service.encoder.embed(x))
+    # off the grid, uint8 moves each pixel by at most 1/510
+    y = torch.rand(2, 3, 8, 8)
+    assert (dequantise(quantise(y)) - y).abs().max() <= QUANTISATION_ERROR + 1e-7
+    assert on_grid(x) and not on_grid(y)
+
+
+def npy_header_only(shape, dtype=np.uint8) -> str:
+    """A .npy header announcing ``shape`` with almost no data behind it."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.dtype(dtype).str,
+                                               "fortran_order": False, "shape": shape})
+    return base64.b64encode(buf.getvalue() + b"\0" * 16).decode()
+
+
+@pytest.mark.parametrize(("payload", "option"), [
+    ({"array": npy_header_only((9, 3, 8, 8))}, "--max-batch"),
+    ({"array": npy_header_only((1, 3, 65, 65))}, "--max-image-side"),
+    ({"images": [encode_png(torch.rand(3, 65, 65))]}, "--max-image-side"),
+    ({"array": base64.b64encode(b"0" * 500_000).decode()}, "--max-body-mb"),
+])
+def test_a_413_names_the_option_and_comes_before_any_decoding_or_model(server, payload,
+                                                                       option):
+    url, service = server
+    before = service.queries_used
+    resp = post(url, payload)
+    assert resp.status_code == 413, resp.text
+    assert option in resp.json()["error"]
+    assert service.queries_used == before
+
+
+def test_a_body_over_the_limit_is_refused_unread_and_names_max_body_mb(server):
+    url, service = server
+    before = service.queries_used
+    resp = post(url, content=b"x" * 400_001)  # not even JSON: the size is refused first
+    assert resp.status_code == 413
+    message = resp.json()["error"]
+    assert "400001 bytes exceeds 400000" in message and "--max-body-mb" in message
+    assert service.queries_used == before
+
+
+def test_a_header_announcing_more_data_than_sent_is_a_400(server):
+    url, _ = server
+    resp = post(url, {"array": npy_header_only((1, 3, 8, 8))})
+    assert resp.status_code == 400 and "header announces" in resp.json()["error"]
+
+
+def test_one_json_log_line_per_request_and_never_a_key(server, caplog):
+    url, service = server
+    caplog.set_level(logging.INFO, logger="leakprobe.serve")
+    secret = "sk-do-not-log-0123456789"
+    headers = {"Authorization": f"Bearer {secret}", "X-API-Key": secret}
+    httpx.get(url + "/v1/info", headers=headers)
+    ok = httpx.post(url + "/v1/embed", headers=headers, timeout=30,
+                    json={"array": encode_uint8(torch.rand(2, 3, 32, 32))})
+    refused = httpx.post(url + "/v1/embed", headers=headers, timeout=30,
+                         json={"array": encode_npy(torch.rand(9, 3, 8, 8))})
+    assert ok.status_code == 200 and refused.status_code == 413
+    records = [r for r in caplog.records if r.name == "leakprobe.serve"]
+    assert len(records) == 3
+    assert all(secret not in r.getMessage() for r in caplog.records)
+    lines = [json.loads(r.getMessage()) for r in records]
+    assert [(e["method"], e["path"], e["status"]) for e in lines] == [
+        ("GET", "/v1/info", 200), ("POST", "/v1/embed", 200), ("POST", "/v1/embed", 413)]
+    assert lines[1]["client"] == "127.0.0.1" and lines[1]["images"] == 2
+    assert lines[1]["body_bytes"] == int(ok.request.headers["content-length"])
+    assert lines[1]["ms"] >= 0 and lines[1]["queries_used"] == service.queries_used
+    assert lines[2]["images"] is None and "--max-batch" in lines[2]["error"]

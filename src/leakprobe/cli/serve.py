@@ -1,4 +1,10 @@
-"""``leakprobe serve encoder|image2image|captioner``: a model behind an HTTP API."""
+"""``leakprobe serve encoder|image2image|captioner``: a model behind an HTTP API.
+
+The service announces its limits at ``/v1/info`` (``max_batch``, ``max_body_bytes``,
+``max_image_side``) and leakprobe's clients size their requests under them; a request over a
+limit is answered 413 naming the option here that sets it. One JSON line per request goes to
+stderr (``--no-log-requests`` turns it off); headers, and so keys, are never logged.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +22,15 @@ Port = Annotated[int, typer.Option(help="Port to listen on.")]
 MaxQueries = Annotated[int | None, typer.Option(
     help="Total images the service will answer (default: no limit).")]
 Rate = Annotated[float | None, typer.Option(help="Requests per second per client.")]
-MaxBatch = Annotated[int, typer.Option(help="Images per request.")]
-MaxBodyMB = Annotated[float, typer.Option(help="Request body limit in MiB.")]
-MaxImageSide = Annotated[int, typer.Option(help="Largest accepted image side.")]
+MaxBatch = Annotated[int, typer.Option(
+    min=1, help="Images per request (announced at /v1/info; clients send no more).")]
+MaxBodyMB = Annotated[float, typer.Option(
+    min=0.01, help="Request body limit in MiB (announced at /v1/info; clients size their "
+    "requests under it; 224-px images take 0.19 MiB each as uint8, 0.77 as float32).")]
+MaxImageSide = Annotated[int, typer.Option(min=1, help="Largest accepted image side.")]
+NoLogRequests = Annotated[bool, typer.Option(
+    "--no-log-requests", help="Do not write the JSON line per request to stderr (client, "
+    "path, status, body bytes, images, ms; never a header or key).")]
 EntryModel = Annotated[str, typer.Option(help="Model file, .safetensors (+ --arch), entry "
                                          "point.")]
 
@@ -30,16 +42,20 @@ def _local(model: str) -> str:
 
 
 def _serve(family_name: str, model: str, config_options: dict, *, host: str, port: int,
-           arch: str | None, image_size: int | None, device: str, banner: str = "") -> None:
+           arch: str | None, image_size: int | None, device: str, banner: str = "",
+           log_requests: bool = True) -> None:
     """Load ``--model`` as a target of the family and serve it with the family's service."""
     from leakprobe.serving.server import ServeConfig, run_server
     from leakprobe.targets.families import family, load_target
 
     target = load_target(model, family=family_name, arch=arch, image_size=image_size,
                          device=device)
-    typer.echo(f"serving {model} at http://{host}:{port}{banner.format(target=target)}",
-               err=True)
-    run_server(family(family_name).service(target, ServeConfig(**config_options)), host, port)
+    config = ServeConfig(**config_options)
+    typer.echo(f"serving {model} at http://{host}:{port}{banner.format(target=target)}; "
+               f"requests up to {config.max_batch} images and "
+               f"{config.max_body_bytes / 2**20:g} MiB", err=True)
+    run_server(family(family_name).service(target, config), host, port,
+               log_requests=log_requests)
 
 
 @app.command("encoder")
@@ -64,6 +80,7 @@ def serve_encoder_cmd(
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
+    no_log_requests: NoLogRequests = False,
 ) -> None:
     """Serve an encoder at http://HOST:PORT (/v1/info, /v1/embed) until interrupted."""
     use_threads(threads)
@@ -71,7 +88,7 @@ def serve_encoder_cmd(
                   max_image_side=max_image_side, max_queries=max_queries, rate=rate,
                   noise=noise, top_k=top_k, round_decimals=round_decimals, seed=seed)
     _serve("encoder", _local(model), config, host=host, port=port, arch=arch,
-           image_size=image_size, device=device,
+           image_size=image_size, device=device, log_requests=not no_log_requests,
            banner=" (input {target.input_size}, embedding {target.embed_dim})")
 
 
@@ -86,13 +103,18 @@ def serve_image2image_cmd(
     max_queries: MaxQueries = None,
     rate: Rate = None,
     max_batch: MaxBatch = 64,
+    max_body_mb: MaxBodyMB = 64.0,
+    max_image_side: MaxImageSide = 512,
     device: Device = "auto",
     threads: Threads = "auto",
+    no_log_requests: NoLogRequests = False,
 ) -> None:
     """Serve an image-to-image model at http://HOST:PORT (/v1/info, /v1/translate)."""
     use_threads(threads)
-    _serve("image2image", model, dict(max_batch=max_batch, max_queries=max_queries, rate=rate),
-           host=host, port=port, arch=arch, image_size=image_size, device=device)
+    config = dict(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
+                  max_image_side=max_image_side, max_queries=max_queries, rate=rate)
+    _serve("image2image", _local(model), config, host=host, port=port, arch=arch,
+           image_size=image_size, device=device, log_requests=not no_log_requests)
 
 
 @app.command("captioner")
@@ -111,10 +133,11 @@ def serve_captioner_cmd(
     max_image_side: MaxImageSide = 512,
     device: Device = "auto",
     threads: Threads = "auto",
+    no_log_requests: NoLogRequests = False,
 ) -> None:
     """Serve a captioner at http://HOST:PORT (/v1/info, /v1/caption) until interrupted."""
     use_threads(threads)
     config = dict(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
                   max_image_side=max_image_side, max_queries=max_queries, rate=rate)
     _serve("captioner", _local(model), config, host=host, port=port, arch=None,
-           image_size=image_size, device=device)
+           image_size=image_size, device=device, log_requests=not no_log_requests)

@@ -4,9 +4,23 @@
 refuses a service of another family), batches images, retries transient failures
 (connection errors, timeouts, 429 and 5xx answers) with exponential backoff, honours
 ``Retry-After``, stops at once when the server's budget is exhausted (403), counts its
-queries, and hands every answer to the family's check. Images travel losslessly as base64
-float32 ``.npy`` by default, so an audit through a server gives the same numbers as against
-the local model file.
+queries, and hands every answer to the family's check.
+
+Request size: every request stays under the body limit the server announces at ``/v1/info``
+(``max_body_bytes``, with a margin; 64 MiB, the server's default, when a server does not
+announce one) and under its ``max_batch``, whatever ``batch_size`` asked: the client
+computes how many images fit, measures each encoded body, and splits any that would still
+be too large. An image that cannot fit alone is a clear error naming the server's
+``--max-body-mb``.
+
+Wire format (``encoding``, see :mod:`leakprobe.serving.wire`): by default (``auto``) images
+already on the 8-bit grid (pixels ``k / 255``: images decoded from files, the steal's
+quantised views) travel as uint8 levels, a quarter of float32's bytes and exact; any other
+image travels as float32, also exact. So an audit or a steal through a server gives the
+same numbers as against the local model file. ``uint8`` sends every image as 8-bit levels
+(compact always; a pixel off the grid moves by at most 1/510, and since every query of a
+run goes through the same client, members and non-members are treated alike); ``npy``
+always float32; ``png`` 8-bit PNGs.
 
 The family clients expose their own family's query methods only: :class:`HTTPEncoder`
 (``embed``, ``tokens``), :class:`HTTPTranslator` (``translate``), :class:`HTTPCaptioner`
@@ -15,6 +29,8 @@ The family clients expose their own family's query methods only: :class:`HTTPEnc
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
@@ -24,10 +40,28 @@ import numpy as np
 import torch
 
 from leakprobe.errors import BudgetExceededError, LeakprobeError
-from leakprobe.serving.wire import decode_npy, encode_npy, encode_png
+from leakprobe.serving.wire import (
+    NPY_HEADER_BYTES,
+    decode_npy,
+    dequantise,
+    encode_npy,
+    encode_png,
+    encode_uint8,
+    on_grid,
+    quantise,
+)
 from leakprobe.targets.base import QueryCounter, check_images, resize
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+
+
+class RequestTooLarge(LeakprobeError):
+    """A 413 answer: the request was over a limit of the server (or of a proxy before it)."""
+#: The body limit assumed of a server that does not announce one (``leakprobe serve``'s
+#: default before it did).
+DEFAULT_MAX_BODY_BYTES = 64 * 2**20
+#: Client-side encodings (``HTTPTarget(encoding=...)``).
+CLIENT_ENCODINGS = ("auto", "uint8", "npy", "png")
 
 Piece = TypeVar("Piece")
 
@@ -42,11 +76,14 @@ class HTTPTarget:
 
     Args:
         url: base URL, e.g. ``http://127.0.0.1:8080``.
-        batch_size: images per request (capped by the server's ``max_batch``).
+        batch_size: images per request at most (capped by the server's ``max_batch`` and by
+            what fits its ``max_body_bytes``).
         timeout: seconds per request.
         retries: attempts after the first for transient failures.
         backoff: first retry delay in seconds (doubled each time).
-        encoding: ``npy`` (lossless float32) or ``png`` (8-bit).
+        encoding: ``auto`` (uint8 for images on the 8-bit grid, else float32: exact,
+            compact where it can be), ``uint8`` (always 8-bit levels: <= 1/510 per pixel),
+            ``npy`` (always float32) or ``png`` (8-bit PNGs).
         budget: local query budget on top of the server's.
         image_size: override the server's declared input size.
     """
@@ -62,12 +99,13 @@ class HTTPTarget:
         timeout: float = 60.0,
         retries: int = 4,
         backoff: float = 0.5,
-        encoding: str = "npy",
+        encoding: str = "auto",
         budget: int | None = None,
         image_size: int | None = None,
     ) -> None:
-        if encoding not in ("npy", "png"):
-            raise LeakprobeError(f"encoding must be 'npy' or 'png', got {encoding!r}")
+        if encoding not in CLIENT_ENCODINGS:
+            raise LeakprobeError(f"encoding must be one of {', '.join(CLIENT_ENCODINGS)}, got "
+                                 f"{encoding!r}")
         self.url = url.rstrip("/")
         self.name = self.url
         self.timeout = timeout
@@ -84,7 +122,13 @@ class HTTPTarget:
         self.input_size = int(image_size or info.get("input_size") or 32)
         self._read_info(info)
         self.batch_size = max(1, min(batch_size, int(info.get("max_batch") or batch_size)))
+        self.max_body_bytes = int(info.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES)
+        side = info.get("max_image_side")
+        self.max_image_side = int(side) if isinstance(side, int) and side > 0 else None
+        # a server that lists no encodings predates uint8 arrays: float32 .npy and PNG only
+        self.server_encodings = set(info.get("encodings") or ("npy-float32", "png"))
         self.server_queries_used = int(info.get("queries_used") or 0)
+        self.requests = 0  # POSTs answered (after retries), for tests and logs
 
     @property
     def queries(self) -> int:
@@ -93,12 +137,14 @@ class HTTPTarget:
     def _read_info(self, info: dict) -> None:
         """Keep the family's own fields of ``/v1/info`` (none by default)."""
 
-    def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, body: bytes | None = None) -> dict:
         delay = self.backoff
         last = ""
+        headers = {"content-type": "application/json"} if body is not None else None
         for attempt in range(self.retries + 1):
             try:
-                resp = self.client.request(method, self.url + path, json=payload)
+                resp = self.client.request(method, self.url + path, content=body,
+                                           headers=headers)
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 last = f"{type(e).__name__}: {e}"
             else:
@@ -110,6 +156,8 @@ class HTTPTarget:
                 message = _error_message(resp)
                 if resp.status_code == 403:
                     raise BudgetExceededError(f"{self.url}: {message}")
+                if resp.status_code == 413:
+                    raise RequestTooLarge(f"{self.url}{path}: HTTP 413: {message}")
                 if resp.status_code not in TRANSIENT_STATUS:
                     raise LeakprobeError(f"{self.url}{path}: HTTP {resp.status_code}: {message}")
                 last = f"HTTP {resp.status_code}: {message}"
@@ -120,36 +168,122 @@ class HTTPTarget:
         raise LeakprobeError(f"{self.url}{path}: failed after {self.retries + 1} attempts "
                              f"({last})")
 
-    def _payload(self, chunk: torch.Tensor) -> dict:
-        """The request body for one chunk: base64 ``.npy`` or base64 PNGs."""
-        if self.encoding == "npy":
-            return {"array": encode_npy(chunk)}
-        return {"images": [encode_png(x) for x in chunk]}
+    def _options(self, **options: object) -> dict:
+        """The family's request fields besides the images (none by default)."""
+        return dict(options)
+
+    def _wire(self, images: torch.Tensor) -> str:
+        """How ``images`` travel: ``npy-uint8``, ``npy-float32`` or ``png``.
+
+        ``auto`` picks uint8 only when it is exact (every pixel on the 8-bit grid) and the
+        server decodes it; ``uint8`` quantises (see :meth:`query`) and falls back to float32
+        for a server that predates uint8 arrays (the quantised values, sent exactly).
+        """
+        if self.encoding == "png":
+            return "png"
+        if self.encoding == "npy" or "npy-uint8" not in self.server_encodings:
+            return "npy-float32"
+        return "npy-uint8" if self.encoding == "uint8" or on_grid(images) else "npy-float32"
+
+    def _payload(self, chunk: torch.Tensor, wire: str, **options: object) -> dict:
+        """The request body for one chunk: a base64 ``.npy`` array or base64 PNGs."""
+        if wire == "png":
+            images: dict = {"images": [encode_png(x) for x in chunk]}
+        elif wire == "npy-uint8":
+            images = {"array": encode_uint8(chunk)}
+        else:
+            images = {"array": encode_npy(chunk)}
+        return {**images, **self._options(**options)}
+
+    def images_per_request(self, shape: tuple[int, ...], wire: str) -> int:
+        """Images of ``shape[1:]`` that fit one request under the server's limits.
+
+        The encoded size is estimated (base64 of the ``.npy`` or PNG bytes, plus the JSON
+        around them) against ``max_body_bytes`` less a margin (1/64 of it plus 4 KiB); the
+        result is capped by ``batch_size`` (itself capped by the server's ``max_batch``).
+        0 when not even one image fits.
+        """
+        pixels = math.prod(shape[1:])
+        if wire == "png":  # incompressible worst case: raw rows, a filter byte each, chunks
+            per_image = (pixels + shape[-2] + 1024) * 4 / 3 + 4
+        else:
+            per_image = pixels * (1 if wire == "npy-uint8" else 4) * 4 / 3
+        room = self.max_body_bytes - self.max_body_bytes // 64 - 4096 - NPY_HEADER_BYTES * 4 / 3
+        return max(0, min(self.batch_size, int(room // per_image)))
+
+    def _too_large(self, shape: tuple[int, ...], size: int | None = None) -> LeakprobeError:
+        needs = f"makes a request of {size} bytes" if size else "does not fit one request"
+        return LeakprobeError(
+            f"{self.url}: one {'x'.join(map(str, shape))} image {needs}, over the server's "
+            f"limit of {self.max_body_bytes} bytes (raise it with leakprobe serve "
+            "--max-body-mb, or send smaller images)")
 
     def query(
         self, images: torch.Tensor, read: Callable[[dict, int], Piece], **options: object
     ) -> list[Piece]:
-        """Send ``images`` to ``route`` in batches; one checked piece per batch.
+        """Send ``images`` to ``route`` in requests sized to the server; checked pieces.
 
-        The images are checked, resized when the family asks for it and paid for in full
-        before the first request.
+        The images are checked, resized when the family asks for it, checked against the
+        server's ``max_image_side`` and paid for in full before the first request. With
+        ``encoding="uint8"`` they are quantised first (<= 1/510 per pixel). Requests hold
+        :meth:`images_per_request` images; a body that still measures over
+        ``max_body_bytes`` is split in halves until it fits, and so is one answered 413 (a
+        proxy in front may be stricter than the server; a refused request is not charged).
 
         Args:
             images: the (B, 3, H, W) query.
             read: checks one answer for ``n`` images and returns the piece kept.
-            options: passed to :meth:`_payload` (e.g. ``tokens=True``).
+            options: passed to :meth:`_options` (e.g. ``tokens=True``).
         """
         check_images(images)
         images = images.float()
         if self.resizes_queries:
             images = resize(images, self.input_size)
+        side = max(images.shape[-2:])
+        if self.max_image_side is not None and side > self.max_image_side:
+            raise LeakprobeError(f"{self.url}: images of side {side} exceed the server's "
+                                 f"max_image_side {self.max_image_side} (leakprobe serve "
+                                 "--max-image-side)")
+        if self.encoding == "uint8":
+            images = dequantise(quantise(images))
+        wire = self._wire(images)
+        per_request = self.images_per_request(tuple(images.shape), wire)
+        if per_request == 0:
+            raise self._too_large(tuple(images.shape[1:]))
         self.counter.charge(images.shape[0])
-        pieces = []
-        for chunk in images.split(self.batch_size):
-            answer = self._request("POST", self.route, self._payload(chunk, **options))
-            self.server_queries_used = int(answer.get("queries_used", 0))
-            pieces.append(read(answer, chunk.shape[0]))
+        pieces: list[Piece] = []
+        start = 0
+        while start < images.shape[0]:  # batch_size shrinks if a request is answered 413
+            per_request = max(1, self.images_per_request(tuple(images.shape), wire))
+            self._send(images[start:start + per_request], wire, read, options, pieces)
+            start += per_request
         return pieces
+
+    def _send(self, chunk: torch.Tensor, wire: str, read: Callable[[dict, int], Piece],
+              options: dict, pieces: list[Piece]) -> None:
+        """POST ``chunk`` (split in halves while its body is over the limit); keep pieces."""
+        body = json.dumps(self._payload(chunk, wire, **options)).encode()
+        if len(body) > self.max_body_bytes:
+            if chunk.shape[0] == 1:
+                raise self._too_large(tuple(chunk.shape[1:]), len(body))
+            half = (chunk.shape[0] + 1) // 2
+            for part in chunk.split(half):
+                self._send(part, wire, read, options, pieces)
+            return
+        try:
+            answer = self._request("POST", self.route, body)
+        except RequestTooLarge:
+            if chunk.shape[0] == 1:
+                raise
+            # a stricter limit than announced (e.g. a proxy in front): halve, and remember
+            half = (chunk.shape[0] + 1) // 2
+            self.batch_size = min(self.batch_size, half)
+            for part in chunk.split(half):
+                self._send(part, wire, read, options, pieces)
+            return
+        self.requests += 1
+        self.server_queries_used = int(answer.get("queries_used", 0))
+        pieces.append(read(answer, chunk.shape[0]))
 
     def _check_array(
         self, value: object, n: int, ndim: int, what: str, declared_width: int = 0
@@ -188,10 +322,8 @@ class HTTPEncoder(HTTPTarget):
         declared = info.get("tokens_in_embedding_space")  # see ModuleEncoder; None: undeclared
         self.tokens_in_embedding_space = declared if isinstance(declared, bool) else None
 
-    def _payload(self, chunk: torch.Tensor, tokens: bool = False) -> dict:
-        if self.encoding == "npy":
-            return {"array": encode_npy(chunk), "tokens": tokens, "response_encoding": "npy"}
-        return {"images": [encode_png(x) for x in chunk], "tokens": tokens}
+    def _options(self, tokens: bool = False) -> dict:  # type: ignore[override]
+        return {"tokens": tokens, "response_encoding": "npy"}
 
     def _read_embeddings(self, answer: dict, n: int) -> torch.Tensor:
         return self._check_array(_field(answer, "embeddings"), n, 2, "embeddings",
@@ -212,7 +344,8 @@ class HTTPEncoder(HTTPTarget):
 class HTTPTranslator(HTTPTarget):
     """:class:`~leakprobe.targets.image2image.ImageToImage` behind ``/v1/translate``.
 
-    Images always travel as ``.npy``; every answer must be finite images within [0, 1].
+    Images travel as ``.npy`` (``encoding="png"`` is read as ``auto``); every answer must be
+    finite images within [0, 1].
     """
 
     kind = "image2image"
@@ -221,8 +354,12 @@ class HTTPTranslator(HTTPTarget):
     def _read_info(self, info: dict) -> None:
         self.out_channels = int(info.get("out_channels") or 0)
 
-    def _payload(self, chunk: torch.Tensor) -> dict:
-        return {"array": encode_npy(chunk)}
+    def _wire(self, images: torch.Tensor) -> str:
+        wire = super()._wire(images)
+        if wire != "png":
+            return wire
+        return "npy-uint8" if "npy-uint8" in self.server_encodings and on_grid(images) \
+            else "npy-float32"
 
     def _read_outputs(self, answer: dict, n: int) -> torch.Tensor:
         out = self._check_array(_field(answer, "outputs"), n, 4, "outputs")

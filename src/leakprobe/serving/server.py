@@ -7,31 +7,47 @@ add their family's ``/v1/info`` fields and answer at their own route.
 Protocol (docs/ARCHITECTURE.md, "HTTP"), spoken by the clients of :mod:`leakprobe.serving.client`:
 
 - ``GET /v1/info`` -> ``{"kind": "encoder", "input_size", "embed_dim", "tokens",
-  "tokens_in_embedding_space", "max_batch", "max_queries", "queries_used", "defence"}``
-  (``tokens_in_embedding_space``: the model's declaration, true/false, or null)
+  "tokens_in_embedding_space", "max_batch", "max_body_bytes", "max_image_side",
+  "encodings", "max_queries", "queries_used", "defence"}``
+  (``tokens_in_embedding_space``: the model's declaration, true/false, or null;
+  ``max_batch``: images per request; ``max_body_bytes``: the request body limit;
+  ``encodings``: the image forms decoded, see :mod:`leakprobe.serving.wire`). Clients size
+  their requests from these limits.
+- ``POST /v1/embed`` with ``{"array": base64 .npy of shape (B, 3, H, W)}`` (uint8 levels
+  ``k / 255``, the compact form, or floats in [0, 1]) or ``{"images": [base64 PNG, ...]}``
+  and optionally ``"tokens": true`` ->
+  ``{"embeddings": [[...]], "tokens": [[[...]]] | null, "queries_used": n}``; with
+  ``"response_encoding": "npy"`` the answer carries ``embeddings_npy`` / ``tokens_npy``
+  (base64 float32 .npy) instead, which is faster for large answers.
 - ``POST /v1/translate`` (image-to-image services) takes the same requests and answers
   ``{"outputs_npy": base64 float32 .npy (B, C, H, W), "queries_used": n}``
 - ``POST /v1/caption`` (captioning services) takes the same requests and answers
   ``{"captions": ["a red circle ...", ...], "queries_used": n}``
-- ``POST /v1/embed`` with ``{"images": [base64 PNG, ...]}`` or ``{"array": base64 float32
-  .npy of shape (B, 3, H, W)}`` and optionally ``"tokens": true`` ->
-  ``{"embeddings": [[...]], "tokens": [[[...]]] | null, "queries_used": n}``; with
-  ``"response_encoding": "npy"`` the answer carries ``embeddings_npy`` / ``tokens_npy``
-  (base64 float32 .npy) instead, which is faster for large answers.
 
 Errors are JSON ``{"error": message}`` with a status: 400 malformed request, 403 query budget
-exhausted, 413 payload too large, 429 rate limited (with ``Retry-After``), 500 model failure.
-The server keeps serving after every error. Embeddings go out as JSON numbers: a float32
-value printed as a double survives the round trip exactly.
+exhausted, 413 payload too large (the message names the ``leakprobe serve`` option that sets
+the limit: ``--max-body-mb``, ``--max-batch`` or ``--max-image-side``), 429 rate limited (with
+``Retry-After``), 500 model failure. Every limit is checked before the payload's pixels are
+decoded, and the model never runs for a refused request. The server keeps serving after
+every error. Embeddings go out as JSON numbers: a float32 value printed as a double survives
+the round trip exactly.
+
+Every request is logged as one JSON line on the ``leakprobe.serve`` logger (stderr under
+``leakprobe serve``): time, client address, method, path, status, body bytes, images,
+milliseconds, the service's queries used and, on failure, the error. Headers are never
+logged, so neither is an ``Authorization`` header or any key.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import ClassVar
 
 import torch
@@ -41,7 +57,20 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from leakprobe.errors import LeakprobeError
-from leakprobe.serving.wire import decode_npy, decode_png, encode_npy
+from leakprobe.serving.wire import (
+    ENCODINGS,
+    PayloadTooLarge,
+    decode_images,
+    decode_png,
+    encode_npy,
+)
+
+#: The logger of the per-request lines (one JSON object per line).
+request_log = logging.getLogger("leakprobe.serve")
+
+#: The ``leakprobe serve`` option behind each limit, named in 413 answers.
+LIMIT_OPTIONS = {"max_body_bytes": "--max-body-mb", "max_batch": "--max-batch",
+                 "max_image_side": "--max-image-side"}
 
 
 @dataclass
@@ -49,8 +78,9 @@ class ServeConfig:
     """Limits and output perturbation of the service.
 
     Attributes:
-        max_batch: images per request.
-        max_body_bytes: request body size limit.
+        max_batch: images per request (announced at ``/v1/info``).
+        max_body_bytes: request body size limit (announced at ``/v1/info``; clients size
+            their requests from it).
         max_image_side: largest accepted image side.
         max_queries: total images the service will embed (None: unlimited).
         rate: requests per second per client (token bucket with a burst of 2x; None: off).
@@ -72,10 +102,19 @@ class ServeConfig:
 
 
 class ServiceError(Exception):
+    """A request refused or failed: its HTTP status, message and extra headers."""
+
     def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+
+
+def too_large(message: str, limit: str) -> ServiceError:
+    """A 413 whose message names the ``leakprobe serve`` option that sets ``limit``."""
+    option = LIMIT_OPTIONS.get(limit)
+    hint = f" (this server's limit, set by leakprobe serve {option})" if option else ""
+    return ServiceError(413, message + hint)
 
 
 class RateLimiter:
@@ -108,7 +147,8 @@ class ModelService:
     It parses and limits requests (:meth:`parse_images`), charges the service's budget and
     runs the model (:meth:`run_model`), and describes itself at ``/v1/info`` (:meth:`info`).
     A family's service sets ``kind`` and ``route``, adds its model's fields to ``/v1/info``
-    in :meth:`model_info` and answers a request at ``route`` in :meth:`answer`.
+    in :meth:`model_info` and answers the parsed images of a request in :meth:`respond`;
+    :meth:`handle` does both for one request at ``route``.
 
     Args:
         target: the local target served (``input_size`` and the family's query method).
@@ -126,48 +166,76 @@ class ModelService:
         self.limiter = RateLimiter(self.config.rate)
 
     def info(self) -> dict:
-        """The ``/v1/info`` answer: family, input size, the model's fields, limits, usage."""
+        """The ``/v1/info`` answer: family, input size, the model's fields, limits, usage.
+
+        ``max_batch`` (images per request), ``max_body_bytes`` (request body) and
+        ``max_image_side`` are what a client sizes its requests by; ``encodings`` lists the
+        image forms decoded (``npy-uint8``, ``npy-float32``, ``png``).
+        """
         c = self.config
         return {"kind": self.kind, "input_size": int(self.target.input_size),
-                **self.model_info(), "max_batch": c.max_batch, "max_queries": c.max_queries,
+                **self.model_info(), "max_batch": c.max_batch,
+                "max_body_bytes": c.max_body_bytes, "max_image_side": c.max_image_side,
+                "encodings": list(ENCODINGS), "max_queries": c.max_queries,
                 "queries_used": self.queries_used}
 
     def model_info(self) -> dict:
         """The family's own fields of ``/v1/info`` (none by default)."""
         return {}
 
+    def respond(self, images: torch.Tensor, options: dict) -> dict:
+        """The JSON answer to one request's parsed ``images`` (``options``: the request)."""
+        raise NotImplementedError(f"{type(self).__name__} must define respond")
+
+    def handle(self, payload: object, record: dict | None = None) -> dict:
+        """The JSON answer to one request at ``route``: parse, limit, charge, run.
+
+        Args:
+            payload: the decoded JSON body.
+            record: when given, receives ``images`` (the request's image count) once the
+                request is parsed (what the request log reports).
+        """
+        images = self.parse_images(payload)
+        if record is not None:
+            record["images"] = int(images.shape[0])
+        return self.respond(images, payload if isinstance(payload, dict) else {})
+
     def answer(self, payload: object) -> dict:
-        """The JSON answer to one request at ``route``."""
-        raise NotImplementedError(f"{type(self).__name__} must define answer")
+        """The JSON answer to one request at ``route`` (see :meth:`handle`)."""
+        return self.handle(payload)
 
     def parse_images(self, payload: object) -> torch.Tensor:
+        """The request's images as float (B, 3, H, W) in [0, 1], within every limit.
+
+        Counts, sides and byte sizes are checked on the ``.npy`` header or each PNG's header
+        before pixels are decoded; an oversized request is a 413 naming its option.
+        """
         c = self.config
         if not isinstance(payload, dict):
             raise ServiceError(400, "request body must be a JSON object")
         try:
             if "array" in payload:
-                arr = decode_npy(payload["array"], c.max_body_bytes)
-                images = torch.from_numpy(arr)
+                images = decode_images(payload["array"], max_bytes=c.max_body_bytes,
+                                       max_images=c.max_batch, max_side=c.max_image_side)
             elif isinstance(payload.get("images"), list):
                 items = payload["images"]
                 if len(items) > c.max_batch:
-                    raise ServiceError(413, f"{len(items)} images exceed max_batch {c.max_batch}")
-                decoded = [decode_png(t, c.max_image_side**2) for t in items]
+                    raise PayloadTooLarge(f"{len(items)} images exceed max_batch "
+                                          f"{c.max_batch}", limit="max_batch")
+                decoded = [decode_png(t, c.max_image_side**2, c.max_image_side)
+                           for t in items]
                 if len({tuple(x.shape) for x in decoded}) > 1:
                     raise ServiceError(400, "all images of a request must have the same size")
                 images = torch.stack(decoded) if decoded else torch.empty(0, 3, 1, 1)
             else:
                 raise ServiceError(400, "request needs 'images' (base64 PNGs) or 'array'")
+        except PayloadTooLarge as e:
+            raise too_large(str(e), e.limit) from e
         except LeakprobeError as e:
             raise ServiceError(400, str(e)) from e
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
             raise ServiceError(400, f"images must be (B,3,H,W) with B >= 1, got "
                                     f"{tuple(images.shape)}")
-        if images.shape[0] > c.max_batch:
-            raise ServiceError(413, f"{images.shape[0]} images exceed max_batch {c.max_batch}")
-        if max(images.shape[-2:]) > c.max_image_side:
-            raise ServiceError(413, f"image side {max(images.shape[-2:])} exceeds "
-                                    f"{c.max_image_side}")
         if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
             raise ServiceError(400, "image values must be finite and in [0, 1]")
         return images
@@ -237,13 +305,11 @@ class EncoderService(ModelService):
             emb = torch.round(emb, decimals=c.round_decimals)
         return emb
 
-    def answer(self, payload: object) -> dict:
-        return self.embed(payload)
-
     def embed(self, payload: object) -> dict:
         """Embeddings (and tokens when asked) of the request's images, perturbed if set."""
-        images = self.parse_images(payload)
-        options = payload if isinstance(payload, dict) else {}  # parse_images refused the rest
+        return self.handle(payload)
+
+    def respond(self, images: torch.Tensor, options: dict) -> dict:
         want_tokens = bool(options.get("tokens", False))
 
         def query(x: torch.Tensor):
@@ -270,8 +336,8 @@ class TranslatorService(ModelService):
     def model_info(self) -> dict:
         return {"out_channels": int(getattr(self.target, "out_channels", 0))}
 
-    def answer(self, payload: object) -> dict:
-        out, used = self.run_model(self.target.translate, self.parse_images(payload))
+    def respond(self, images: torch.Tensor, options: dict) -> dict:
+        out, used = self.run_model(self.target.translate, images)
         return {"outputs_npy": encode_npy(out), "queries_used": used}
 
 
@@ -284,50 +350,110 @@ class CaptionerService(ModelService):
     kind = "captioner"
     route = "/v1/caption"
 
-    def answer(self, payload: object) -> dict:
-        captions, used = self.run_model(self.target.caption, self.parse_images(payload))
+    def respond(self, images: torch.Tensor, options: dict) -> dict:
+        captions, used = self.run_model(self.target.caption, images)
         return {"captions": [str(c) for c in captions], "queries_used": used}
 
 
 def create_app(service: ModelService) -> Starlette:
-    """The Starlette application serving ``service`` (``/v1/info`` and its ``route``)."""
+    """The Starlette application serving ``service`` (``/v1/info`` and its ``route``).
+
+    Each request is answered in this order, so nothing is decoded or run for a request that
+    is refused: rate limit (429), declared body size (413), body size as it streams in
+    (413), JSON, payload limits on headers (413/400), budget (403), model. Every request
+    is logged as one line (:func:`log_request`).
+    """
     max_body = service.config.max_body_bytes
 
     def error(e: ServiceError) -> JSONResponse:
         return JSONResponse({"error": str(e)}, status_code=e.status, headers=e.headers)
 
+    def body_too_large(size: str) -> ServiceError:
+        return too_large(f"request body of {size} bytes exceeds {max_body} bytes "
+                         f"({max_body / 2**20:g} MiB); send fewer images per request",
+                         "max_body_bytes")
+
     async def info(request: Request) -> JSONResponse:
-        return JSONResponse(service.info())
+        start = time.perf_counter()
+        response = JSONResponse(service.info())
+        log_request(request, service, status=response.status_code, body_bytes=0, images=0,
+                    start=start)
+        return response
 
     async def answer(request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        record: dict = {"images": None}
+        size = 0
         try:
             service.limiter.check(request.client.host if request.client else "?")
             length = request.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > max_body:
-                raise ServiceError(413, f"body of {length} bytes exceeds {max_body}")
+                size = int(length)
+                raise body_too_large(length)
             body = bytearray()
             async for chunk in request.stream():
                 body += chunk
+                size = len(body)
                 if len(body) > max_body:
-                    raise ServiceError(413, f"body exceeds {max_body} bytes")
+                    raise body_too_large(f"more than {max_body}")
             try:
                 payload = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ServiceError(400, f"malformed JSON: {e}") from e
+            del body
             from starlette.concurrency import run_in_threadpool
 
-            return JSONResponse(await run_in_threadpool(service.answer, payload))
+            response = JSONResponse(await run_in_threadpool(service.handle, payload, record))
+            message = None
         except ServiceError as e:
-            return error(e)
+            response, message = error(e), str(e)
+        log_request(request, service, status=response.status_code, body_bytes=size,
+                    images=record["images"], start=start, error=message)
+        return response
 
     return Starlette(routes=[Route("/v1/info", info, methods=["GET"]),
                              Route(service.route, answer, methods=["POST"])])
 
 
-def run_server(service: ModelService, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve until interrupted (uvicorn, one process, concurrent requests)."""
+def log_request(request: Request, service: ModelService, *, status: int, body_bytes: int,
+                images: int | None, start: float, error: str | None = None) -> None:
+    """One JSON line on :data:`request_log` for one request.
+
+    Fields: ``time`` (UTC, ISO 8601), ``client`` (address), ``method``, ``path``, ``status``,
+    ``body_bytes``, ``images`` (null when the request was refused before it was parsed),
+    ``ms``, ``queries_used`` (the service's total) and ``error`` (failures only). No header
+    is logged: an ``Authorization`` header or API key never reaches the log.
+    """
+    if not request_log.isEnabledFor(logging.INFO):
+        return
+    entry: dict = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                   "client": request.client.host if request.client else None,
+                   "method": request.method, "path": request.url.path, "status": status,
+                   "body_bytes": body_bytes, "images": images,
+                   "ms": round((time.perf_counter() - start) * 1000, 2),
+                   "queries_used": service.queries_used}
+    if error is not None:
+        entry["error"] = error
+    request_log.info(json.dumps(entry, separators=(",", ":")))
+
+
+def run_server(service: ModelService, host: str = "127.0.0.1", port: int = 8080, *,
+               log_requests: bool = True) -> None:
+    """Serve until interrupted (uvicorn, one process, concurrent requests).
+
+    Args:
+        service: what to serve.
+        host, port: where to listen.
+        log_requests: write the per-request JSON lines (:func:`log_request`) to stderr.
+    """
     import uvicorn
 
+    if log_requests and not request_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        request_log.addHandler(handler)
+        request_log.propagate = False
+    request_log.setLevel(logging.INFO if log_requests else logging.WARNING)
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
 
 

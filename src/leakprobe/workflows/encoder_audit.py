@@ -239,9 +239,10 @@ def run_encoder_audit(spec: EncoderAuditSpec) -> dict | QueryPlan:
     check_out_dir(spec.out, "--out")
     config = TrainConfig(epochs=spec.shadow_epochs, batch_size=_training_batch(spec),
                          seed=spec.seed, device=spec.device, amp=spec.amp)
-    load_kwargs: dict[str, Any] = {"family": "encoder", "arch": spec.arch, "image_size": spec.image_size,
-                   "batch_size": spec.batch_size, "checkpoint_key": spec.checkpoint_key,
-                   "query_precision": spec.query_precision}
+    load_kwargs: dict[str, Any] = {
+        "family": "encoder", "arch": spec.arch, "image_size": spec.image_size,
+        "batch_size": spec.batch_size, "checkpoint_key": spec.checkpoint_key,
+        "query_precision": spec.query_precision}
     target = load_target(spec.model, device=spec.device, **load_kwargs)
     attack_objs = build_attacks(names, spec.seed, target=target, **options)
     size = target.input_size
