@@ -73,3 +73,72 @@ def test_audit_reports_queries_and_cross_fitting(lines_mode, capsys) -> None:
     assert "encodermi-vector: querying: 144/144 queries (100%)" in err
     assert "encodermi-vector: cross-fitting: 2/2 fits (100%)" in err
     assert np.isfinite(target.queries)
+
+
+def test_the_bar_advances_per_model_chunk_as_each_is_answered(lines_mode, capsys) -> None:
+    """PartCrop's bar went 64 -> 8256 in one jump: the budget is still charged up front, but
+    the bar now moves as each chunk of the model's answers completes."""
+    from leakprobe.targets.encoder import ModuleEncoder
+
+    bars: list[progress.Task] = []
+
+    class Mean(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen_done: list[int] = []
+
+        def forward(self, x):
+            if bars:
+                self.seen_done.append(bars[0].done)  # the bar when this chunk starts
+            return x.mean(dim=(2, 3))
+
+    model = Mean()
+    target = ModuleEncoder(model, input_size=8, device="cpu", batch_size=4, budget=10)
+    with progress.task("partcrop: querying", 10, "queries") as bar:
+        bars.append(bar)
+        target.embed(torch.rand(10, 3, 8, 8))
+        assert target.queries == 10  # paid in full before the first chunk
+        assert model.seen_done == [0, 4, 8] and bar.done == 10
+    lines = [line for line in capsys.readouterr().err.splitlines() if "/10 queries" in line]
+    counts = [line.removeprefix("partcrop: querying: ").split(" ")[0] for line in lines]
+    assert counts == ["4/10", "8/10", "10/10"]
+    for line in lines:  # every step shows a rate and the time left
+        assert "queries/s" in line and "- queries/s" not in line and " left" in line
+
+
+def test_a_refused_budget_moves_no_bar(lines_mode) -> None:
+    from leakprobe.errors import BudgetExceededError
+    from leakprobe.targets.encoder import ModuleEncoder
+
+    target = ModuleEncoder(torch.nn.Flatten(), input_size=2, device="cpu", budget=3)
+    with progress.task("q", 5, "queries") as bar:
+        with pytest.raises(BudgetExceededError):
+            target.embed(torch.rand(5, 3, 2, 2))
+        assert bar.done == 0 and target.queries == 0
+
+
+def test_rate_and_time_left_before_during_and_after(lines_mode) -> None:
+    assert progress.rate_text(0, 3.0, "queries") == "- queries/s"
+    assert progress.rate_text(40, 4.0, "queries") == "10 queries/s"
+    assert progress.left_text(0, 100, 3.0) == "-:-- left"
+    assert progress.left_text(40, 100, 4.0) == "0:06 left"  # 60 more at 10/s
+    assert progress.left_text(100, 100, 4.0) == "0:00 left"
+    assert progress.left_text(40, None, 4.0) == ""  # no total: no time left
+    with progress.task("fitting", 3, "fits") as t:
+        assert t.status().endswith("3 fits (0%), - fits/s, -:-- left")
+
+
+def test_the_terminal_bar_shows_rate_and_time_left(monkeypatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    bar = progress._new_bar(console)
+    first = bar.add_task("partcrop: querying", total=100, unit="queries")
+    bar.update(first, completed=40)
+    bar.add_task("reference training", total=None, unit="epochs")
+    console.print(bar.make_tasks_table(bar.tasks))
+    text = console.file.getvalue()
+    assert "40/100" in text and "queries/s" in text and " left" in text
+    assert "- epochs/s" in text and "taken" in text  # no total: the time taken instead

@@ -9,9 +9,20 @@ no bf16 LSTM there (``could not create a primitive descriptor for the LSTM forwa
 propagation primitive``). A model whose ops fail under autocast falls back to fp32 once, with
 one line saying so (:class:`leakprobe.training.trainer.Trainer`).
 
-Queries to an audited target always run in fp32: an audit measures the model as it answers,
-not a rounded copy of it. ``--amp`` governs what leakprobe trains (targets, shadows,
-surrogates, attack extractors).
+``--amp`` governs what leakprobe trains (targets, shadows, surrogates, attack extractors).
+``--query-precision auto|fp32|bf16`` governs the queries to an audited local target
+(:class:`leakprobe.targets.base.TargetBase`): ``auto`` (the default of :func:`load_target`)
+runs them under bf16 autocast where the device computes bf16 natively and in fp32 elsewhere;
+answers always come back as float32. bf16 rounds what the model computes, so an audit in bf16
+measures a slightly rounded copy of the model. Measured (``benchmarks/precision.py
+--queries``, seeds 0 and 1) on the demo-like target -- SimCLR resnet-tiny without projection
+head, 600 epochs on 64 synthetic images, audited on its 64 members and 64 non-members with
+partcrop, encodermi (vector, set, threshold), lpla (p1, p2, pinf) and both baselines -- the
+largest AUC difference bf16 - fp32 was 0.0073 (partcrop; every other attack <= 0.0014), the
+embeddings moving by 0.3% (relative L2). The stated tolerance, :data:`QUERY_AUC_TOLERANCE`,
+is 0.02. ViT-S/16 at 224 px (random weights) moved its embeddings by at most 0.7%. On a CPU
+without native bf16 autocast is emulated: resnet-tiny answered 78-100 instead of 650-750
+images/s, ViT-S/16 0.56 instead of 4.7 (1 thread), which is why ``auto`` keeps fp32 there.
 """
 
 from __future__ import annotations
@@ -25,6 +36,10 @@ import torch
 from leakprobe.errors import LeakprobeError
 
 AMP_CHOICES = ("auto", "on", "off")
+QUERY_PRECISIONS = ("auto", "fp32", "bf16")
+#: The largest AUC difference between bf16 and fp32 queries an audit is expected to show (the
+#: stated tolerance of ``--query-precision``): 0.0073 measured at most (module docstring).
+QUERY_AUC_TOLERANCE = 0.02
 
 
 @functools.cache
@@ -66,6 +81,30 @@ def resolve_amp(amp: str | bool, device: torch.device) -> bool:
     if amp == "auto":
         return native_bf16(device)
     return amp == "on"
+
+
+def check_query_precision(value: str) -> str:
+    """``value`` if it is one of ``auto``/``fp32``/``bf16``; else a one-line error."""
+    if value in QUERY_PRECISIONS:
+        return value
+    raise LeakprobeError(f"--query-precision must be one of {', '.join(QUERY_PRECISIONS)}, "
+                         f"got {value!r}")
+
+
+def resolve_query_precision(value: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16``: the precision of the queries to a target on ``device``.
+
+    ``auto`` is ``bf16`` only where :func:`native_bf16` says the device computes it in
+    hardware; ``fp32`` and ``bf16`` are kept as given.
+
+    Raises:
+        LeakprobeError: a value other than ``auto``, ``fp32``, ``bf16`` (naming
+            ``--query-precision``).
+    """
+    value = check_query_precision(value)
+    if value == "auto":
+        return "bf16" if native_bf16(torch.device(device)) else "fp32"
+    return value
 
 
 def precision_name(enabled: bool) -> str:

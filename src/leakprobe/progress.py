@@ -8,8 +8,14 @@ stderr is not a terminal (a log file, CI) the same facts come as one plain line 
 ``LEAKPROBE_PROGRESS=0`` turns both off; ``LEAKPROBE_QUIET=1`` silences every status line.
 stdout carries results only.
 
-Queries are counted where they are paid: a target's query counter calls
-:func:`count_queries`, which advances the innermost open task whose unit is ``queries``.
+Every task with a known total shows its rate and the time left, both from the work done
+since the task began (``done / elapsed``; the time left is ``(total - done) / rate``), the
+same in the bar and in the lines; before the first unit is done they read ``-``.
+
+Queries are counted where they are answered: a target charges its budget for a whole call
+up front, then calls :func:`count_queries` as each model chunk completes, which advances
+the innermost open task whose unit is ``queries`` (so a PartCrop step's 8192 part crops
+move the bar chunk by chunk, not in one jump).
 """
 
 from __future__ import annotations
@@ -51,6 +57,24 @@ def _duration(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
+def rate_text(done: float, elapsed: float, unit: str) -> str:
+    """``12.3 queries/s`` (work done since the task began), ``- queries/s`` before any."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return f"{rate:.3g} {unit}/s" if done > 0 and rate > 0 else f"- {unit}/s"
+
+
+def left_text(done: float, total: float | None, elapsed: float) -> str:
+    """``0:07 left`` at the task's average rate, ``-:-- left`` before any work; '' without
+    a total."""
+    if not total:
+        return ""
+    if done >= total:
+        return "0:00 left"
+    if done <= 0 or elapsed <= 0:
+        return "-:-- left"
+    return f"{_duration((total - done) * elapsed / done)} left"
+
+
 class Task:
     """One step with a known (or unknown) amount of work; see :func:`task`."""
 
@@ -78,13 +102,12 @@ class Task:
 
     def status(self) -> str:
         """``description: 40/128 queries (31%), 12.3 queries/s, 0:07 left``."""
-        rate = self.rate()
+        elapsed = time.monotonic() - self.start
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        left = ""
-        if self.total and rate > 0 and self.done < self.total:
-            left = f", {_duration((self.total - self.done) / rate)} left"
-        return f"{self.description}: {count} {self.unit}{pct}, {rate:.3g} {self.unit}/s{left}"
+        left = left_text(self.done, self.total, elapsed)
+        return (f"{self.description}: {count} {self.unit}{pct}, "
+                f"{rate_text(self.done, elapsed, self.unit)}{', ' + left if left else ''}")
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -110,30 +133,31 @@ class Task:
                   file=sys.stderr, flush=True)
 
 
-def _new_bar():
+def _new_bar(console: Any = None):
+    """The rich bar: description, bar, count, rate and time left (or time taken, without a
+    total), the last two as :func:`rate_text` / :func:`left_text` compute them."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
-        """Items per second in the task's own unit."""
+        """Items per second in the task's own unit, averaged since the task began."""
 
         def render(self, task) -> Text:
-            speed = task.finished_speed or task.speed
-            unit = task.fields.get("unit", "")
-            return Text(f"{speed:.3g} {unit}/s" if speed else f"- {unit}/s",
-                        style="progress.data.speed")
+            return Text(rate_text(task.completed, task.elapsed or 0.0,
+                                  task.fields.get("unit", "")), style="progress.data.speed")
+
+    class LeftColumn(ProgressColumn):
+        """Time left at that rate; the time taken so far when the total is unknown."""
+
+        def render(self, task) -> Text:
+            elapsed = task.elapsed or 0.0
+            text = left_text(task.completed, task.total, elapsed)
+            return Text(text or f"{_duration(elapsed)} taken", style="progress.remaining")
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-        TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+        LeftColumn(), console=console or Console(stderr=True), transient=True,
     )
 
 
@@ -161,7 +185,7 @@ def track(items: Iterable[T], description: str, total: int | None = None,
 
 
 def count_queries(n: int) -> None:
-    """``n`` images were sent to a target: advance the innermost open ``queries`` task."""
+    """``n`` images were answered by a target: advance the innermost open ``queries`` task."""
     for t in reversed(_tasks):
         if t.unit == "queries":
             t.advance(n)

@@ -2,7 +2,8 @@
 
 Each type is a ``typing.Annotated`` alias; a command gives the default in its signature
 (``seed: Seed = 0``). The checks run as click callbacks while the command line is parsed,
-so a bad ``--device``, ``--out``, ``--amp``, ``--threads``, ``--crop-scale`` or JSON option
+so a bad ``--device``, ``--out``, ``--amp``, ``--query-precision``, ``--threads``,
+``--batch-size``, ``--crop-scale`` or JSON option
 is a one-line error (``error: ...``, exit status 2) before any model or data is loaded.
 Callbacks import what they need when they run; ``--help`` runs none of them, so help stays
 free of torch.
@@ -90,6 +91,19 @@ def _amp(value: str) -> str:
     return value
 
 
+def _query_precision(value: str) -> str:
+    from leakprobe.precision import check_query_precision
+
+    return check_query_precision(value)
+
+
+def parse_query_batch_size(value: Any) -> int | str:
+    """``--batch-size auto|N`` -> ``"auto"`` or N >= 1 (the parser of :data:`QueryBatchSize`)."""
+    from leakprobe.targets.batching import check_batch_size  # torch-free module import
+
+    return check_batch_size(value, "--batch-size")
+
+
 def _threads(value: str) -> str:
     from leakprobe.threads import parse_threads
 
@@ -136,8 +150,13 @@ Threads = Annotated[str, typer.Option(
          "one.")]
 Amp = Annotated[str, typer.Option(
     "--amp", metavar="auto|on|off", callback=_amp,
-    help="bf16 autocast while training: auto = where the device runs bf16 natively; queries "
-         "to a target always run in fp32.")]
+    help="bf16 autocast while training: auto = where the device runs bf16 natively "
+         "(queries to a target: --query-precision).")]
+QueryPrecision = Annotated[str, typer.Option(
+    "--query-precision", metavar="auto|fp32|bf16", callback=_query_precision,
+    help="Precision of the queries to a local target: auto = bf16 autocast where the device "
+         "runs bf16 natively, else fp32; answers are float32 either way. Recorded in the "
+         "report.")]
 
 
 def use_threads(threads: str) -> None:
@@ -219,7 +238,11 @@ DPDelta = Annotated[float, typer.Option("--dp-delta",
 # --------------------------------------------------------------------------------------------
 # auditing
 
-QueryBatchSize = Annotated[int, typer.Option("--batch-size", help="Images per query batch.")]
+# ``auto`` or an int: typer takes no Union, so the value is typed Any and parsed here
+QueryBatchSize = Annotated[Any, typer.Option(
+    "--batch-size", metavar="auto|N", parser=parse_query_batch_size,
+    help="Images per query batch; auto: chosen for the model on its device (CUDA: from a "
+         "memory probe; CPU: 32 within the memory), more per call for smaller images.")]
 Folds = Annotated[int, typer.Option("--folds", help="Cross-fitting folds.")]
 Repeats = Annotated[int, typer.Option(
     "--repeats", help="Cross-fittings averaged per sample (the permutations redo all of "

@@ -250,7 +250,7 @@ class HTTPTarget:
         per_request = self.images_per_request(tuple(images.shape), wire)
         if per_request == 0:
             raise self._too_large(tuple(images.shape[1:]))
-        self.counter.charge(images.shape[0])
+        self.counter.charge(images.shape[0], progress=False)  # the bar moves per answer
         pieces: list[Piece] = []
         start = 0
         while start < images.shape[0]:  # batch_size shrinks if a request is answered 413
@@ -284,6 +284,7 @@ class HTTPTarget:
         self.requests += 1
         self.server_queries_used = int(answer.get("queries_used", 0))
         pieces.append(read(answer, chunk.shape[0]))
+        self.counter.answered(chunk.shape[0])
 
     def _check_array(
         self, value: object, n: int, ndim: int, what: str, declared_width: int = 0

@@ -25,7 +25,9 @@ import torch
 
 from leakprobe.device import resolve_device
 from leakprobe.errors import LeakprobeError
+from leakprobe.precision import check_query_precision
 from leakprobe.targets.base import TargetBase, first_line
+from leakprobe.targets.batching import fixed_batch
 
 WEIGHTS_FILE = "captioner.safetensors"
 TORCHSCRIPT_FILE = "captioner.torchscript.pt"
@@ -76,9 +78,13 @@ class ModuleCaptioner(TargetBase):
             the module's ``vocab_size`` when both are known).
         input_size: square side the model expects (default: ``model.input_size`` or 32).
         device: where to run it.
-        batch_size: images per ``generate`` call.
+        batch_size: images per ``generate`` call, or ``"auto"`` (measured once:
+            :func:`~leakprobe.targets.batching.auto_batch_size`).
         budget: optional maximum number of images queried.
         name: shown in reports and errors.
+        query_precision: ``fp32`` (default), ``bf16`` (autocast) or ``auto`` (bf16 where the
+            device computes it natively); a model whose ``generate`` fails under bf16 (the
+            LSTM on CPUs without native bf16) is queried in fp32.
     """
 
     kind = "captioner"
@@ -91,9 +97,11 @@ class ModuleCaptioner(TargetBase):
         tokenizer: Any,
         input_size: int | None = None,
         device: str | torch.device = "auto",
-        batch_size: int = 64,
+        batch_size: int | str = 64,
         budget: int | None = None,
         name: str = "",
+        *,
+        query_precision: str = "fp32",
     ) -> None:
         self.name = name or type(model).__name__
         generate = getattr(model, "generate", None)
@@ -109,9 +117,10 @@ class ModuleCaptioner(TargetBase):
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         super().__init__(model, name=name, input_size=input_size, batch_size=batch_size,
-                         budget=budget)
+                         budget=budget, query_precision=query_precision)
         self._generate = cast(Callable, self.model.generate)  # checked callable above
-        self.check_output(self._probe_call(self._generate), 2)  # not counted as queries
+        answer = self.check_output(self._probe_call(self._generate), 2)  # not counted
+        self._settle(self.model, self._generate, answer)
 
     def check_output(self, out: object, n: int) -> torch.Tensor:
         """(n, L) integer token ids."""
@@ -228,18 +237,23 @@ def _check_model_json(folder: Path) -> None:
 def load_captioner(
     spec: str,
     device: str | torch.device = "auto",
-    batch_size: int = 64,
+    batch_size: int | str = 64,
     budget: int | None = None,
     image_size: int | None = None,
+    *,
+    query_precision: str = "auto",
 ) -> Captioner:
     """A :class:`Captioner` for ``--model SPEC`` (see the module docstring for the forms).
 
     Args:
         spec: trainer folder, TorchScript ``.pt`` file, entry point or URL.
         device: where a local model runs.
-        batch_size: images per call.
+        batch_size: images per call, or ``"auto"`` (a local module's is measured; callables
+            and HTTP services get 64).
         budget: optional query budget.
         image_size: input side (default: what the model declares, else 32).
+        query_precision: ``auto`` (bf16 where the device computes it natively), ``fp32`` or
+            ``bf16``, for a local module; callables and HTTP services answer as they do.
     Raises:
         LeakprobeError: unknown form, missing files, import or factory failures, bad models.
     """
@@ -254,9 +268,10 @@ def load_captioner(
     text = str(spec)
     path = Path(text)
     device = resolve_device(device)  # first: a bad --device is named before the model is read
+    check_query_precision(query_precision)
     if text.startswith(("http://", "https://")):
-        return family("captioner").client(text, batch_size=batch_size, budget=budget,
-                                          image_size=image_size)
+        return family("captioner").client(text, batch_size=fixed_batch(batch_size, 64),
+                                          budget=budget, image_size=image_size)
     if path.is_dir():
         _check_model_json(path)
         if (path / WEIGHTS_FILE).exists():
@@ -267,11 +282,12 @@ def load_captioner(
             raise LeakprobeError(f"{path}: folder has no {WEIGHTS_FILE} or {TORCHSCRIPT_FILE}")
         tokenizer = load_tokenizer(path / TOKENIZER_FILE)
         return ModuleCaptioner(module, tokenizer, image_size, device, batch_size, budget,
-                               name=text)
+                               name=text, query_precision=query_precision)
     if ":" in text and not path.exists():
         obj = load_entry_point(text)
         if callable(getattr(obj, "caption", None)):
-            return CallableCaptioner(obj, image_size, batch_size, budget, name=text)
+            return CallableCaptioner(obj, image_size, fixed_batch(batch_size, 64), budget,
+                                     name=text)
         raise LeakprobeError(f"{text}: the factory returned {type(obj).__name__}, which has no "
                              "caption(images) method")
     if not path.exists():
@@ -280,5 +296,6 @@ def load_captioner(
         raise LeakprobeError(f"{text}: pass the folder holding {path.name} and {TOKENIZER_FILE}")
     module = load_torchscript(path, "cpu")
     tokenizer = load_tokenizer(path.parent / TOKENIZER_FILE)
-    return ModuleCaptioner(module, tokenizer, image_size, device, batch_size, budget, name=text)
+    return ModuleCaptioner(module, tokenizer, image_size, device, batch_size, budget, name=text,
+                           query_precision=query_precision)
 

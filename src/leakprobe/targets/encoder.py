@@ -58,7 +58,8 @@ class ModuleEncoder(TargetBase):
     norm, or feature-map tokens mean-pooled into the embedding; False for tokens taken before a
     projection head); set it to False to keep PartCrop's token attacks off a model.
     Inputs are moved to the device, split into batches of ``batch_size`` and
-    run under ``torch.inference_mode``; outputs come back on the CPU as float32. Models that
+    run under ``torch.inference_mode`` in the query precision (fp32, or bf16 autocast);
+    outputs come back on the CPU as float32. Models that
     reject images of another size than ``input_size`` (probed once) get every query resized to
     ``input_size``; the others see the size they are given (PartCrop's half-size parts).
     Probing, batching, checking and counting are :class:`~leakprobe.targets.base.TargetBase`'s.
@@ -67,9 +68,13 @@ class ModuleEncoder(TargetBase):
         module: the model.
         input_size: square side the model expects (default: ``module.input_size`` or 32).
         device: where to run it.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass, or ``"auto"`` (measured once for this model on
+            this device: :func:`~leakprobe.targets.batching.auto_batch_size`).
         budget: optional maximum number of images queried.
         name: shown in reports.
+        query_precision: ``fp32`` (default), ``bf16`` (autocast, answers as float32) or
+            ``auto`` (bf16 where the device computes it natively); the resolved name is
+            ``query_precision`` on the target.
     """
 
     kind = "encoder"
@@ -80,14 +85,16 @@ class ModuleEncoder(TargetBase):
         module: torch.nn.Module,
         input_size: int | None = None,
         device: str | torch.device = "auto",
-        batch_size: int = 256,
+        batch_size: int | str = 256,
         budget: int | None = None,
         name: str = "",
+        *,
+        query_precision: str = "fp32",
     ) -> None:
         self.device = resolve_device(device)
         self.module = module.to(self.device).eval()
         super().__init__(module, name=name, input_size=input_size, batch_size=batch_size,
-                         budget=budget)
+                         budget=budget, query_precision=query_precision)
         self._tokens_fn: Callable | None = getattr(module, "tokens", None)
         self.embed_dim = self._probe()
 
@@ -107,20 +114,19 @@ class ModuleEncoder(TargetBase):
         return not self.flexible_size
 
     def _probe(self) -> int:
-        """Check the model on a tiny batch; learn whether it takes other sizes."""
+        """Check the model on a tiny batch; learn whether it takes other sizes; then settle
+        the memory format and an ``"auto"`` batch size."""
         x = self._probe_batch()
         out = self.check_output(self._probe_call(self.module, x), 2)
         half = max(self.input_size // 2, 1)
         try:
-            with torch.inference_mode():
-                self.check_output(self.module(x[:, :, :half, :half]), 2)
+            self.check_output(self._run(self.module, x[:, :, :half, :half]), 2)
             self.flexible_size = True
         except Exception:
             self.flexible_size = False
         if self._tokens_fn is not None:
             try:
-                with torch.inference_mode():
-                    tok = self._tokens_fn(x)
+                tok = self._run(self._tokens_fn, x)
                 if tok is None:  # the protocol allows "not exposed"
                     self._tokens_fn = None
                 else:
@@ -129,6 +135,7 @@ class ModuleEncoder(TargetBase):
                 raise
             except Exception:
                 self._tokens_fn = None
+        self._settle(self.module, self.module, out)
         return int(out.shape[1])
 
     def check_output(self, out: object, n: int) -> torch.Tensor:
@@ -152,21 +159,25 @@ class ObjectEncoder(ModuleEncoder):
     """Wrap any object with ``embed(images)`` (and optionally ``tokens``, ``input_size``).
 
     The object's own methods are called in batches; outputs are validated and queries
-    counted exactly as for a torch module.
+    counted exactly as for a torch module. The object runs where it is: images are handed
+    to it on the CPU, and ``query_precision="bf16"`` autocasts its CPU torch ops only.
     """
 
     def __init__(
         self,
         obj: object,
         input_size: int | None = None,
-        batch_size: int = 256,
+        batch_size: int | str = 256,
         budget: int | None = None,
         name: str = "",
+        *,
+        query_precision: str = "fp32",
     ) -> None:
         self.obj = obj
         self.device = torch.device("cpu")
         TargetBase.__init__(self, obj, name=name, input_size=input_size,
-                            batch_size=batch_size, budget=budget)
+                            batch_size=batch_size, budget=budget,
+                            query_precision=query_precision)
         self.module = obj.embed  # type: ignore[attr-defined]
         self._tokens_fn = getattr(obj, "tokens", None)
         self.embed_dim = self._probe()

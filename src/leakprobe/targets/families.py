@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +71,8 @@ class Family:
 
     @property
     def loader(self) -> Any:
-        """The loader: ``loader(spec, ..., device=, batch_size=, budget=, image_size=)``."""
+        """The loader: ``loader(spec, ..., device=, batch_size=, budget=, image_size=,
+        query_precision=)``."""
         return _resolve(self.loader_path)
 
     @property
@@ -142,6 +144,15 @@ def family(name: str | Family) -> Family:
 _family = family  # load_target's keyword ``family`` shadows the function
 
 
+def _takes(fn: Any, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (a family added later may not)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def family_of_report(kind: str) -> Family | None:
     """The family whose audit writes a ``report.json`` of ``kind`` (None: no audit's)."""
     return next((f for f in FAMILIES.values() if f.report_kind == kind), None)
@@ -154,9 +165,10 @@ def load_target(
     device: str | torch.device = "auto",
     arch: str | None = None,
     image_size: int | None = None,
-    batch_size: int | None = None,
+    batch_size: int | str | None = None,
     budget: int | None = None,
     checkpoint_key: str | None = None,
+    query_precision: str = "auto",
 ) -> Any:
     """A target of ``family`` for ``--model SPEC`` (file, folder, entry point or URL).
 
@@ -167,10 +179,16 @@ def load_target(
         device: where a local model runs.
         arch: registered architecture of ``.safetensors`` weights (not for captioners).
         image_size: input side (default: what the model declares, else 32).
-        batch_size: images per model call or request (default: the family loader's).
+        batch_size: images per model call or request (default: the family loader's), or
+            ``"auto"``: measured for a local model on its device
+            (:func:`~leakprobe.targets.batching.auto_batch_size`).
         budget: optional query budget.
         checkpoint_key: section of a published checkpoint read with ``arch`` (encoders only;
             DINO: ``teacher``, the default, or ``student``).
+        query_precision: ``auto`` (bf16 autocast where the device computes bf16 natively,
+            fp32 elsewhere), ``fp32`` or ``bf16``, for a local model (the target's
+            ``query_precision`` names the one used); HTTP services answer as they do. A
+            family whose loader takes no ``query_precision`` accepts only ``auto``.
     Returns:
         The family's target (e.g. a :class:`~leakprobe.targets.encoder.ModuleEncoder` or an
         :class:`~leakprobe.serving.client.HTTPEncoder`).
@@ -179,6 +197,12 @@ def load_target(
     """
     fam = _family(family)
     options: dict[str, Any] = {"device": device, "image_size": image_size, "budget": budget}
+    loader = fam.loader
+    if _takes(loader, "query_precision"):
+        options["query_precision"] = query_precision
+    elif query_precision != "auto":
+        raise LeakprobeError(f"--query-precision {query_precision}: the {fam.name} family's "
+                             "loader takes no query precision")
     if batch_size is not None:
         options["batch_size"] = batch_size
     if arch is not None:
@@ -190,5 +214,5 @@ def load_target(
         if fam.name != "encoder":
             raise LeakprobeError(f"--checkpoint-key {checkpoint_key}: only for encoders")
         options["checkpoint_key"] = checkpoint_key
-    return fam.loader(str(spec), **options)
+    return loader(str(spec), **options)
 

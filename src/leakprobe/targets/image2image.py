@@ -38,9 +38,12 @@ class ModuleTranslator(TargetBase):
         module: the model, or a callable ``images -> images`` (run where it is).
         input_size: square side the model expects (default: ``module.input_size`` or 32).
         device: where to run it.
-        batch_size: images per call.
+        batch_size: images per call, or ``"auto"`` (measured once for this model on this
+            device: :func:`~leakprobe.targets.batching.auto_batch_size`).
         budget: optional maximum number of images queried.
         name: shown in reports and errors.
+        query_precision: ``fp32`` (default), ``bf16`` (autocast, answers as float32) or
+            ``auto`` (bf16 where the device computes it natively).
     """
 
     kind = "image2image"
@@ -50,17 +53,21 @@ class ModuleTranslator(TargetBase):
         module: torch.nn.Module | Callable,
         input_size: int | None = None,
         device: str | torch.device = "auto",
-        batch_size: int = 64,
+        batch_size: int | str = 64,
         budget: int | None = None,
         name: str = "",
+        *,
+        query_precision: str = "fp32",
     ) -> None:
         self.device = resolve_device(device)
         if isinstance(module, torch.nn.Module):
             module = module.to(self.device).eval()
         self.module = module
         super().__init__(module, name=name, input_size=input_size, batch_size=batch_size,
-                         budget=budget)
-        self.out_channels = int(self.check_output(self._probe_call(self.module), 2).shape[1])
+                         budget=budget, query_precision=query_precision)
+        answer = self.check_output(self._probe_call(self.module), 2)
+        self.out_channels = int(answer.shape[1])
+        self._settle(self.module, self.module, answer)
 
     def check_output(self, out: object, n: int) -> torch.Tensor:
         """Finite (n, C, H, W) images within [0, 1] (a tolerance of 1e-3 is clipped)."""

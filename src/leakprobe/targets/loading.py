@@ -33,6 +33,8 @@ from safetensors.torch import load_file
 from leakprobe.errors import LeakprobeError
 from leakprobe.models import create_model
 from leakprobe.models.public import PUBLIC_ARCHS
+from leakprobe.precision import check_query_precision
+from leakprobe.targets.batching import fixed_batch
 from leakprobe.targets.checkpoints import is_torch_checkpoint, load_checkpoint_module
 from leakprobe.targets.encoder import ModuleEncoder, ObjectEncoder
 from leakprobe.targets.families import family
@@ -197,9 +199,11 @@ def load_encoder(
     arch: str | None = None,
     image_size: int | None = None,
     device: str | torch.device = "auto",
-    batch_size: int = 256,
+    batch_size: int | str = 256,
     budget: int | None = None,
     checkpoint_key: str | None = None,
+    *,
+    query_precision: str = "auto",
 ):
     """An :class:`~leakprobe.targets.encoder.Encoder` for ``--model SPEC``.
 
@@ -208,17 +212,23 @@ def load_encoder(
         arch: registered architecture for safetensors weights.
         image_size: input side (default: what the model declares, else 32).
         device: where the model runs.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass, or ``"auto"``: measured for a local model on
+            its device (:func:`~leakprobe.targets.batching.auto_batch_size`); an HTTP
+            service gets 256, capped by its ``max_batch``.
         budget: optional query budget.
         checkpoint_key: section of a published checkpoint read with ``arch`` (DINO:
             ``teacher``, the default, or ``student``).
+        query_precision: ``auto`` (bf16 autocast where the device computes bf16 natively,
+            fp32 elsewhere), ``fp32`` or ``bf16``; the target's ``query_precision`` says
+            which ran. An HTTP service answers in its own precision (ignored).
     """
     from leakprobe.device import resolve_device
 
     dev = resolve_device(device)  # first: a bad --device is named before any model is read
+    check_query_precision(query_precision)
     if spec.startswith(("http://", "https://")):
-        return family("encoder").client(spec, batch_size=min(batch_size, 256), budget=budget,
-                                        image_size=image_size)
+        return family("encoder").client(spec, batch_size=min(fixed_batch(batch_size, 256), 256),
+                                        budget=budget, image_size=image_size)
     from leakprobe.targets import huggingface as hf  # transformers itself only when used
 
     if hf.is_hf_spec(spec) or hf.is_hf_folder(spec):  # after train folders (is_hf_folder)
@@ -226,12 +236,14 @@ def load_encoder(
             raise LeakprobeError(f"{spec}: --arch does not apply to Hugging Face folders "
                                  "(config.json names the architecture)")
         return ModuleEncoder(hf.load_hf_encoder_module(spec), image_size, dev, batch_size,
-                             budget, name=str(spec))
+                             budget, name=str(spec), query_precision=query_precision)
     model = load_model_module(spec, arch, dev, checkpoint_key=checkpoint_key)
     if isinstance(model, torch.nn.Module):
-        return ModuleEncoder(model, image_size, dev, batch_size, budget, name=str(spec))
+        return ModuleEncoder(model, image_size, dev, batch_size, budget, name=str(spec),
+                             query_precision=query_precision)
     if callable(getattr(model, "embed", None)):
-        return ObjectEncoder(model, image_size, batch_size, budget, name=str(spec))
+        return ObjectEncoder(model, image_size, batch_size, budget, name=str(spec),
+                             query_precision=query_precision)
     raise returned(spec, model, "embed(images)")
 
 
@@ -240,22 +252,31 @@ def load_translator(
     arch: str | None = None,
     image_size: int | None = None,
     device: str | torch.device = "auto",
-    batch_size: int = 64,
+    batch_size: int | str = 64,
     budget: int | None = None,
+    *,
+    query_precision: str = "auto",
 ):
-    """An :class:`~leakprobe.targets.image2image.ImageToImage` target for ``--model SPEC``."""
+    """An :class:`~leakprobe.targets.image2image.ImageToImage` target for ``--model SPEC``.
+
+    ``batch_size`` and ``query_precision`` are as for :func:`load_encoder` (an HTTP service
+    gets 64 images per request for ``"auto"``).
+    """
     from leakprobe.device import resolve_device
     from leakprobe.targets.image2image import ModuleTranslator
 
     dev = resolve_device(device)  # first: a bad --device is named before any model is read
+    check_query_precision(query_precision)
     if spec.startswith(("http://", "https://")):
-        return family("image2image").client(spec, batch_size=batch_size, budget=budget,
-                                            image_size=image_size)
+        return family("image2image").client(spec, batch_size=fixed_batch(batch_size, 64),
+                                            budget=budget, image_size=image_size)
     model = load_model_module(spec, arch, dev)
     if isinstance(model, torch.nn.Module):
-        return ModuleTranslator(model, image_size, dev, batch_size, budget, name=str(spec))
+        return ModuleTranslator(model, image_size, dev, batch_size, budget, name=str(spec),
+                                query_precision=query_precision)
     translate = getattr(model, "translate", None)
     if callable(translate):
         return ModuleTranslator(translate, image_size or getattr(model, "input_size", None),
-                                "cpu", batch_size, budget, name=str(spec))
+                                "cpu", batch_size, budget, name=str(spec),
+                                query_precision=query_precision)
     raise returned(spec, model, "translate(images)")
