@@ -223,3 +223,16 @@ def test_two_ray_workers_give_the_one_process_report(tmp_path):
     for a, b in zip(one["results"], two["results"], strict=True):
         assert a["attack"] == b["attack"]
         assert a["metrics"] == b["metrics"], a["attack"]
+
+
+def test_calibrated_attacks_of_one_statistic_are_counted_once():
+    from leakprobe.attacks.registry import create_attack
+
+    target = encoder()
+    lira = create_attack("lira-encodermi", family="encoder")
+    rmia = create_attack("rmia-encodermi", family="encoder")
+    sslmem = create_attack("lira-sslmem", family="encoder")
+    plan = build_plan([lira, rmia, sslmem], target, 2 * N)
+    assert plan.shared_with == {"rmia-encodermi": "lira-encodermi"}
+    assert plan.queries_per_image == lira.queries_per_image(target) + 8
+    assert "shared by rmia-encodermi" in "\n".join(plan.lines())

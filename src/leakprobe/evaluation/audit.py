@@ -76,10 +76,13 @@ def audit_queries(attacks: list, target, n_images: int) -> tuple[int, str]:
     """
     plan = build_plan(attacks, target, n_images)
     how = f"{n_images} images x {plan.queries_per_image} per image"
-    parts = [f"{r.request.describe()} {r.request.queries_per_image()} "
-             f"({', '.join(r.attacks)})" for r in plan.requests]
+    by_readers: dict[tuple[str, ...], int] = {}  # requests read by the same attacks, summed
+    for r in plan.requests:
+        readers = tuple(r.attacks)
+        by_readers[readers] = by_readers.get(readers, 0) + r.request.queries_per_image()
+    parts = [f"{'+'.join(readers)} {per}" for readers, per in by_readers.items()]
     parts += [f"{name} {per}" for name, (per, _) in plan.unplanned.items() if per]
-    how += f": {'; '.join(parts) or 'none'}"
+    how += f": {', '.join(parts) or 'none'}"
     extra = sum(extra for _, extra in plan.unplanned.values())
     if extra:
         how += f"; + {extra} population-sample queries of calibrated attacks (at most)"

@@ -264,6 +264,8 @@ class QueryPlan:
         n_images: audited images.
         requests: the distinct requests of planned attacks, each with its readers.
         unplanned: attack name -> queries it pays on its own (per image, extra).
+        shared_with: unplanned attack -> the one whose queries it reuses (calibrated attacks
+            of one statistic share the target's and the population's answers).
         per_attack: attack name -> queries per image it needs (as if it ran alone).
         input_size: the target's input side (for the cost weights).
     """
@@ -273,6 +275,7 @@ class QueryPlan:
     unplanned: dict[str, tuple[int, int]] = field(default_factory=dict)
     per_attack: dict[str, int] = field(default_factory=dict)
     input_size: int = 0
+    shared_with: dict[str, str] = field(default_factory=dict)
 
     @property
     def queries_per_image(self) -> int:
@@ -311,6 +314,7 @@ class QueryPlan:
                          for r in self.requests],
             "unplanned": {name: {"queries_per_image": per, "extra_queries": extra}
                           for name, (per, extra) in self.unplanned.items()},
+            "shared_with": dict(self.shared_with),
         }
 
     def lines(self, seconds_per_query: float | None = None) -> list[str]:
@@ -324,7 +328,10 @@ class QueryPlan:
                        f"{', '.join(r.attacks)}")
         for name, (per, extra) in self.unplanned.items():
             more = f" + {extra} population samples (at most)" if extra else ""
-            out.append(f"  {per * self.n_images + extra:>9}  {name} (queries on its own){more}")
+            also = [a for a, b in self.shared_with.items() if b == name]
+            readers = f", shared by {', '.join(also)}" if also else ""
+            out.append(f"  {per * self.n_images + extra:>9}  {name} (queries on its own"
+                       f"{readers}){more}")
         if seconds_per_query is not None:
             est = seconds_per_query * self.relative_cost() * self.n_images
             out.append(f"  estimated query time: {_duration(est)} "
@@ -350,11 +357,19 @@ def build_plan(attacks: Sequence, target, n_images: int) -> QueryPlan:
     """The plan of ``attacks`` on ``target`` for ``n_images`` images (nothing is queried)."""
     plan = QueryPlan(n_images, input_size=int(getattr(target, "input_size", 0)))
     index: dict[Request, PlannedRequest] = {}
+    shared: dict[Any, str] = {}
     for attack in attacks:
         per = int(attack.queries_per_image(target))
         plan.per_attack[attack.name] = per
         requests = attack_requests(attack, target)
         if requests is None:
+            share = getattr(attack, "query_share_key", None)
+            key = share(target) if share is not None else None
+            if key is not None and key in shared:  # e.g. lira-X and rmia-X: one statistic
+                plan.shared_with[attack.name] = shared[key]
+                continue
+            if key is not None:
+                shared[key] = attack.name
             extra = int(attack.extra_queries(target))
             if per or extra:
                 plan.unplanned[attack.name] = (per, extra)

@@ -139,6 +139,12 @@ class CalibratedAttack(MembershipAttack):
     def queries_per_image(self, target) -> int:
         return int(self.base().queries_per_image(target))
 
+    def query_share_key(self, target) -> tuple:
+        """Calibrated attacks of one statistic and base settings share every answer (the
+        references' statistic cache, :meth:`ReferenceModels.statistic_of`): the plan counts
+        their queries once."""
+        return ("calibrated", self.statistic, repr(sorted(self.base().get_params().items())))
+
     def extra_queries(self, target) -> int:
         """The population samples' queries (paid once per statistic and target)."""
         refs = getattr(self, "references_", None)
