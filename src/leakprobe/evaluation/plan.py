@@ -153,6 +153,8 @@ class Answer:
         parts: (b, K, D) part embeddings (:class:`PartQuery`).
         tokens: (b, L, D) whole-image tokens (:class:`PartQuery` with ``tokens``).
         reference: (K, L) PartCrop's Gaussian reference (drawn once, shared by all chunks).
+        refused: why a :class:`PartQuery` with ``tokens`` paid no part (no tokens, or tokens
+            of another width than the embeddings): its readers refuse the target.
     """
 
     clean: torch.Tensor | None = None
@@ -160,6 +162,7 @@ class Answer:
     parts: torch.Tensor | None = None
     tokens: torch.Tensor | None = None
     reference: torch.Tensor | None = None
+    refused: str | None = None  # why the parts were not queried (tokens unusable)
 
 
 def split_requests(requests: Sequence[Request]) -> tuple[StreamRequest | None, bool]:
@@ -206,6 +209,12 @@ def answer_parts(target, chunk: torch.Tensor, request: PartQuery, g: torch.Gener
     tokens = None
     if request.tokens:
         tokens = target.tokens(chunk)  # before the parts: a bad target is refused early
+        width = int(getattr(target, "embed_dim", 0) or 0)
+        if tokens is None:
+            return Answer(refused="the target exposes no tokens")
+        if width and tokens.shape[-1] != width:
+            return Answer(tokens=tokens, refused=f"its tokens have width {tokens.shape[-1]} "
+                          f"and its embeddings {width} (not one space)")
     b, k = parts.shape[:2]
     part_emb = target.embed(parts.reshape(b * k, *parts.shape[2:])).view(b, k, -1)
     if tokens is not None and "reference" not in state:

@@ -146,8 +146,10 @@ class RayWorkers:
         return {"workers": self.workers, "address": self.address or "local",
                 "gpus_per_worker": self.gpus_per_worker}
 
-    def _start(self, images: Images) -> None:
-        if self._actors:
+    def connect(self) -> None:
+        """Join the cluster (or start the local one) now: reference training that runs on
+        Ray afterwards (``--reference-workers``) then uses the same cluster."""
+        if self._ray is not None:
             return
         ray = _import_ray()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -165,6 +167,12 @@ class RayWorkers:
                 where = self.address or f"a local cluster with {self.workers} CPUs"
                 raise LeakprobeError(f"could not start Ray on {where}: {e}") from e
             self._started_here = True
+
+    def _start(self, images: Images) -> None:
+        if self._actors:
+            return
+        self.connect()
+        ray = self._ray
         device = "cuda" if self.gpus_per_worker > 0 else "cpu"
         cpus = os.cpu_count() or 1
         threads = max(1, cpus // self.workers) if not self.address else 1

@@ -278,6 +278,8 @@ def run_encoder_audit(spec: EncoderAuditSpec) -> dict | QueryPlan:
 
         workers = RayWorkers(spec={"spec": spec.model, **load_kwargs}, workers=spec.workers,
                              address=spec.ray_address)
+        if spec.ray_address and not spec.dry_run:
+            workers.connect()  # reference training (--reference-workers) joins it too
     if spec.dry_run:
         plan = build_plan(attack_objs, target, len(mem) + len(non))
         extras = []

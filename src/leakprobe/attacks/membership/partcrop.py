@@ -188,6 +188,8 @@ class PartCrop(MembershipAttack):
 
     def chunk_features(self, answer: Answer) -> torch.Tensor:
         tokens, parts, ref = answer.tokens, answer.parts, answer.reference
+        if answer.refused is not None:
+            raise needs_tokens_error(self.name, answer.refused)
         if tokens is None or parts is None or ref is None:
             raise needs_tokens_error(self.name, "the target exposes no tokens")
         self._check_width(tokens, parts.shape[-1])
