@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from leakprobe.augment import random_resized_crop
-from leakprobe.data.stream import Images, image_batches, select
+from leakprobe.data.stream import Images, image_batches, select, shutdown_workers
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.plan import (
     Answer,
@@ -155,6 +155,9 @@ class RayWorkers:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self._ray = ray
         if not ray.is_initialized():
+            # decoding processes started before a local cluster do not survive its shutdown
+            # (seen: a later streamed read waited forever); they restart on the next read
+            shutdown_workers()
             env = {k: v for k, v in os.environ.items() if k.startswith("LEAKPROBE_")}
             kwargs = {"runtime_env": {"env_vars": env}, "include_dashboard": False,
                       "logging_level": "ERROR", "log_to_driver": False}
@@ -231,6 +234,7 @@ class RayWorkers:
         if self._started_here:
             self._ray.shutdown()
             self._started_here = False
+            shutdown_workers()
 
 
 def _import_ray():

@@ -289,8 +289,8 @@ def target_fingerprint(target) -> str | None:
         h = hashlib.sha256()
         for name, tensor in module.state_dict().items():
             h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                     if tensor.numel() else b"")
+            flat = tensor.detach().cpu().contiguous().reshape(-1)  # 0-dim counters too
+            h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
         return h.hexdigest()
     url = getattr(target, "url", None)
     if isinstance(url, str):
