@@ -155,8 +155,8 @@ class RayWorkers:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self._ray = ray
         if not ray.is_initialized():
-            # decoding processes started before a local cluster do not survive its shutdown
-            # (seen: a later streamed read waited forever); they restart on the next read
+            # no decoding process outlives a local cluster started here: a full test run hung
+            # idle in the test after the Ray test; the pool restarts on the next read
             shutdown_workers()
             env = {k: v for k, v in os.environ.items() if k.startswith("LEAKPROBE_")}
             kwargs = {"runtime_env": {"env_vars": env}, "include_dashboard": False,
