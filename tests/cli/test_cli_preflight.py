@@ -276,3 +276,33 @@ def test_steal_wrong_method_queries_nothing(files, tmp_path, monkeypatch):
                        MEMBERS, "--method", "contsteal,nosuch", "--out", str(tmp_path / "s"))
     one_line_error(code, err, "unknown stealing method 'nosuch'")
     assert not (tmp_path / "s").exists()
+
+
+def test_steal_bad_defence_or_budget_queries_nothing(files, tmp_path, no_work):
+    def steal(*extra):
+        return cli("steal", "encoder", "--model", files["encoder"], "--query-data", MEMBERS,
+                   "--out", str(tmp_path / "s"), "--device", "cpu", *extra)
+
+    code, _, err = steal("--method", "contsteal", "--target-defence", "nois:0.1")
+    one_line_error(code, err, "nois:0.1", "noise:STD")
+    # rda buys 10 views per image: a budget of 15 buys one image
+    code, _, err = steal("--method", "mse,rda", "--budget", "15")
+    one_line_error(code, err, "budget 15 buys fewer than 2 images at 10 views per image")
+    code, _, err = steal("--method", "all", "--budget", "40", "--views-per-image", "0")
+    one_line_error(code, err, "--views-per-image must be >= 1")
+    assert not (tmp_path / "s").exists()
+
+
+def test_steal_refuses_a_defence_on_a_served_target_before_any_query(tmp_path):
+    from leakprobe.serving.server import EncoderService, ServeConfig, create_app
+    from leakprobe.targets.encoder import ModuleEncoder
+
+    torch.manual_seed(0)
+    service = EncoderService(ModuleEncoder(TinyEncoder(), device="cpu"), ServeConfig())
+    with running(create_app(service)) as url:
+        code, _, err = cli("steal", "encoder", "--model", url, "--query-data", MEMBERS,
+                           "--target-defence", "noise:0.05", "--budget", "40",
+                           "--out", str(tmp_path / "s"))
+    one_line_error(code, err, "served over HTTP", "its server applies its own defences")
+    assert service.queries_used == 0
+    assert not (tmp_path / "s").exists()

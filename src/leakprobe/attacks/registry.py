@@ -86,6 +86,7 @@ FAMILIES: dict[str, AttackFamily] = {f.name: f for f in (
     AttackFamily(
         "stealing", "encoder stealing (steal encoder --method)",
         ("leakprobe.attacks.stealing",),
+        all=("contsteal", "contsteal-fresh", "rda", "stolenencoder", "mse", "cosine"),
         options=("views_per_image",),
         unknown="unknown stealing method '{name}'; known: {listed}"),
 )}

@@ -35,8 +35,13 @@ def steal_encoder_cmd(
     out: Annotated[Path, out_option("Output folder (surrogates, query cache, report).")],
     budget: Annotated[str, typer.Option(help="Queries allowed; a comma list sweeps budgets.")
                       ] = "5000",
-    method: Annotated[str, typer.Option(help="contsteal, mse, cosine (comma list).")
-                      ] = "contsteal",
+    method: Annotated[str, typer.Option(
+        help="Stealing methods, comma list or 'all': contsteal, contsteal-fresh, rda, "
+        "stolenencoder, mse, cosine (leakprobe attacks describes them).")] = "contsteal",
+    target_defence: Annotated[str | None, typer.Option(
+        help="Answer defences applied to every answer the attacker gets, each its own row: "
+        "none, noise:STD, round:DECIMALS, topk:K (join with +, separate rows with commas). "
+        "Local targets only: a server applies its own.")] = None,
     surrogate_arch: Annotated[str, typer.Option(help="Backbone of the surrogate.")
                               ] = "resnet-tiny",
     surrogate_kwargs: Annotated[str | None, typer.Option(
@@ -47,7 +52,9 @@ def steal_encoder_cmd(
                           ] = 128,
     lr: LearningRate = 1e-3,
     views: Annotated[int | None, typer.Option(
-        help="Views per image (default: 2 contsteal, 1 mse).")] = None,
+        "--views-per-image", "--views",
+        help="Target views each query image buys, for every method that takes a count "
+        "(default: contsteal 2, rda 10, mse/cosine/stolenencoder 1).")] = None,
     probe_train: Annotated[str | None, typer.Option(
         help="Labelled images to fit the linear probes.")] = None,
     probe_test: Annotated[str | None, typer.Option(
@@ -62,15 +69,22 @@ def steal_encoder_cmd(
 ) -> None:
     """Train surrogate encoders from the target's embeddings within a query budget."""
     use_threads(threads)
-    from leakprobe.attacks.stealing import create_stealing_method
     from leakprobe.data.splits import load_images
+    from leakprobe.targets.defended import refuse_remote_defence
     from leakprobe.targets.families import load_target
-    from leakprobe.workflows.steal import parse_budgets, steal_encoder
+    from leakprobe.workflows.steal import (
+        parse_budgets,
+        resolve_defences,
+        resolve_methods,
+        steal_encoder,
+    )
 
+    # wrong names and impossible settings fail before the model is loaded
     parse_budgets(budget)
-    for name in (m.strip() for m in method.split(",")):
-        if name:
-            create_stealing_method(name)  # a wrong name fails before the model is loaded
+    resolve_methods(method, views)
+    defences = resolve_defences(target_defence)
+    if any(not d.is_identity for d in defences):
+        refuse_remote_defence(model)
     target = load_target(model, family="encoder", arch=arch, image_size=image_size,
                          device=device, checkpoint_key=checkpoint_key)
     size = target.input_size
@@ -79,6 +93,7 @@ def steal_encoder_cmd(
     p_test = load_images(probe_test, size) if probe_test else None
     report = steal_encoder(
         target, queries, budgets=budget, methods=method, views=views,
+        target_defences=target_defence,
         surrogate_arch=surrogate_arch,
         surrogate_kwargs=parse_json_object(surrogate_kwargs, "--surrogate-kwargs"),
         epochs=epochs, batch_size=batch_size, lr=lr, amp=amp, device=device,
@@ -89,20 +104,29 @@ def steal_encoder_cmd(
 def _print_theft_table(report: dict, out: Path) -> None:
     """The target's probe accuracy, then one row per (method, budget), warnings, the page."""
     if report["target_probe_accuracy"] is not None:
-        typer.echo(f"target linear-probe accuracy {report['target_probe_accuracy']:.3f}, "
+        typer.echo(f"target linear-probe accuracy {report['target_probe_accuracy']:.3f}"
+                   + (f" (k-NN {report['target_knn_accuracy']:.3f})"
+                      if report.get("target_knn_accuracy") is not None else "") + ", "
                    f"random-init surrogate {report['random_init_probe_accuracy']:.3f}"
                    + (f" (its Procrustes cosine {report['random_init_procrustes_cosine']:.3f})"
                       if report.get("random_init_procrustes_cosine") is not None else "")
                    + ("" if report.get("probe_informative", True) else " (probe not informative)"))
     width = max([len("method")] + [len(str(r["method"])) for r in report["results"]])
-    typer.echo(f"{'method':{width}s} {'budget':>7s} {'queries':>8s} {'probe acc':>9s} "
-               f"{'agreement':>9s} {'procrustes':>10s}")
+    dwidth = max([len("defence")] + [len(str(r.get("defence"))) for r in report["results"]])
+    typer.echo(f"{'method':{width}s} {'defence':{dwidth}s} {'budget':>7s} {'queries':>8s} "
+               f"{'probe acc':>9s} {'agreement':>9s} {'procrustes':>10s} {'seconds':>8s}")
     for r in report["results"]:
         m = r["metrics"]
-        typer.echo(f"{r['method']!s:{width}s} {r['budget']:7d} {r['queries_used']:8d} "
+        typer.echo(f"{r['method']!s:{width}s} {r.get('defence', 'none')!s:{dwidth}s} "
+                   f"{r['budget']:7d} {r['queries_used']:8d} "
                    f"{m.get('surrogate_probe_accuracy', float('nan')):9.3f} "
                    f"{m.get('agreement', float('nan')):9.3f} "
-                   f"{m.get('procrustes_cosine', float('nan')):10.3f}")
+                   f"{m.get('procrustes_cosine', float('nan')):10.3f} "
+                   f"{r.get('seconds', float('nan')):8.1f}")
+    for d in report.get("defences") or []:
+        typer.echo(f"defence {d['defence']}: the target's own probe accuracy "
+                   f"{d['target_probe_accuracy']:.3f}, k-NN {d['target_knn_accuracy']:.3f} "
+                   "for a legitimate user")
     for warning in report.get("warnings", []):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"report: {out / 'report.html'}")

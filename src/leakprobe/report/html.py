@@ -427,7 +427,8 @@ def _plots_html(images: dict[str, Path]) -> str:
     return f'<h3>Plots</h3><div class="plots">{figs}</div>' if figs else ""
 
 
-_STEALING_FACTS = ("target_probe_accuracy", "random_init_probe_accuracy",
+_STEALING_FACTS = ("target_probe_accuracy", "target_knn_accuracy",
+                   "random_init_probe_accuracy",
                    "random_init_procrustes_cosine", "probe_informative",
                    "probe_informative_margin", "seed", "leakprobe_version")
 
@@ -438,26 +439,40 @@ def _stealing_html(report: dict[str, Any]) -> str:
     for r in results:
         metric_keys.extend(k for k in (r.get("metrics") or {}) if k not in metric_keys)
     head = (
-        "<tr><th>method</th><th>budget</th><th>queries used</th>"
+        "<tr><th>method</th><th>defence</th><th>budget</th><th>queries used</th>"
         + "".join(f"<th>{esc(k)}</th>" for k in metric_keys)
-        + "</tr>"
+        + "<th>seconds</th></tr>"
     )
     rows = "".join(
         "<tr>"
         f"<td>{esc(r.get('method', '?'))}</td>"
+        f"<td>{esc(r.get('defence') or 'none')}</td>"
         f'<td class="num">{fmt(r.get("budget"))}</td>'
         f'<td class="num">{fmt(r.get("queries_used"))}</td>'
         + "".join(
             f'<td class="num">{_value_html((r.get("metrics") or {}).get(k))}</td>'
             for k in metric_keys
         )
+        + f'<td class="num">{fmt(r.get("seconds"))}</td>'
         + "</tr>"
         for r in results
     )
+    costs = ""
+    if report.get("defences"):
+        cost_rows = "".join(
+            f"<tr><td>{esc(d.get('defence'))}</td>"
+            f'<td class="num">{_value_html(d.get("target_probe_accuracy"))}</td>'
+            f'<td class="num">{_value_html(d.get("target_knn_accuracy"))}</td>'
+            f'<td class="num">{_value_html(d.get("probe_accuracy_drop"))}</td></tr>'
+            for d in report["defences"])
+        costs = ("<h3>What each defence costs a legitimate user</h3>"
+                 '<table class="metrics"><tr><th>defence</th><th>target probe accuracy</th>'
+                 "<th>target k-NN accuracy</th><th>probe accuracy drop</th></tr>"
+                 f"{cost_rows}</table>")
     # every fact once: the probe verdict first, then the context, then any other key
     facts: list[tuple[str, Any]] = [(k, report[k]) for k in _STEALING_FACTS if k in report]
     facts += _context_facts(report, dict(facts))
-    skip = {"kind", "results", "warnings", "context", *_STEALING_FACTS}
+    skip = {"kind", "results", "warnings", "context", "defences", *_STEALING_FACTS}
     facts += [(k, v) for k, v in report.items() if k not in skip]
     body = "".join(f"<tr><th>{esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in facts)
     foot = ""
@@ -469,7 +484,7 @@ def _stealing_html(report: dict[str, Any]) -> str:
     return (
         f'<h3>Setting</h3><table class="kv card">{body}</table>'
         f'<h3>Stealing results</h3><div class="scroll"><table class="metrics">{head}{rows}'
-        f"</table></div>{foot}"
+        f"</table></div>{foot}{costs}"
     )
 
 
@@ -482,7 +497,9 @@ def _stealing_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[
         for r in report.get("results") or []:
             value = (r.get("metrics") or {}).get(key)
             if value is not None:
-                xs, ys = series.setdefault(str(r.get("method")), ([], []))
+                defence = r.get("defence") or "none"
+                curve = str(r.get("method")) + ("" if defence == "none" else f" [{defence}]")
+                xs, ys = series.setdefault(curve, ([], []))
                 xs.append(r.get("queries_used") or r.get("budget"))
                 ys.append(value)
         if not series:

@@ -56,6 +56,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from leakprobe.defences.answers import AnswerDefence
 from leakprobe.errors import LeakprobeError
 from leakprobe.serving.wire import (
     ENCODINGS,
@@ -88,6 +89,9 @@ class ServeConfig:
         top_k: keep only the k largest-magnitude coordinates (stealing defence).
         round_decimals: round embeddings to this many decimals (stealing defence).
         seed: seeds the noise.
+
+    ``noise``, ``top_k`` and ``round_decimals`` make the service's
+    :class:`~leakprobe.defences.answers.AnswerDefence` (:func:`answer_defence`).
     """
 
     max_batch: int = 256
@@ -99,6 +103,18 @@ class ServeConfig:
     top_k: int | None = None
     round_decimals: int | None = None
     seed: int = 0
+
+
+def answer_defence(config: ServeConfig) -> AnswerDefence:
+    """The answer defence of ``config``: its ``noise``, ``top_k`` and ``round_decimals``.
+
+    A ``noise`` of 0 and a ``top_k`` of 0 (or None) are off, as they always were.
+
+    Raises:
+        LeakprobeError: a negative ``noise``, ``top_k`` or ``round_decimals``.
+    """
+    return AnswerDefence(noise=config.noise or 0.0, top_k=config.top_k or None,
+                         round_decimals=config.round_decimals)
 
 
 class ServiceError(Exception):
@@ -267,7 +283,9 @@ class EncoderService(ModelService):
     """Serves an :class:`~leakprobe.targets.encoder.Encoder` at ``/v1/embed``.
 
     Its answers can be perturbed against stealing (``noise``, ``top_k``, ``round_decimals``
-    of :class:`ServeConfig`).
+    of :class:`ServeConfig`): :attr:`defence`, an
+    :class:`~leakprobe.defences.answers.AnswerDefence` applied to every answer with the
+    service's generator (seeded by ``ServeConfig.seed``, advanced request by request).
     """
 
     kind = "encoder"
@@ -275,6 +293,7 @@ class EncoderService(ModelService):
 
     def __init__(self, encoder, config: ServeConfig | None = None) -> None:
         super().__init__(encoder, config)
+        self.defence = answer_defence(self.config)
         self.generator = torch.Generator().manual_seed(self.config.seed)
 
     @property
@@ -289,21 +308,14 @@ class EncoderService(ModelService):
                 "tokens_in_embedding_space": same_space if isinstance(same_space, bool) else None}
 
     def info(self) -> dict:
-        c = self.config
-        defence = {k: v for k, v in {"noise": c.noise, "top_k": c.top_k,
-                                     "round_decimals": c.round_decimals}.items() if v}
+        # ``round_decimals: 0`` (rounding to integers) has never been announced: the falsy
+        # values are left out so that /v1/info stays what it was for every configuration
+        defence = {k: v for k, v in self.defence.to_dict().items() if v}
         return {**super().info(), "defence": defence}
 
     def _perturb(self, emb: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if c.noise:
-            emb = emb + c.noise * torch.randn(emb.shape, generator=self.generator)
-        if c.top_k:
-            keep = emb.abs().topk(min(c.top_k, emb.shape[1]), dim=1).indices
-            emb = torch.zeros_like(emb).scatter(1, keep, emb.gather(1, keep))
-        if c.round_decimals is not None:
-            emb = torch.round(emb, decimals=c.round_decimals)
-        return emb
+        """``emb`` through the service's answer defence (its generator advances)."""
+        return self.defence.apply(emb, generator=self.generator)
 
     def embed(self, payload: object) -> dict:
         """Embeddings (and tokens when asked) of the request's images, perturbed if set."""

@@ -1,8 +1,12 @@
 """One-call encoder stealing for the Python API and ``leakprobe steal encoder``.
 
-For every method the attacker pays for one query stream (views of its images embedded by the
-target, cached on disk) up to the largest budget; each budget trains a fresh surrogate on the
-prefix it can afford, so a sweep costs the largest budget once per distinct view count.
+For every kind of answer the methods buy (the clean image, or N views of a recipe) the
+attacker pays for one query stream (views of its images embedded by the target, cached on
+disk) up to the largest budget; each budget trains a fresh surrogate on the prefix it can
+afford, so a sweep costs the largest budget once per stream. With target defences, each
+defence is its own row: the attacker receives the defended answers (its own streams), the
+probes judge against the undefended target, and the report says what the defence costs a
+legitimate user.
 The target's embeddings of the probe sets (evaluation queries) are cached on disk as well.
 
 The linear probe judges theft only where it can tell a useful encoder from an untrained one:
@@ -15,19 +19,22 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from leakprobe.attacks.stealing import QueryCache, create_stealing_method
+from leakprobe.attacks.registry import expand_attacks, route_options
+from leakprobe.attacks.stealing import QueryCache, StealingMethod, create_stealing_method
 from leakprobe.attacks.stealing.queries import cached_embeddings
 from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import shared_images
 from leakprobe.data.stream import Images, image_batches
+from leakprobe.defences.answers import AnswerDefence, parse_answer_defences
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.theft import procrustes_cosine, theft_metrics
-from leakprobe.evaluation.utility import linear_probe
+from leakprobe.evaluation.utility import knn_accuracy, linear_probe
 from leakprobe.io import write_json
 from leakprobe.models import create_model
 from leakprobe.models.serialization import export_torchscript, save_weights
@@ -35,6 +42,7 @@ from leakprobe.preflight import check_out_dir, check_query_budget
 from leakprobe.progress import log
 from leakprobe.report.html import write_report
 from leakprobe.report.stealing import build_stealing_report, stealing_result
+from leakprobe.targets.defended import DefendedEncoder, check_defendable
 from leakprobe.training.trainer import TrainConfig, Trainer
 
 if TYPE_CHECKING:
@@ -80,7 +88,7 @@ def check_steal_plan(
     target: Encoder,
     n_available: int,
     budgets: list[int],
-    caches: dict[int, QueryCache],
+    caches: Mapping[Any, QueryCache] | Iterable[QueryCache],
     probe_train: ImageSet | None = None,
     probe_test: ImageSet | None = None,
     probe_cache: Path | None = None,
@@ -88,29 +96,38 @@ def check_steal_plan(
     """Refuse a stealing run that cannot finish, before its first query.
 
     Every budget must buy 2 images at each view count, the largest must fit the attacker's
-    images, and the queries still to make (largest budget per view count, minus what the
+    images, and the queries still to make (largest budget per query stream, minus what the
     caches already hold, plus the probe images ``probe_cache`` lacks) must fit the target's
     remaining budget.
 
+    Args:
+        caches: the query streams the run will fill (one per view recipe, view count and
+            target defence), e.g. :func:`plan_query_streams`'s.
     Returns:
         The queries the run will make.
     """
-    for v in sorted(caches):
+    streams = list(caches.values()) if isinstance(caches, Mapping) else list(caches)
+    for cache in streams:
+        v = cache.views_per_image
         for budget in budgets:
             if budget // v < 2:
-                raise LeakprobeError(f"budget {budget} buys fewer than 2 images at {v} views")
+                raise LeakprobeError(
+                    f"budget {budget} buys fewer than 2 images at {v} views per image "
+                    f"({cache.recipe} views): raise --budget or lower --views-per-image")
         if max(budgets) // v > n_available:
             raise LeakprobeError(
                 f"the budget needs {max(budgets) // v} query images at {v} views each, only "
-                f"{n_available} given: add query images or raise --views")
-    streams = {v: max(max(budgets) // v - c.n_done, 0) * v for v, c in sorted(caches.items())}
+                f"{n_available} given: add query images or raise --views-per-image")
+    paid = [max(max(budgets) // c.views_per_image - c.n_done, 0) * c.views_per_image
+            for c in streams]
     probe = _probe_queries(target, {"probe_train": probe_train, "probe_test": probe_test},
                            probe_cache)
-    needed = sum(streams.values()) + probe
-    how = ", ".join(f"{q} at {v} view{'s' if v > 1 else ''}" for v, q in streams.items())
+    needed = sum(paid) + probe
+    how = ", ".join(f"{q} for {c.recipe} views x {c.views_per_image}"
+                    for q, c in zip(paid, streams, strict=True))
     check_query_budget(target, needed,
                        f"stealing needs {needed} queries ({how}, {probe} probe images)",
-                       "lower --budget, use methods with one view count, or smaller probe sets")
+                       "lower --budget, use fewer methods or defences, or smaller probe sets")
     return needed
 
 
@@ -153,6 +170,77 @@ def _probe_queries(target: Encoder, sets: dict[str, ImageSet | None], cache: Pat
         rows.get(name) == len(s) and meta.get(name) == fingerprint(s.pixels, target)))
 
 
+def resolve_methods(methods: str | list[str], views: int | None = None
+                    ) -> list[tuple[str, StealingMethod]]:
+    """``"all"`` or ``"contsteal,rda"`` -> (name, method) pairs, checked, in order.
+
+    ``views`` sets the views per image of every method that takes a view count (the clean
+    image methods, ``stolenencoder``, keep their one query per image).
+
+    Raises:
+        LeakprobeError: an unknown method (with the known ones) or no method at all.
+    """
+    names = expand_attacks(methods, family="stealing")
+    if not names:
+        raise LeakprobeError(f"--method: no stealing method given ({methods!r})")
+    if views is not None and views < 1:
+        raise LeakprobeError(f"--views-per-image must be >= 1, got {views}")
+    options = {"views_per_image": views}
+    return [(n, create_stealing_method(n, **route_options(n, options, family="stealing")))
+            for n in names]
+
+
+def resolve_defences(spec: str | list[AnswerDefence] | None, target: Encoder | None = None
+                     ) -> list[AnswerDefence]:
+    """``"noise:0.05,round:2"`` -> the answer defences to steal through, each its own row.
+
+    Without a spec, one undefended row. A defence on a target served over HTTP is refused:
+    its server applies its own defences.
+    """
+    if spec is None or spec == "":
+        return [AnswerDefence()]
+    defences = parse_answer_defences(spec) if isinstance(spec, str) else list(spec)
+    if target is not None and any(not d.is_identity for d in defences):
+        check_defendable(target)
+    return defences
+
+
+def plan_query_streams(
+    methods: list[tuple[str, StealingMethod]], defences: list[AnswerDefence], target: Encoder,
+    query_images: Images, seed: int, out: Path | None,
+) -> list[tuple[AnswerDefence, Encoder, Path | None, dict[tuple[str, int], QueryCache]]]:
+    """One query stream per (defence, view recipe, view count), read from disk where paid.
+
+    Methods that buy the same views (e.g. ``mse`` and ``stolenencoder``: the clean image)
+    share one stream, so they train on the same paid answers. Undefended streams live in
+    ``out`` (``queries_v{V}.safetensors`` for the clean image and SimCLR views, as before;
+    ``queries_{recipe}_v{V}.safetensors`` otherwise); a defence's in
+    ``out/defence-{spec}/``. Nothing is queried here.
+    """
+    arms = []
+    for defence in defences:
+        attacked = target if defence.is_identity else \
+            DefendedEncoder(target, defence=defence, seed=seed)
+        folder = out if out is None or defence.is_identity else \
+            out / f"defence-{_slug(defence.spec)}"
+        caches: dict[tuple[str, int], QueryCache] = {}
+        for _, method in methods:
+            v, recipe = method.views_per_image, method.query_recipe
+            if (recipe, v) in caches:
+                continue
+            stem = f"queries_v{v}" if recipe in ("clean", "simclr") else f"queries_{recipe}_v{v}"
+            path = folder / f"{stem}.safetensors" if folder else None
+            caches[(recipe, v)] = QueryCache(
+                query_images, v, target.input_size, seed, path,
+                augmentation=method.query_views(target.input_size), recipe=recipe)
+        arms.append((defence, attacked, folder, caches))
+    return arms
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
+
+
 def steal_encoder(
     target: Encoder,
     query_data: ImageSet,
@@ -160,6 +248,7 @@ def steal_encoder(
     budgets: str | int | list[int] = "5000",
     methods: str | list[str] = "contsteal",
     views: int | None = None,
+    target_defences: str | list[AnswerDefence] | None = None,
     surrogate_arch: str = "resnet-tiny",
     surrogate_kwargs: dict | None = None,
     epochs: int = 50,
@@ -172,89 +261,99 @@ def steal_encoder(
     seed: int = 0,
     out_dir: str | Path | None = None,
 ) -> dict:
-    """Steal ``target`` with each method at each budget; judge the surrogates; report.
+    """Steal ``target`` with each method at each budget (and defence); judge; report.
+
+    Every method trains on the same query images: the same prefix of one seeded query order,
+    as long as its budget buys (``budget // views_per_image`` images).
 
     Args:
         target: the queried encoder (local or HTTP).
         query_data: the attacker's images (unlabelled is fine).
         budgets: queries allowed (a query is one image embedded; views count).
-        methods: ``contsteal``, ``mse``, ``cosine`` (comma list).
-        views: override the views per image of every method.
+        methods: stealing methods (comma list, or ``all``: ``leakprobe attacks`` lists them).
+        views: override the views per image of every method that takes a view count.
+        target_defences: answer defences (:mod:`leakprobe.defences.answers`, e.g.
+            ``"noise:0.05,round:2"``) applied to every answer the attacker receives, each
+            its own row; the probes that judge the surrogates see the undefended target.
+            Local targets only (a server applies its own).
         surrogate_arch: registered backbone of the surrogate.
         surrogate_kwargs: overrides of the surrogate backbone's arguments.
         epochs, batch_size, lr: surrogate training.
         amp: bf16 autocast of the surrogates' training (``auto``/``on``/``off``).
         device: where the surrogates train.
         probe_train, probe_test: labelled sets for linear-probe judgement.
-        seed: fixes the query order, the surrogates and the probes.
+        seed: fixes the query order, the views, the defences' noise, the surrogates and the
+            probes.
         out_dir: where surrogates, the query caches and the report go (resumable).
     Returns:
         The stealing report (``kind: encoder-stealing``). With probe sets it has
         ``probe_informative`` (and ``probe_informative_margin``): false, with a warning in
-        ``warnings``, when the target's probe does not beat the random-init surrogate's.
+        ``warnings``, when the target's probe does not beat the random-init surrogate's;
+        and ``defences``: per defence, what it costs a legitimate user (the target's own
+        probe and k-NN accuracy through it).
     """
     t0 = time.time()
     budgets = parse_budgets(budgets)
-    names = methods.split(",") if isinstance(methods, str) else list(methods)
     out = Path(out_dir) if out_dir else None
+    # pre-flight: names, defences, output folder, query caches on disk and the target's
+    # budget are checked before the first query
+    chosen = resolve_methods(methods, views)
+    defences = resolve_defences(target_defences, target)
+    check_out_dir(out, "out_dir")
     perm = torch.randperm(len(query_data), generator=torch.Generator().manual_seed(seed))
     query_images = query_data.subset(perm).pixels  # a streamed set stays on disk
-    caches: dict[int, QueryCache] = {}
-    # pre-flight: names, output folder, query caches on disk and the target's budget are
-    # checked before the first query
-    options = {"views_per_image": views} if views else {}
-    chosen = [(n, create_stealing_method(n, **options)) for n in (m.strip() for m in names) if n]
-    if not chosen:
-        raise LeakprobeError(f"--method: no stealing method given ({methods!r})")
-    check_out_dir(out, "out_dir")
-    for _, method in chosen:
-        v = method.views_per_image
-        if v not in caches:  # reads a resumable cache, queries nothing
-            path = out / f"queries_v{v}.safetensors" if out else None
-            caches[v] = QueryCache(query_images, v, target.input_size, seed, path)
+    arms = plan_query_streams(chosen, defences, target, query_images, seed, out)
     probe_cache = out / "probe_embeddings.safetensors" if out else None
     check_probe_sets(query_data, probe_train, probe_test)
-    check_steal_plan(target, len(query_data), budgets, caches, probe_train, probe_test,
-                     probe_cache)
+    check_steal_plan(target, len(query_data), budgets,
+                     [c for *_, caches in arms for c in caches.values()],
+                     probe_train, probe_test, probe_cache)
     probes = _probe_embeddings(target, probe_train, probe_test, probe_cache)
     results = []
-    for name, method in chosen:
-        v = method.views_per_image
-        cache = caches[v]
-        cache.fill(target, max(budgets) // v)
-        out_dim = cache.embeddings.shape[-1]
-        for budget in budgets:
-            n_images = budget // v
-            if n_images < 2:
-                raise LeakprobeError(f"budget {budget} buys fewer than 2 images at {v} views")
-            t1 = time.time()
-            log(f"steal: {name}, budget {budget} ({n_images} images x {v} views)")
-            run_dir = out / f"{name}_b{budget}" if out else None
-            config = TrainConfig(epochs=epochs, batch_size=min(batch_size, n_images), lr=lr,
-                                 seed=seed, device=device, amp=amp)
-            surrogate = train_surrogate(method, cache, n_images, surrogate_arch,
-                                        surrogate_kwargs or {}, out_dim, config,
-                                        run_dir / "checkpoints" if run_dir else None)
-            metrics: dict = {}  # no probe sets: nothing judges the surrogate
-            if probes is not None:
-                metrics = theft_metrics(
-                    probes["target_train"], probes["target_test"],
-                    _embed_local(surrogate, probes["train"].pixels),
-                    _embed_local(surrogate, probes["test"].pixels),
-                    probes["train"].labels, probes["test"].labels, seed)
-            entry = stealing_result(method=name, budget=budget, views_per_image=v,
-                                    images_queried=n_images, params=method.get_params(),
-                                    epochs=epochs, metrics=metrics)
-            if run_dir is not None:  # model.json records the entry as it stands here
-                entry["model"] = str(_save_surrogate(surrogate, run_dir, surrogate_arch,
-                                                     surrogate_kwargs or {}, out_dim, entry))
-            entry["seconds"] = round(time.time() - t1, 2)
-            results.append(entry)
+    for defence, attacked, folder, caches in arms:
+        for name, method in chosen:
+            v = method.views_per_image
+            cache = caches[(method.query_recipe, v)]
+            t_query = time.time()
+            cache.fill(attacked, max(budgets) // v)
+            query_seconds = time.time() - t_query
+            out_dim = cache.embeddings.shape[-1]
+            for budget in budgets:
+                n_images = budget // v
+                t1 = time.time()
+                row = f"{name}" + ("" if defence.is_identity else f" [{defence.spec}]")
+                log(f"steal: {row}, budget {budget} ({n_images} images x {v} views)")
+                run_dir = folder / f"{name}_b{budget}" if folder else None
+                config = TrainConfig(epochs=epochs, batch_size=min(batch_size, n_images),
+                                     lr=lr, seed=seed, device=device, amp=amp)
+                surrogate = train_surrogate(method, cache, n_images, surrogate_arch,
+                                            surrogate_kwargs or {}, out_dim, config,
+                                            run_dir / "checkpoints" if run_dir else None)
+                metrics: dict = {}  # no probe sets: nothing judges the surrogate
+                if probes is not None:  # judged against the real (undefended) target
+                    metrics = theft_metrics(
+                        probes["target_train"], probes["target_test"],
+                        _embed_local(surrogate, probes["train"].pixels),
+                        _embed_local(surrogate, probes["test"].pixels),
+                        probes["train"].labels, probes["test"].labels, seed)
+                entry = stealing_result(method=name, budget=budget, views_per_image=v,
+                                        images_queried=n_images, params=method.get_params(),
+                                        epochs=epochs, metrics=metrics, defence=defence.spec,
+                                        query_recipe=method.query_recipe)
+                if run_dir is not None:  # model.json records the entry as it stands here
+                    entry["model"] = str(_save_surrogate(surrogate, run_dir, surrogate_arch,
+                                                         surrogate_kwargs or {}, out_dim,
+                                                         entry))
+                entry["seconds"] = round(time.time() - t1, 2)
+                # the query stream is paid once per method group; a budget's share of it
+                entry["query_seconds"] = round(query_seconds * budget / max(budgets), 2)
+                results.append(entry)
     warnings: list[str] = []
     random_acc: float | None = None
     random_procrustes: float | None = None
     informative: bool | None = None
     margin: float | None = None
+    defence_costs: list[dict] | None = None
     if probes is not None:  # the floor an untrained surrogate sets, and the probe's verdict
         random_acc, random_procrustes = _random_init_metrics(
             surrogate_arch, surrogate_kwargs or {}, target, probes, seed)
@@ -263,10 +362,14 @@ def steal_encoder(
         if not informative:
             warnings.append(_uninformative_warning(probes["target_accuracy"], random_acc,
                                                    margin, len(probes["test"])))
+        if target_defences:
+            defence_costs = [legitimate_cost(d, probes, seed) for d in defences]
     context = {"target": getattr(target, "name", type(target).__name__),
                "query_data": query_data.source, "query_images_available": len(query_data),
                "surrogate_arch": surrogate_arch, "budgets": budgets,
-               "attack_queries_total": sum(c.queries for c in caches.values()),
+               "methods": [n for n, _ in chosen],
+               "target_defences": [d.spec for d in defences],
+               "attack_queries_total": sum(c.queries for *_, cs in arms for c in cs.values()),
                "evaluation_queries": probes["queries"] if probes else 0,
                "probe_train": probe_train.source if probe_train else None,
                "probe_test": probe_test.source if probe_test else None,
@@ -275,11 +378,28 @@ def steal_encoder(
     report = build_stealing_report(
         seed=seed, results=results, context=context, warnings=warnings,
         target_probe_accuracy=probes["target_accuracy"] if probes else None,
+        target_knn_accuracy=probes["target_knn_accuracy"] if probes else None,
         random_init_probe_accuracy=random_acc, random_init_procrustes_cosine=random_procrustes,
-        probe_informative=informative, probe_informative_margin=margin)
+        probe_informative=informative, probe_informative_margin=margin,
+        defences=defence_costs)
     if out is not None:
         write_report(report, out)
     return report
+
+
+def legitimate_cost(defence: AnswerDefence, probes: dict, seed: int) -> dict:
+    """What ``defence`` costs a legitimate user of the target: its own probe and k-NN
+    accuracy when the probe images' answers go through the defence (the same answers a
+    client of the defended service would get; no new queries: the defence is applied to the
+    target's cached answers with its own seeded generator)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    train = defence.apply(probes["target_train"], generator=g)
+    test = defence.apply(probes["target_test"], generator=g)
+    labels_train, labels_test = probes["train"].labels, probes["test"].labels
+    acc, _ = linear_probe(train, labels_train, test, labels_test, seed)
+    return {"defence": defence.spec, "target_probe_accuracy": acc,
+            "target_knn_accuracy": knn_accuracy(train, labels_train, test, labels_test),
+            "probe_accuracy_drop": round(probes["target_accuracy"] - acc, 4)}
 
 
 MIN_PROBE_MARGIN = 0.02
@@ -329,7 +449,8 @@ def _probe_embeddings(target: Encoder, train: ImageSet | None, test: ImageSet | 
     t_train, t_test = emb["probe_train"], emb["probe_test"]
     acc, _ = linear_probe(t_train, train.labels, t_test, test.labels)
     return {"train": train, "test": test, "target_train": t_train, "target_test": t_test,
-            "target_accuracy": acc, "queries": len(train) + len(test)}
+            "target_accuracy": acc, "queries": len(train) + len(test),
+            "target_knn_accuracy": knn_accuracy(t_train, train.labels, t_test, test.labels)}
 
 
 def _random_init_metrics(arch: str, kwargs: dict, target: Encoder, probes: dict,

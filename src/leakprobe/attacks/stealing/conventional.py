@@ -1,6 +1,7 @@
 """Conventional encoder stealing: regress the surrogate onto the target's embeddings.
 
-The attacker queries each image once (the clean image) and trains the surrogate so that its
+The attacker queries each image once (the clean image; ``views_per_image`` > 1 buys SimCLR
+views instead) and trains the surrogate so that its
 embedding of the same image matches the target's, by mean squared error (``mse``) or by
 cosine similarity (``cosine``), the baselines of Cont-Steal (Sha et al., CVPR 2023).
 """
@@ -12,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from leakprobe.attacks.registry import register_attack
-from leakprobe.attacks.stealing.base import StealingMethod
+from leakprobe.attacks.stealing.base import StealingMethod, ViewMaker
 from leakprobe.attacks.stealing.queries import QueryCache
+from leakprobe.augment import SSLAugmentation
 
 
 @register_attack("mse", family="stealing",
@@ -24,6 +26,11 @@ class MSESteal(StealingMethod):
 
     def __init__(self, views_per_image: int = 1) -> None:
         self.views_per_image = views_per_image
+        # one view is the clean image; more are SimCLR views, each paid
+        self.query_recipe = "clean" if views_per_image == 1 else "simclr"
+
+    def query_views(self, size: int) -> ViewMaker | None:
+        return None if self.views_per_image == 1 else SSLAugmentation(size=size)
 
     def _pairs(self, surrogate: nn.Module, cache: QueryCache, idx: torch.Tensor,
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

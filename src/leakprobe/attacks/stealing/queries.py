@@ -79,10 +79,17 @@ class QueryCache:
         size: side the views are made at (the target's input size).
         seed: seeds the views.
         path: cache file (None: memory only).
+        augmentation: makes the views, ``(images, generator, n) -> (B, n, C, S, S)`` (None:
+            the clean image for one view, SimCLR's augmentation for more).
+        recipe: the name of the views (``clean``, ``simclr``, ...), recorded in the file: a
+            cache of another recipe is refused rather than reused.
     """
 
     def __init__(self, images: Images, views: int, size: int, seed: int = 0,
-                 path: str | Path | None = None) -> None:
+                 path: str | Path | None = None, *,
+                 augmentation: Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]
+                 | None = None,
+                 recipe: str | None = None) -> None:
         if views < 1:
             raise LeakprobeError(f"views per image must be >= 1, got {views}")
         self.images = images
@@ -90,6 +97,10 @@ class QueryCache:
         self.size = size
         self.seed = seed
         self.path = Path(path) if path else None
+        self.augmentation = augmentation
+        self.recipe = recipe or ("clean" if views == 1 and augmentation is None else "simclr")
+        if self.recipe == "clean" and views != 1:
+            raise LeakprobeError(f"the clean image is one view, not {views}")
         self.views = QuantisedViews(torch.empty(0, views, 3, size, size, dtype=torch.uint8))
         self.embeddings = torch.empty(0)
         if self.path is not None and self.path.exists():
@@ -113,6 +124,8 @@ class QueryCache:
         assert self.path is not None
         try:
             state = load_file(str(self.path))
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
         except Exception as e:  # torn or foreign: say so in one line, never guess
             raise LeakprobeError(f"{self.path}: not a readable query cache "
                                  f"({type(e).__name__}); remove it to query again") from e
@@ -130,8 +143,12 @@ class QueryCache:
                 levels.dtype != torch.uint8 or len(state["embeddings"]) != len(levels):
             raise LeakprobeError(f"{self.path}: a damaged query cache (views and embeddings "
                                  "disagree); remove it to query again")
-        if levels.shape[1:] != self.views.shape[1:] or int(state["seed"]) != self.seed:
-            raise LeakprobeError(f"{self.path}: a query cache of other settings; remove it")
+        # files written before recipes were recorded hold the clean image or SimCLR views
+        recipe = meta.get("recipe") or ("clean" if levels.shape[1] == 1 else "simclr")
+        if levels.shape[1:] != self.views.shape[1:] or int(state["seed"]) != self.seed \
+                or recipe != self.recipe:
+            raise LeakprobeError(f"{self.path}: a query cache of other settings ({recipe} "
+                                 f"views); remove it")
         self.views, self.embeddings = QuantisedViews(levels), state["embeddings"]
         if "views" in state:
             self._save()  # rewritten in the compact format at once
@@ -142,16 +159,18 @@ class QueryCache:
             return
         state = {"views_u8": self.views.levels.contiguous(),
                  "embeddings": self.embeddings.contiguous(), "seed": torch.tensor(self.seed)}
-        atomic_write(self.path, _safetensors_writer(state, {"format": CACHE_FORMAT}))
+        atomic_write(self.path, _safetensors_writer(state, {"format": CACHE_FORMAT,
+                                                            "recipe": self.recipe}))
 
     def _make_views(self, start: int, stop: int) -> torch.Tensor:
         """The uint8 views (b, v, 3, S, S) of images ``start:stop``: the same on a resume."""
         chunk = self.batch(torch.arange(start, stop))
-        if self.views_per_image == 1:
+        if self.recipe == "clean":
             return quantise(chunk[:, None])
         # one generator per chunk start: resumed runs draw exactly the same views
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + start)
-        return quantise(SSLAugmentation(size=self.size)(chunk, g, self.views_per_image))
+        make = self.augmentation or SSLAugmentation(size=self.size)
+        return quantise(make(chunk, g, self.views_per_image))
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """Query images ``idx`` at the views' size (read from disk for a streamed set)."""
