@@ -145,7 +145,7 @@ def test_budget_errors_are_clear():
     with pytest.raises(LeakprobeError):
         parse_budgets("0")
     assert parse_budgets("500,100,500") == [100, 500]
-    assert ContSteal().views_per_image == 2
+    assert ContSteal().views_per_image == 1
 
 
 def test_budget_larger_than_the_query_data_is_a_clear_error(digits_target):

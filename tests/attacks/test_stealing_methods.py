@@ -165,9 +165,46 @@ def test_every_method_pays_exactly_its_views_times_images(tmp_path):
     assert by[("rda", 40)]["queries_used"] == 40 and by[("rda", 40)]["images_queried"] == 4
     assert by[("contsteal", 20)]["queries_used"] == 20
     assert by[("stolenencoder", 40)]["images_queried"] == 40
-    # streams: clean 40 (mse, cosine, stolenencoder), simclr x2 40, contsteal x2 40, rda 40
+    # streams: clean 40 (mse, cosine, stolenencoder), simclr x2 40, contsteal x1 40, rda 40
     assert target.queries == report["context"]["attack_queries_total"] == 160
     again = ModuleEncoder(model, device="cpu")
     steal_encoder(again, data, budgets=[20, 40], methods="all", epochs=1, device="cpu",
                   surrogate_arch="resnet-tiny", out_dir=tmp_path)
     assert again.queries == 0  # every answer was paid already
+
+
+def test_a_defence_changes_what_the_attacker_trains_on_not_the_judgement(tmp_path):
+    """Each defence is its own row: its query stream holds the defended answers, while the
+    probes judge every surrogate against the undefended target; the report says what the
+    defence costs a legitimate user."""
+    from safetensors.torch import load_file
+
+    from leakprobe.data.images import ImageSet
+
+    torch.manual_seed(0)
+    images = torch.rand(80, 3, 16, 16)
+    labels = (images[:, 0].mean(dim=(1, 2)) > 0.5).long()
+    sets = [ImageSet(images[a:b], [f"i{i}" for i in range(a, b)], labels[a:b], source=f"s{a}")
+            for a, b in ((0, 40), (40, 60), (60, 80))]
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, 2), nn.Flatten(), nn.LazyLinear(8))
+    model(images[:1])
+    model.input_size = 16
+    target = ModuleEncoder(model, device="cpu")
+    report = steal_encoder(target, sets[0], budgets=[20], methods="mse",
+                           target_defences="none,noise:0.5", epochs=1, device="cpu",
+                           surrogate_arch="resnet-tiny", probe_train=sets[1],
+                           probe_test=sets[2], out_dir=tmp_path)
+    clean = load_file(str(tmp_path / "queries_v1.safetensors"))
+    noisy = load_file(str(tmp_path / "defence-noise_0.5" / "queries_v1.safetensors"))
+    assert torch.equal(clean["views_u8"], noisy["views_u8"])  # the same images were asked
+    gap = (clean["embeddings"] - noisy["embeddings"]).std()
+    assert 0.4 < float(gap) < 0.6  # the attacker got the noisy answers
+    rows = {r["defence"]: r for r in report["results"]}
+    assert set(rows) == {"none", "noise:0.5"}
+    # one judgement: the same target probe for both rows
+    assert rows["none"]["metrics"]["target_probe_accuracy"] == \
+        rows["noise:0.5"]["metrics"]["target_probe_accuracy"] == report["target_probe_accuracy"]
+    costs = {d["defence"]: d for d in report["defences"]}
+    assert costs["none"]["target_probe_accuracy"] == report["target_probe_accuracy"]
+    assert costs["none"]["probe_accuracy_drop"] == 0
+    assert target.queries == 40 + 40  # 20 per stream, 40 probe images

