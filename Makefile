@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/leakprobe demo --out runs/demo
 
+# two workers (pytest-xdist) on the two cores CI has; tests that share an expensive session
+# fixture are pinned to one worker (xdist_group), so it is built once
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -13,6 +13,10 @@ os.environ.setdefault("LEAKPROBE_QUIET", "1")
 # test run 9 (the same code path, a tenth of the cost). Tests of the default pass it.
 os.environ.setdefault("LEAKPROBE_PERMUTATIONS", "9")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one xdist worker per core: each computes on one thread, so the
+    # workers do not fight over the cores
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,9 @@ from leakprobe.training.trainer import TrainConfig, Trainer
 LSTM_ERROR = ("could not create a primitive descriptor for the LSTM forward propagation "
               "primitive")
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# shares the session fixture of these files: built once, on one xdist worker
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.xdist_group("memorising-target")]
 
 
 @pytest.fixture

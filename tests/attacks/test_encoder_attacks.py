@@ -18,6 +18,9 @@ from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.audit import crossfit
 from leakprobe.evaluation.metrics import compute_metrics
 
+# shares the session fixture of these files: built once, on one xdist worker
+pytestmark = pytest.mark.xdist_group("memorising-target")
+
 ALL = expand_attack_names("all,partcrop-variants,sslmem,infonce") + ["blind"]
 
 

@@ -53,7 +53,8 @@ def test_every_family_keeps_its_names_and_its_all():
     assert [e.name for e in registry.entries("image2image")] == list(SCORES)
     assert list(CAPTION_ATTACKS) == ["m4i-metric", "m4i-feature"]
     assert CAPTION_ATTACKS["m4i-metric"] is M4IMetric
-    assert list(STEALING_METHODS) == ["contsteal", "mse", "cosine"]
+    assert list(STEALING_METHODS) == ["contsteal", "contsteal-fresh", "mse", "cosine", "rda",
+                                      "stolenencoder"]
     assert STEALING_METHODS["contsteal"] is ContSteal
     groups = dict(ALIASES)
     for method in ("lira", "rmia"):
@@ -66,7 +67,8 @@ def test_every_family_keeps_its_names_and_its_all():
         "partcrop-variants": ["partcrop", "partcrop-cosine", "partcrop-pooled"],
         "all": ["partcrop", "encodermi", "lpla", "baseline"],
     }
-    assert aliases("stealing") == {}
+    assert aliases("stealing") == {"all": ["contsteal", "contsteal-fresh", "rda", "stolenencoder",
+                                           "mse", "cosine"]}
 
 
 def test_the_expander_keeps_order_drops_repeats_and_reads_any_case():
@@ -105,7 +107,8 @@ def test_unknown_names_give_each_family_its_message():
                             "m4i-feature, all")
     with pytest.raises(LeakprobeError) as e:
         create_stealing_method("ContSteal")
-    assert str(e.value) == "unknown stealing method 'ContSteal'; known: contsteal, mse, cosine"
+    assert str(e.value) == ("unknown stealing method 'ContSteal'; known: contsteal, "
+                            "contsteal-fresh, mse, cosine, rda, stolenencoder")
     with pytest.raises(LeakprobeError, match="unknown attack 'encodermi'; known: baseline"):
         create_attack("encodermi")  # an alias is not one attack
     with pytest.raises(LeakprobeError, match="unknown attack family 'nope'"):
@@ -244,7 +247,7 @@ def test_describe_attacks_gives_every_attack_its_aliases_and_a_summary():
     assert rows["partcrop"]["aliases"] == ["partcrop-variants", "all"]
     assert rows["encodermi-set"]["aliases"] == ["encodermi", "all"]
     assert rows["partcrop-cosine"]["aliases"] == ["partcrop-variants"]
-    assert rows["blind"]["aliases"] == [] and rows["contsteal"]["aliases"] == []
+    assert rows["blind"]["aliases"] == [] and rows["contsteal"]["aliases"] == ["all"]
     assert rows["membership-error-weighted"]["aliases"] == []
     assert all(r["summary"] and "\n" not in r["summary"] for r in rows.values())
 

@@ -14,6 +14,9 @@ from leakprobe.evaluation.theft import procrustes_cosine
 from leakprobe.targets.encoder import ModuleEncoder
 from leakprobe.workflows.steal import parse_budgets, probe_verdict, steal_encoder
 
+# shares the session fixture of these files: built once, on one xdist worker
+pytestmark = pytest.mark.xdist_group("digits-target")
+
 
 @pytest.fixture(scope="module")
 def contsteal_report(digits_target, tmp_path_factory):

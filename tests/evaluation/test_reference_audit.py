@@ -17,6 +17,9 @@ from leakprobe.training.trainer import TrainConfig
 from leakprobe.workflows import references as refs_mod
 from leakprobe.workflows.audit import audit_encoder
 
+# shares the session fixture of these files: built once, on one xdist worker
+pytestmark = pytest.mark.xdist_group("memorising-target")
+
 RECIPE = EncoderRecipe("simclr", "resnet-tiny", {}, (0.08, 1.0),
                        {"temperature": 0.2, "proj_dim": 0})  # the memorising target's
 

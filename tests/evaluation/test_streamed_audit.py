@@ -15,6 +15,9 @@ from leakprobe.data.loaders import load_image_folder, save_image_folder
 from leakprobe.errors import LeakprobeError
 from leakprobe.workflows.audit import audit_encoder
 
+# shares the session fixture of these files: built once, on one xdist worker
+pytestmark = pytest.mark.xdist_group("memorising-target")
+
 
 @pytest.fixture(scope="module")
 def folders(memorising_target, tmp_path_factory):

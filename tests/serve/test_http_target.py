@@ -23,6 +23,9 @@ from leakprobe.serving.wire import decode_npy, dequantise, quantise
 from leakprobe.targets.encoder import ModuleEncoder
 from leakprobe.workflows.audit import audit_encoder
 
+# shares the session fixture of these files: built once, on one xdist worker
+pytestmark = pytest.mark.xdist_group("digits-target")
+
 
 def fake_app(embed_handler, dim: int = 4) -> Starlette:
     async def info(request):
