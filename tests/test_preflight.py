@@ -142,14 +142,17 @@ def test_stealing_over_budget_fails_before_the_first_query(tmp_path):
                       device="cpu", out_dir=tmp_path / "s", probe_train=probe.subset(range(20)),
                       probe_test=probe.subset(range(20, 40)))
     assert str(info.value).startswith(
-        "stealing needs 200 queries (80 at 1 view, 80 at 2 views, 40 probe images); the "
-        "target's budget allows 150: ")
+        "stealing needs 200 queries (80 for contsteal views, 1 per image, 80 for the clean "
+        "image, 40 probe images); the target's budget allows 150: ")
     assert target.queries == 0 and not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"methods": "contsteal,nosuch"}, "unknown stealing method 'nosuch'"),
-    ({"budgets": "2,80"}, "budget 2 buys fewer than 2 images at 2 views"),
+    ({"budgets": "2,80", "methods": "contsteal-fresh,mse"},
+     "budget 2 buys fewer than 2 images at 2 views per image"),
+    ({"budgets": "15,80", "methods": "rda"},
+     "budget 15 buys fewer than 2 images at 10 views per image"),
     ({"budgets": "400", "methods": "mse"}, "the budget needs 400 query images"),
 ])
 def test_stealing_options_fail_before_any_query(kwargs, message):

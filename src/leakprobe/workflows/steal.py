@@ -123,7 +123,8 @@ def check_steal_plan(
     probe = _probe_queries(target, {"probe_train": probe_train, "probe_test": probe_test},
                            probe_cache)
     needed = sum(paid) + probe
-    how = ", ".join(f"{q} for {c.recipe} views x {c.views_per_image}"
+    how = ", ".join(f"{q} for " + ("the clean image" if c.recipe == "clean" else
+                                   f"{c.recipe} views, {c.views_per_image} per image")
                     for q, c in zip(paid, streams, strict=True))
     check_query_budget(target, needed,
                        f"stealing needs {needed} queries ({how}, {probe} probe images)",
