@@ -197,6 +197,7 @@ def test_chunk_states_replay_the_draws_of_a_one_process_run():
                     assert torch.equal(a, b), (attack.name, field, start)
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time under pytest-xdist
 def test_two_ray_workers_give_the_one_process_report(tmp_path):
     pytest.importorskip("ray")
     from leakprobe.evaluation.workers import RayWorkers

@@ -8,6 +8,9 @@ from study_helpers import numbers
 from leakprobe.errors import LeakprobeError
 from leakprobe.study import plan, run_study
 
+# one local Ray cluster at a time under pytest-xdist
+pytestmark = pytest.mark.xdist_group("ray")
+
 pytest.importorskip("ray")
 
 
