@@ -208,3 +208,30 @@ def test_a_defence_changes_what_the_attacker_trains_on_not_the_judgement(tmp_pat
     assert costs["none"]["target_probe_accuracy"] == report["target_probe_accuracy"]
     assert costs["none"]["probe_accuracy_drop"] == 0
     assert target.queries == 40 + 40  # 20 per stream, 40 probe images
+
+
+def test_no_method_learns_anything_from_a_constant_target():
+    """The null case: a target that answers every image alike gives no method an informative
+    probe. (Copying a useful SSL target is measured per method by
+    ``benchmarks/stealing.py``; ``contsteal`` copies one in ``test_stealing.py``.)"""
+    from leakprobe.data.synthetic import make_synthetic
+
+    class Constant(nn.Module):
+        input_size = 16
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.value = nn.Parameter(torch.linspace(-1, 1, 16))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.value.expand(x.shape[0], -1) + 0 * x.mean()
+
+    torch.manual_seed(0)
+    data = make_synthetic(360, 16, seed=3)
+    null = steal_encoder(ModuleEncoder(Constant(), device="cpu"), data.subset(range(200)),
+                         budgets=[200], methods="all", views=2, epochs=2, device="cpu",
+                         surrogate_arch="resnet-tiny", surrogate_kwargs={"width": 8},
+                         probe_train=data.subset(range(200, 280)),
+                         probe_test=data.subset(range(280, 360)))
+    assert null["probe_informative"] is False
+    assert len(null["results"]) == 6
