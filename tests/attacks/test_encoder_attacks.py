@@ -91,8 +91,12 @@ def test_p_values_reject_on_the_memoriser_and_not_on_the_null_target(memoriser_m
         m = memoriser_metrics[name]
         assert m["p_value_method"] == "permutation" and m["permutations"] == PERMUTATIONS
         assert m["p_value"] == pytest.approx(1 / (PERMUTATIONS + 1)), (name, m)
+    # family-wise: 14 attacks on one null draw share its images, so the chance that one of
+    # them reaches p < 0.01 is far above 1% (measured: infonce p = 0.003 on a valid draw
+    # where image difficulty favoured one side); Bonferroni keeps the family's level at 1%
+    floor = 0.01 / len(null_metrics)
     for name, m in null_metrics.items():
-        assert m["p_value"] >= 0.01, (name, m)
+        assert m["p_value"] >= floor, (name, m)
     assert null_metrics["blind"]["p_value"] > 0.025  # no distribution-shift warning
 
 
@@ -104,14 +108,24 @@ def test_blind_floor_is_at_chance_for_same_distribution_sets(memoriser_metrics):
 # Null band: the bootstrap interval leaves out the attacker's own fitting noise (sd about
 # 0.06 at 64 + 64, measured over 12 null audits), so one null audit's interval misses 0.5 more
 # often than 5% of the time -- and which attack misses moves with float summation order (the
-# scorer's thread count). The band is about two standard deviations of both noises together;
-# the memorising target's attacks sit far above it.
-NULL_BAND = 0.15
+# scorer's thread count, which changes the trained target). All 14 attacks see the same two
+# null sets, so a draw whose images happen to be easier on one side moves them together
+# (measured on one valid draw: encodermi-threshold 0.663, infonce 0.640, blind 0.527). Each
+# attack is held to about 3.3 standard deviations (a 1% family-wise band over 14 attacks) and
+# the family's median, which one unlucky attack cannot move, to 0.08; the memorising target's
+# attacks sit far above both.
+NULL_BAND = 0.20
+NULL_MEDIAN_BAND = 0.08
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_null_target_gives_chance(null_metrics, name):
     assert abs(null_metrics[name]["auc"] - 0.5) <= NULL_BAND, (name, null_metrics[name])
+
+
+def test_null_target_family_sits_at_chance(null_metrics):
+    aucs = [m["auc"] for m in null_metrics.values()]
+    assert abs(float(np.median(aucs)) - 0.5) <= NULL_MEDIAN_BAND, aucs
 
 
 def test_fit_score_api_matches_the_contract(memorising_target):
