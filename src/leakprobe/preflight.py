@@ -47,7 +47,9 @@ def remaining_queries(target) -> int | None:
     """Queries the target still allows: its own budget and its server's, whichever is lower.
 
     Local targets count against ``target.counter.budget`` (or a ``budget`` attribute); HTTP
-    targets also report the server's ``max_queries`` and ``queries_used``. None: unlimited.
+    targets also report the server's ``max_queries`` and ``queries_used``, and, behind API
+    keys, the key's ``remaining`` when ``/v1/info`` was read (less what was sent since).
+    None: unlimited.
     """
     limits = []
     counter = getattr(target, "counter", None)
@@ -60,6 +62,9 @@ def remaining_queries(target) -> int | None:
         used = getattr(target, "server_queries_used", None)
         used = info.get("queries_used") if used is None else used
         limits.append(int(info["max_queries"]) - int(used or 0))
+    own = info.get("client") if isinstance(info, dict) else None
+    if isinstance(own, dict) and isinstance(own.get("remaining"), int):
+        limits.append(int(own["remaining"]) - int(getattr(target, "queries", 0) or 0))
     return max(min(limits), 0) if limits else None
 
 

@@ -21,7 +21,8 @@ from leakprobe.serving.server import EncoderService, ServeConfig
 from leakprobe.serving.wire import encode_npy
 from leakprobe.targets.encoder import ModuleEncoder
 
-FORMS = "use none, noise:STD, round:DECIMALS, topk:K (join with +)"
+FORMS = ("use none, noise:STD, round:DECIMALS, topk:K, "
+         "b4b[:lambda=L,alpha=A,beta=B,transform=T] (join with +)")
 
 
 def gen(seed: int = 0) -> torch.Generator:

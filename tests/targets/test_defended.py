@@ -137,8 +137,8 @@ def test_http_targets_are_refused_with_one_line():
     assert str(info.value) == HTTP_TARGET_REFUSAL
     assert str(info.value) == (
         "the target is served over HTTP: its server applies its own defences (leakprobe "
-        "serve encoder --noise/--top-k/--round-decimals); --target-defence applies to local "
-        "targets only")
+        "serve encoder --defence/--noise/--top-k/--round-decimals); --target-defence applies "
+        "to local targets only")
 
     class LooksServed(Stub):
         url = "http://127.0.0.1:8080"
@@ -183,3 +183,147 @@ def test_tokens_are_refused_unless_the_defence_is_the_identity():
 def test_the_constructor_is_keyword_only():
     with pytest.raises(TypeError):
         DefendedEncoder(Stub(), NOISE)  # type: ignore[misc]
+
+
+# -- B4B locally: one client, coverage in query order, resumable ------------------------------
+
+B4B_LOUD = parse_answer_defence("b4b:lambda=0.01,beta=0.2")  # sigma large after a few buckets
+
+
+def test_b4b_is_one_client_whose_coverage_grows_with_every_answer():
+    d = DefendedEncoder(local(), defence=parse_answer_defence("b4b"), seed=0)
+    assert d.client is None and d.name == "tiny [defence: b4b]" and not d.has_tokens
+    d.embed(images(8))
+    first = d.client.coverage
+    d.embed(images(8, seed=1))
+    assert 0 < first < d.client.coverage and d.client.tracker.answered == 16
+    assert d.answered == 16 and d.queries == 16
+
+
+def test_one_embed_call_is_answered_as_requests_of_request_size():
+    x = images(10, seed=3)
+    whole = DefendedEncoder(local(), defence=B4B_LOUD, seed=2, request_size=4).embed(x)
+    parts = DefendedEncoder(local(), defence=B4B_LOUD, seed=2, request_size=4)
+    pieces = torch.cat([parts.embed(x[:4]), parts.embed(x[4:8]), parts.embed(x[8:])])
+    assert torch.equal(whole, pieces)
+    one_request = DefendedEncoder(local(), defence=B4B_LOUD, seed=2, request_size=10).embed(x)
+    assert torch.equal(one_request, local().embed(x))  # coverage 0 before it: no noise
+    assert not torch.allclose(whole, one_request, atol=1e-3)
+    with pytest.raises(LeakprobeError, match="request_size must be >= 1"):
+        DefendedEncoder(local(), defence=B4B_LOUD, request_size=0)
+
+
+def test_a_served_b4b_encoder_answers_what_the_local_wrapper_answers():
+    from leakprobe.serving.server import EncoderService, ServeConfig
+    from leakprobe.serving.wire import encode_npy
+
+    service = EncoderService(local(), ServeConfig(defence=B4B_LOUD.spec, seed=4))
+    wrapper = DefendedEncoder(local(), defence=B4B_LOUD, seed=4)
+    for n, seed in ((5, 0), (3, 1), (6, 2)):  # one request each
+        x = images(n, seed=seed)
+        served = torch.tensor(service.embed({"array": encode_npy(x)})["embeddings"])
+        assert torch.equal(served, wrapper.embed(x))
+    assert service.clients.anonymous.b4b.coverage == wrapper.client.coverage > 0
+
+
+def test_the_answer_state_continues_exactly_where_it_stopped():
+    import json
+
+    defence = parse_answer_defence("b4b:lambda=0.01,beta=0.2,transform=affine+noise:0.01")
+    xs = [images(6, seed=s) for s in range(3)]
+    straight = DefendedEncoder(local(), defence=defence, seed=5)
+    expected = [straight.embed(x) for x in xs]
+    before = DefendedEncoder(local(), defence=defence, seed=5)
+    before.embed(xs[0])
+    before.embed(xs[1])
+    state = json.loads(json.dumps(before.answer_state()))
+    after = DefendedEncoder(local(), defence=defence, seed=5)
+    after.load_answer_state(state)
+    assert torch.equal(after.embed(xs[2]), expected[2])
+    assert after.client.coverage == straight.client.coverage and after.answered == 18
+    fresh = DefendedEncoder(local(), defence=defence, seed=5)
+    fresh.embed(xs[0])
+    assert not torch.equal(fresh.embed(xs[2]), expected[2])  # the state matters
+    other = DefendedEncoder(local(), defence=defence, seed=6)
+    with pytest.raises(LeakprobeError, match="seed 5.*this run uses .* seed 6"):
+        other.load_answer_state(state)
+
+
+@pytest.mark.parametrize("spec", ["b4b:lambda=0.01,beta=0.2", "noise:0.05"])
+def test_a_resumed_query_stream_gets_the_answers_of_an_uninterrupted_one(tmp_path, spec):
+    from leakprobe.workflows.steal import plan_query_streams, resolve_methods
+
+    defence = parse_answer_defence(spec)
+    methods = resolve_methods("mse")
+    query = images(40, seed=7)
+
+    def stream(out, n_images):
+        [(_, attacked, _, caches)] = plan_query_streams(methods, [defence], local(), query,
+                                                        0, out)
+        cache = next(iter(caches.values()))
+        cache.fill(attacked, n_images, chunk=8)
+        return cache
+
+    whole = stream(tmp_path / "a", 40)
+    stream(tmp_path / "b", 16)  # interrupted after two chunks
+    resumed = stream(tmp_path / "b", 40)
+    assert resumed.n_done == 40 and resumed.target_state["answered"] == 40
+    assert torch.equal(resumed.embeddings, whole.embeddings)
+
+
+def test_a_b4b_stream_paid_without_its_state_refuses_to_resume(tmp_path):
+    from leakprobe.workflows.steal import plan_query_streams, resolve_methods
+
+    methods = resolve_methods("mse")
+    query = images(24, seed=7)
+    [(_, attacked, _, caches)] = plan_query_streams(methods, [B4B_LOUD], local(), query, 0,
+                                                    tmp_path)
+    cache = next(iter(caches.values()))
+    cache.fill(attacked, 8, chunk=8)
+    cache.target_state = None  # as an older leakprobe wrote it
+    cache._save()
+    with pytest.raises(LeakprobeError, match=r"8 answers paid under b4b:lambda=0\.01,beta=0\.2 "
+                                             r"without the client's coverage state"):
+        plan_query_streams(methods, [B4B_LOUD], local(), query, 0, tmp_path)
+
+
+def test_the_legitimate_users_cost_under_b4b_is_a_fresh_client():
+    from types import SimpleNamespace
+
+    from leakprobe.workflows.steal import legitimate_cost
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 2
+    centres = torch.randn(2, 12, generator=g)
+    emb = centres[labels] + 0.1 * torch.randn(40, 12, generator=g)
+    probes = {"target_train": emb[:30], "target_test": emb[30:], "target_accuracy": 1.0,
+              "train": SimpleNamespace(labels=labels[:30]),
+              "test": SimpleNamespace(labels=labels[30:])}
+    cost = legitimate_cost(parse_answer_defence("b4b"), probes, seed=0)
+    assert cost["defence"] == "b4b" and cost["target_probe_accuracy"] == 1.0
+
+
+def test_steal_encoder_through_b4b_continues_the_clients_coverage_on_a_rerun(tmp_path):
+    """A budget sweep extended later is the same client asking again: its second run's
+    answers continue from the coverage its first left (one request per query chunk)."""
+    from safetensors.torch import load_file
+
+    from leakprobe.data.images import ImageSet
+    from leakprobe.serving.wire import dequantise
+    from leakprobe.workflows.steal import steal_encoder
+
+    data = ImageSet(images(40, seed=8), [f"i{i}" for i in range(40)], None, source="q")
+    common = dict(methods="mse", target_defences="none,b4b:lambda=0.01,beta=0.2", epochs=1,
+                  device="cpu", surrogate_arch="resnet-tiny", surrogate_kwargs={"width": 8},
+                  out_dir=tmp_path)
+    steal_encoder(local(), data, budgets=[16], **common)
+    report = steal_encoder(local(), data, budgets=[16, 40], **common)
+    assert {r["defence"] for r in report["results"]} == {"none", "b4b:lambda=0.01,beta=0.2"}
+    paid = load_file(str(tmp_path / "defence-b4b_lambda_0.01_beta_0.2" /
+                         "queries_v1.safetensors"))
+    views = dequantise(paid["views_u8"][:, 0])
+    client = DefendedEncoder(local(), defence=B4B_LOUD, seed=0)
+    expected = torch.cat([client.embed(views[:16]), client.embed(views[16:])])
+    assert torch.equal(paid["embeddings"][:, 0], expected)
+    clean = load_file(str(tmp_path / "queries_v1.safetensors"))["embeddings"]
+    assert not torch.allclose(paid["embeddings"], clean, atol=1e-3)  # the noise arrived

@@ -4,10 +4,16 @@ The service announces its limits at ``/v1/info`` (``max_batch``, ``max_body_byte
 ``max_image_side``) and leakprobe's clients size their requests under them; a request over a
 limit is answered 413 naming the option here that sets it. One JSON line per request goes to
 stderr (``--no-log-requests`` turns it off); headers, and so keys, are never logged.
+
+``--api-keys FILE`` turns on API keys (:mod:`leakprobe.serving.keys`): one key a line
+(``KEY``, ``NAME:KEY`` or ``NAME:KEY:BUDGET``), usage kept in ``--state`` (default
+``FILE.state.json``), every key's usage readable with the key in ``--admin-key FILE``.
+Without it anyone who reaches the port may query, and the start-up line says so.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,6 +39,17 @@ NoLogRequests = Annotated[bool, typer.Option(
     "path, status, body bytes, images, ms; never a header or key).")]
 EntryModel = Annotated[str, typer.Option(help="Model file, .safetensors (+ --arch), entry "
                                          "point.")]
+ApiKeys = Annotated[Path | None, typer.Option(
+    "--api-keys", help="File of API keys, one a line: KEY, NAME:KEY or NAME:KEY:BUDGET "
+    "(BUDGET: images answered, ever). Every /v1/* request then needs 'Authorization: Bearer "
+    "KEY' (clients: set LEAKPROBE_API_KEY). Default: no keys, anyone who reaches the port "
+    "may query.")]
+StateFile = Annotated[Path | None, typer.Option(
+    "--state", help="Where per-key usage (queries, first/last seen, B4B coverage) is kept "
+    "across restarts, written atomically; never a key (default: API_KEYS.state.json).")]
+AdminKey = Annotated[Path | None, typer.Option(
+    "--admin-key", help="File holding one key that reads every key's usage at /v1/usage "
+    "(and queries nothing).")]
 
 
 def _local(model: str) -> str:
@@ -43,19 +60,35 @@ def _local(model: str) -> str:
 
 def _serve(family_name: str, model: str, config_options: dict, *, host: str, port: int,
            arch: str | None, image_size: int | None, device: str, banner: str = "",
-           log_requests: bool = True) -> None:
-    """Load ``--model`` as a target of the family and serve it with the family's service."""
-    from leakprobe.serving.server import ServeConfig, run_server
+           log_requests: bool = True, api_keys: Path | None = None, state: Path | None = None,
+           admin_key: Path | None = None) -> None:
+    """Load ``--model`` as a target of the family and serve it with the family's service.
+
+    The keys, the state file and the answer defence are read and checked before the model
+    is loaded.
+    """
+    from leakprobe.serving.keys import Clients
+    from leakprobe.serving.server import ServeConfig, answer_defence, run_server
     from leakprobe.targets.families import family, load_target
 
+    config = ServeConfig(**config_options)
+    defence = answer_defence(config)
+    clients = Clients.from_files(api_keys=api_keys, state=state, admin_key=admin_key)
     target = load_target(model, family=family_name, arch=arch, image_size=image_size,
                          device=device)
-    config = ServeConfig(**config_options)
-    typer.echo(f"serving {model} at http://{host}:{port}{banner.format(target=target)}; "
+    service = family(family_name).service(target, config, clients=clients)
+    url = f"http://{host}:{port}"
+    typer.echo(f"serving {model} at {url}{banner.format(target=target)}; "
                f"requests up to {config.max_batch} images and "
-               f"{config.max_body_bytes / 2**20:g} MiB", err=True)
-    run_server(family(family_name).service(target, config), host, port,
-               log_requests=log_requests)
+               f"{config.max_body_bytes / 2**20:g} MiB"
+               + ("" if defence.is_identity else f"; defence {defence.spec}"), err=True)
+    if clients.keyed:
+        typer.echo(f"{len(clients.clients)} API keys from {api_keys}; usage kept in "
+                   f"{clients.state_path}" + ("; admin key on" if clients.admin else ""),
+                   err=True)
+    else:
+        typer.echo(f"no --api-keys: anyone who can reach {url} can query", err=True)
+    run_server(service, host, port, log_requests=log_requests)
 
 
 @app.command("encoder")
@@ -77,19 +110,31 @@ def serve_encoder_cmd(
                      ] = None,
     round_decimals: Annotated[int | None, typer.Option(
         help="Round embeddings to N decimals.")] = None,
+    defence: Annotated[str | None, typer.Option(
+        help="Answer defence: none, noise:STD, round:DECIMALS, topk:K, b4b or "
+        "b4b:NAME=VALUE,... (NAME: lambda, alpha, beta, transform; the paper's 1e-6, 1, 80, "
+        "none by default; transform: affine, shuffle or affine-shuffle, per key). B4B adds "
+        "noise growing with each client's coverage of the embedding space. Join with +, "
+        "e.g. b4b+round:3.")] = None,
     seed: Seed = 0,
+    api_keys: ApiKeys = None,
+    state: StateFile = None,
+    admin_key: AdminKey = None,
     device: Device = "auto",
     threads: Threads = "auto",
     no_log_requests: NoLogRequests = False,
 ) -> None:
-    """Serve an encoder at http://HOST:PORT (/v1/info, /v1/embed) until interrupted."""
+    """Serve an encoder at http://HOST:PORT (/v1/info, /v1/embed, /v1/usage) until
+    interrupted."""
     use_threads(threads)
     config = dict(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
                   max_image_side=max_image_side, max_queries=max_queries, rate=rate,
-                  noise=noise, top_k=top_k, round_decimals=round_decimals, seed=seed)
+                  noise=noise, top_k=top_k, round_decimals=round_decimals, seed=seed,
+                  defence=defence)
     _serve("encoder", _local(model), config, host=host, port=port, arch=arch,
            image_size=image_size, device=device, log_requests=not no_log_requests,
-           banner=" (input {target.input_size}, embedding {target.embed_dim})")
+           banner=" (input {target.input_size}, embedding {target.embed_dim})",
+           api_keys=api_keys, state=state, admin_key=admin_key)
 
 
 @app.command("image2image")
@@ -105,6 +150,9 @@ def serve_image2image_cmd(
     max_batch: MaxBatch = 64,
     max_body_mb: MaxBodyMB = 64.0,
     max_image_side: MaxImageSide = 512,
+    api_keys: ApiKeys = None,
+    state: StateFile = None,
+    admin_key: AdminKey = None,
     device: Device = "auto",
     threads: Threads = "auto",
     no_log_requests: NoLogRequests = False,
@@ -114,7 +162,8 @@ def serve_image2image_cmd(
     config = dict(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
                   max_image_side=max_image_side, max_queries=max_queries, rate=rate)
     _serve("image2image", _local(model), config, host=host, port=port, arch=arch,
-           image_size=image_size, device=device, log_requests=not no_log_requests)
+           image_size=image_size, device=device, log_requests=not no_log_requests,
+           api_keys=api_keys, state=state, admin_key=admin_key)
 
 
 @app.command("captioner")
@@ -131,6 +180,9 @@ def serve_captioner_cmd(
     max_batch: MaxBatch = 64,
     max_body_mb: MaxBodyMB = 64.0,
     max_image_side: MaxImageSide = 512,
+    api_keys: ApiKeys = None,
+    state: StateFile = None,
+    admin_key: AdminKey = None,
     device: Device = "auto",
     threads: Threads = "auto",
     no_log_requests: NoLogRequests = False,
@@ -140,4 +192,5 @@ def serve_captioner_cmd(
     config = dict(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
                   max_image_side=max_image_side, max_queries=max_queries, rate=rate)
     _serve("captioner", _local(model), config, host=host, port=port, arch=None,
-           image_size=image_size, device=device, log_requests=not no_log_requests)
+           image_size=image_size, device=device, log_requests=not no_log_requests,
+           api_keys=api_keys, state=state, admin_key=admin_key)

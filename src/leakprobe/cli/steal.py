@@ -40,7 +40,9 @@ def steal_encoder_cmd(
         "stolenencoder, mse, cosine (leakprobe attacks describes them).")] = "contsteal",
     target_defence: Annotated[str | None, typer.Option(
         help="Answer defences applied to every answer the attacker gets, each its own row: "
-        "none, noise:STD, round:DECIMALS, topk:K (join with +, separate rows with commas). "
+        "none, noise:STD, round:DECIMALS, topk:K, b4b or b4b:NAME=VALUE,... (NAME: lambda, "
+        "alpha, beta, transform) (join with +, separate rows with commas; B4B treats the "
+        "attacker as one client). "
         "Local targets only: a server applies its own.")] = None,
     surrogate_arch: Annotated[str, typer.Option(help="Backbone of the surrogate.")
                               ] = "resnet-tiny",

@@ -22,6 +22,13 @@ same numbers as against the local model file. ``uint8`` sends every image as 8-b
 run goes through the same client, members and non-members are treated alike); ``npy``
 always float32; ``png`` 8-bit PNGs.
 
+API keys: when the environment variable ``LEAKPROBE_API_KEY`` is set, every request carries
+``Authorization: Bearer $LEAKPROBE_API_KEY`` (a server started with ``leakprobe serve
+--api-keys`` needs it). The key never appears in an error, a log or a ``repr``. A 401 is a
+clear error saying to set the variable (or that the server rejected it); a 429 that carries
+``remaining`` is the key's budget spent, an error at once (not retried), like the service's
+own budget (403).
+
 The family clients expose their own family's query methods only: :class:`HTTPEncoder`
 (``embed``, ``tokens``), :class:`HTTPTranslator` (``translate``), :class:`HTTPCaptioner`
 (``caption``).
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
@@ -53,6 +61,8 @@ from leakprobe.serving.wire import (
 from leakprobe.targets.base import QueryCounter, check_images, resize
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+#: The environment variable holding the API key sent as ``Authorization: Bearer KEY``.
+API_KEY_ENV = "LEAKPROBE_API_KEY"
 
 
 class RequestTooLarge(LeakprobeError):
@@ -114,7 +124,10 @@ class HTTPTarget:
         self.encoding = encoding
         self.counter = QueryCounter(budget)
         self.device = torch.device("cpu")
-        self.client = httpx.Client(timeout=timeout)
+        key = os.environ.get(API_KEY_ENV, "").strip()
+        self._keyed = bool(key)
+        self.client = httpx.Client(
+            timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else None)
         info = self._request("GET", "/v1/info")
         if info.get("kind") != self.kind:
             raise LeakprobeError(f"{self.url} serves a {info.get('kind')!r}, not a {self.kind}")
@@ -154,8 +167,19 @@ class HTTPTarget:
                     except ValueError as e:
                         raise LeakprobeError(f"{self.url}{path}: answer is not JSON") from e
                 message = _error_message(resp)
+                if resp.status_code == 401:
+                    raise LeakprobeError(
+                        f"{self.url}: the server rejected the API key in ${API_KEY_ENV}"
+                        if self._keyed else
+                        f"{self.url}: the server needs an API key: set {API_KEY_ENV}")
                 if resp.status_code == 403:
                     raise BudgetExceededError(f"{self.url}: {message}")
+                spent = _key_budget(resp)
+                if spent is not None:
+                    raise BudgetExceededError(
+                        f"{self.url}: the API key's query budget allows {spent['remaining']} "
+                        f"more images ({spent['used']} of {spent['budget']} used): "
+                        f"{message}")
                 if resp.status_code == 413:
                     raise RequestTooLarge(f"{self.url}{path}: HTTP 413: {message}")
                 if resp.status_code not in TRANSIENT_STATUS:
@@ -407,6 +431,19 @@ def _error_message(resp: httpx.Response) -> str:
         return str(resp.json().get("error", resp.text[:200]))
     except ValueError:
         return resp.text[:200]
+
+
+def _key_budget(resp: httpx.Response) -> dict | None:
+    """A 429 for a spent key budget (its JSON body carries ``remaining``), else None."""
+    if resp.status_code != 429:
+        return None
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("remaining"), int):
+        return None
+    return {k: body.get(k) for k in ("remaining", "budget", "used")}
 
 
 def _retry_after(resp: httpx.Response) -> float:

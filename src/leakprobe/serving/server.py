@@ -23,23 +23,34 @@ Protocol (docs/ARCHITECTURE.md, "HTTP"), spoken by the clients of :mod:`leakprob
   ``{"outputs_npy": base64 float32 .npy (B, C, H, W), "queries_used": n}``
 - ``POST /v1/caption`` (captioning services) takes the same requests and answers
   ``{"captions": ["a red circle ...", ...], "queries_used": n}``
+- ``GET /v1/usage`` -> the caller's usage (:meth:`~leakprobe.serving.keys.Clients.usage`:
+  ``name``, ``queries``, ``budget``, ``remaining``, ``first_seen``, ``last_seen``,
+  ``coverage``, ``noise_std``); for the admin key ``{"clients": [...]}``, every key's. Without
+  keys it answers the anonymous client's (every caller's) usage.
 
-Errors are JSON ``{"error": message}`` with a status: 400 malformed request, 403 query budget
-exhausted, 413 payload too large (the message names the ``leakprobe serve`` option that sets
-the limit: ``--max-body-mb``, ``--max-batch`` or ``--max-image-side``), 429 rate limited (with
-``Retry-After``), 500 model failure. Every limit is checked before the payload's pixels are
-decoded, and the model never runs for a refused request. The server keeps serving after
-every error. Embeddings go out as JSON numbers: a float32 value printed as a double survives
-the round trip exactly.
+With API keys (:mod:`leakprobe.serving.keys`, ``leakprobe serve --api-keys``) every ``/v1/*``
+request needs ``Authorization: Bearer KEY``, and ``/v1/info`` adds ``client``: the caller's
+usage. Without keys anyone who reaches the port may query.
+
+Errors are JSON ``{"error": message}`` with a status: 400 malformed request, 401 missing or
+unknown API key, 403 query budget of the service exhausted (or the admin key used to query),
+413 payload too large (the message names the ``leakprobe serve`` option that sets the limit:
+``--max-body-mb``, ``--max-batch`` or ``--max-image-side``), 429 rate limited (with
+``Retry-After``) or the key's budget spent (with ``remaining``, ``budget`` and ``used`` in the
+body), 500 model failure. Keys are checked before the body is read; every limit and budget
+before the payload's pixels are decoded, and the model never runs for a refused request.
+The server keeps serving after every error. Embeddings go out as JSON numbers: a float32
+value printed as a double survives the round trip exactly.
 
 Every request is logged as one JSON line on the ``leakprobe.serve`` logger (stderr under
 ``leakprobe serve``): time, client address, method, path, status, body bytes, images,
-milliseconds, the service's queries used and, on failure, the error. Headers are never
-logged, so neither is an ``Authorization`` header or any key.
+milliseconds, the service's queries used, the key's name (``client_key``) and, on failure,
+the error. Headers are never logged, so neither is an ``Authorization`` header or any key.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import math
@@ -56,11 +67,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from leakprobe.defences.answers import AnswerDefence
+from leakprobe.defences.answers import AnswerDefence, parse_answer_defence
 from leakprobe.errors import LeakprobeError
+from leakprobe.serving.keys import Client, ClientRefused, Clients
 from leakprobe.serving.wire import (
     ENCODINGS,
     PayloadTooLarge,
+    count_images,
     decode_images,
     decode_png,
     encode_npy,
@@ -72,6 +85,10 @@ request_log = logging.getLogger("leakprobe.serve")
 #: The ``leakprobe serve`` option behind each limit, named in 413 answers.
 LIMIT_OPTIONS = {"max_body_bytes": "--max-body-mb", "max_batch": "--max-batch",
                  "max_image_side": "--max-image-side"}
+
+#: The client of the request being answered (set by :meth:`ModelService.handle`).
+_CLIENT: contextvars.ContextVar[Client | None] = contextvars.ContextVar("leakprobe_client",
+                                                                       default=None)
 
 
 @dataclass
@@ -88,9 +105,12 @@ class ServeConfig:
         noise: std of Gaussian noise added to every embedding coordinate (stealing defence).
         top_k: keep only the k largest-magnitude coordinates (stealing defence).
         round_decimals: round embeddings to this many decimals (stealing defence).
-        seed: seeds the noise.
+        seed: seeds the noise (and B4B's hash functions).
+        defence: an answer defence spec (``leakprobe serve encoder --defence``, e.g.
+            ``b4b`` or ``b4b:alpha=0.8+round:3``; see
+            :func:`~leakprobe.defences.answers.parse_answer_defence`).
 
-    ``noise``, ``top_k`` and ``round_decimals`` make the service's
+    ``defence``, ``noise``, ``top_k`` and ``round_decimals`` make the service's
     :class:`~leakprobe.defences.answers.AnswerDefence` (:func:`answer_defence`).
     """
 
@@ -103,27 +123,53 @@ class ServeConfig:
     top_k: int | None = None
     round_decimals: int | None = None
     seed: int = 0
+    defence: str | None = None
 
 
 def answer_defence(config: ServeConfig) -> AnswerDefence:
-    """The answer defence of ``config``: its ``noise``, ``top_k`` and ``round_decimals``.
+    """The answer defence of ``config``: its ``defence`` spec joined with its ``noise``,
+    ``top_k`` and ``round_decimals`` (the same perturbations, as options).
 
     A ``noise`` of 0 and a ``top_k`` of 0 (or None) are off, as they always were.
 
     Raises:
-        LeakprobeError: a negative ``noise``, ``top_k`` or ``round_decimals``.
+        LeakprobeError: a negative ``noise``, ``top_k`` or ``round_decimals``, a bad
+            ``defence`` spec, or one that sets a perturbation its option sets too.
     """
-    return AnswerDefence(noise=config.noise or 0.0, top_k=config.top_k or None,
-                         round_decimals=config.round_decimals)
+    options = AnswerDefence(noise=config.noise or 0.0, top_k=config.top_k or None,
+                            round_decimals=config.round_decimals)
+    if not config.defence:
+        return options
+    spec = parse_answer_defence(config.defence)
+    for option, in_options, in_spec in (
+            ("--noise", bool(options.noise), bool(spec.noise)),
+            ("--top-k", options.top_k is not None, spec.top_k is not None),
+            ("--round-decimals", options.round_decimals is not None,
+             spec.round_decimals is not None)):
+        if in_options and in_spec:
+            raise LeakprobeError(f"--defence {config.defence} and {option} set the same "
+                                 "perturbation; give it once")
+    return AnswerDefence(noise=spec.noise or options.noise,
+                         top_k=spec.top_k if spec.top_k is not None else options.top_k,
+                         round_decimals=spec.round_decimals if spec.round_decimals is not None
+                         else options.round_decimals, b4b=spec.b4b)
 
 
 class ServiceError(Exception):
-    """A request refused or failed: its HTTP status, message and extra headers."""
+    """A request refused or failed: its HTTP status, message, extra headers and extra
+    fields of the JSON body."""
 
-    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict | None = None,
+                 fields: dict | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+        self.fields = fields or {}
+
+    @classmethod
+    def refused(cls, e: ClientRefused) -> ServiceError:
+        """The answer to a request refused for its client (401, 403, 429)."""
+        return cls(e.status, str(e), e.headers, e.fields)
 
 
 def too_large(message: str, limit: str) -> ServiceError:
@@ -169,14 +215,18 @@ class ModelService:
     Args:
         target: the local target served (``input_size`` and the family's query method).
         config: limits (and, for encoders, output perturbation).
+        clients: who may query, their budgets and usage (:class:`~leakprobe.serving.keys.
+            Clients`; default: no keys, one anonymous client).
     """
 
     kind: ClassVar[str] = ""
     route: ClassVar[str] = ""
 
-    def __init__(self, target, config: ServeConfig | None = None) -> None:
+    def __init__(self, target, config: ServeConfig | None = None, *,
+                 clients: Clients | None = None) -> None:
         self.target = target
         self.config = config or ServeConfig()
+        self.clients = clients if clients is not None else Clients()
         self.queries_used = 0
         self.lock = threading.Lock()
         self.limiter = RateLimiter(self.config.rate)
@@ -203,18 +253,32 @@ class ModelService:
         """The JSON answer to one request's parsed ``images`` (``options``: the request)."""
         raise NotImplementedError(f"{type(self).__name__} must define respond")
 
-    def handle(self, payload: object, record: dict | None = None) -> dict:
+    def handle(self, payload: object, record: dict | None = None, *,
+               client: Client | None = None) -> dict:
         """The JSON answer to one request at ``route``: parse, limit, charge, run.
 
         Args:
             payload: the decoded JSON body.
             record: when given, receives ``images`` (the request's image count) once the
                 request is parsed (what the request log reports).
+            client: who asks (default: the anonymous client, as for an in-process call).
+                Its budget is checked on the image count the payload announces before any
+                pixel is decoded.
         """
-        images = self.parse_images(payload)
-        if record is not None:
-            record["images"] = int(images.shape[0])
-        return self.respond(images, payload if isinstance(payload, dict) else {})
+        client = client if client is not None else self.clients.anonymous
+        token = _CLIENT.set(client)
+        try:
+            announced = count_images(payload)
+            if announced is not None:
+                self.clients.check(client, announced)
+            images = self.parse_images(payload)
+            if record is not None:
+                record["images"] = int(images.shape[0])
+            return self.respond(images, payload if isinstance(payload, dict) else {})
+        except ClientRefused as e:
+            raise ServiceError.refused(e) from e
+        finally:
+            _CLIENT.reset(token)
 
     def answer(self, payload: object) -> dict:
         """The JSON answer to one request at ``route`` (see :meth:`handle`)."""
@@ -263,38 +327,59 @@ class ModelService:
                                     f"used, {n} more requested")
         self.queries_used += n
 
-    def run_model(self, fn, images: torch.Tensor):
-        """Charge the budget for ``images`` and run ``fn(images)``; returns (output, used).
+    @property
+    def client(self) -> Client:
+        """The client of the request being answered (the anonymous one outside a request)."""
+        return _CLIENT.get() or self.clients.anonymous
 
-        A bad input becomes a 400 and any other model failure a 500: the service stays up.
+    def run_model(self, fn, images: torch.Tensor):
+        """Charge the budgets for ``images`` and run ``fn(images)``; returns (output, used).
+
+        The client's budget (429) and the service's (403) are checked, and both charged,
+        before the model runs; the client's usage is saved after it. A bad input becomes a
+        400 and any other model failure a 500: the service stays up.
         """
+        client = self.client
+        n = int(images.shape[0])
         with self.lock:
-            self._charge(images.shape[0])
+            try:
+                self.clients.check(client, n)
+            except ClientRefused as e:
+                raise ServiceError.refused(e) from e
+            self._charge(n)
+            self.clients.charge(client, n)
             try:
                 out = fn(images)
             except LeakprobeError as e:
                 raise ServiceError(400, str(e)) from e
             except Exception as e:  # a model failure must not take the service down
                 raise ServiceError(500, f"model failed: {type(e).__name__}") from e
+            finally:
+                self.clients.save()
             return out, self.queries_used
 
 
 class EncoderService(ModelService):
     """Serves an :class:`~leakprobe.targets.encoder.Encoder` at ``/v1/embed``.
 
-    Its answers can be perturbed against stealing (``noise``, ``top_k``, ``round_decimals``
-    of :class:`ServeConfig`): :attr:`defence`, an
+    Its answers can be perturbed against stealing (``defence``, ``noise``, ``top_k``,
+    ``round_decimals`` of :class:`ServeConfig`): :attr:`defence`, an
     :class:`~leakprobe.defences.answers.AnswerDefence` applied to every answer with the
-    service's generator (seeded by ``ServeConfig.seed``, advanced request by request).
+    service's generator (seeded by ``ServeConfig.seed``, advanced request by request). Under
+    B4B each client (API key, or the anonymous one) has its own coverage, kept with its usage
+    in the state file; tokens are not served then (they would bypass the noise).
     """
 
     kind = "encoder"
     route = "/v1/embed"
 
-    def __init__(self, encoder, config: ServeConfig | None = None) -> None:
-        super().__init__(encoder, config)
+    def __init__(self, encoder, config: ServeConfig | None = None, *,
+                 clients: Clients | None = None) -> None:
+        super().__init__(encoder, config, clients=clients)
         self.defence = answer_defence(self.config)
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        if self.defence.b4b is not None and getattr(encoder, "embed_dim", None):
+            self.clients.check_b4b_width(int(encoder.embed_dim))
 
     @property
     def encoder(self):
@@ -304,7 +389,8 @@ class EncoderService(ModelService):
     def model_info(self) -> dict:
         same_space = getattr(self.target, "tokens_in_embedding_space", None)
         return {"embed_dim": int(getattr(self.target, "embed_dim", 0)),
-                "tokens": bool(getattr(self.target, "has_tokens", False)),
+                "tokens": bool(getattr(self.target, "has_tokens", False))
+                and self.defence.b4b is None,
                 "tokens_in_embedding_space": same_space if isinstance(same_space, bool) else None}
 
     def info(self) -> dict:
@@ -314,8 +400,13 @@ class EncoderService(ModelService):
         return {**super().info(), "defence": defence}
 
     def _perturb(self, emb: torch.Tensor) -> torch.Tensor:
-        """``emb`` through the service's answer defence (its generator advances)."""
-        return self.defence.apply(emb, generator=self.generator)
+        """``emb`` through the service's answer defence (its generator advances; under B4B
+        the requesting client's coverage grows)."""
+        b4b = None
+        if self.defence.b4b is not None:
+            b4b = self.clients.b4b_client(self.client, self.defence.b4b,
+                                          dim=int(emb.shape[1]), seed=self.config.seed)
+        return self.defence.apply(emb, generator=self.generator, client=b4b)
 
     def embed(self, payload: object) -> dict:
         """Embeddings (and tokens when asked) of the request's images, perturbed if set."""
@@ -323,6 +414,9 @@ class EncoderService(ModelService):
 
     def respond(self, images: torch.Tensor, options: dict) -> dict:
         want_tokens = bool(options.get("tokens", False))
+        if want_tokens and self.defence.b4b is not None:
+            raise ServiceError(400, "tokens are not served under the b4b defence (they would "
+                                    "bypass its noise); ask for embeddings only")
 
         def query(x: torch.Tensor):
             return self._perturb(self.target.embed(x)), (
@@ -368,17 +462,53 @@ class CaptionerService(ModelService):
 
 
 def create_app(service: ModelService) -> Starlette:
-    """The Starlette application serving ``service`` (``/v1/info`` and its ``route``).
+    """The Starlette application serving ``service`` (``/v1/info``, ``/v1/usage`` and its
+    ``route``).
 
     Each request is answered in this order, so nothing is decoded or run for a request that
-    is refused: rate limit (429), declared body size (413), body size as it streams in
-    (413), JSON, payload limits on headers (413/400), budget (403), model. Every request
-    is logged as one line (:func:`log_request`).
+    is refused: rate limit (429), API key (401; the admin key may not query, 403), the key's
+    spent budget (429), declared body size (413), body size as it streams in (413), JSON,
+    payload limits on headers (413/400), the key's budget for the images announced (429),
+    the service's budget (403), model. Every request is logged as one line
+    (:func:`log_request`).
     """
     max_body = service.config.max_body_bytes
+    clients = service.clients
 
     def error(e: ServiceError) -> JSONResponse:
-        return JSONResponse({"error": str(e)}, status_code=e.status, headers=e.headers)
+        return JSONResponse({"error": str(e), **e.fields}, status_code=e.status,
+                            headers=e.headers)
+
+    def authenticate(request: Request) -> Client:
+        try:
+            return clients.authenticate(request.headers.get("authorization"))
+        except ClientRefused as e:
+            raise ServiceError.refused(e) from e
+
+    def key_name(client: Client | None) -> str | None:
+        return client.name if client is not None and clients.keyed else None
+
+    async def read_only(request: Request, answer) -> JSONResponse:
+        """A GET route (not rate limited): authenticate, answer ``answer(client)``, log."""
+        start = time.perf_counter()
+        client: Client | None = None
+        try:
+            client = authenticate(request)
+            response, message = JSONResponse(answer(client)), None
+        except ServiceError as e:
+            response, message = error(e), str(e)
+        log_request(request, service, status=response.status_code, body_bytes=0, images=0,
+                    start=start, error=message, client_key=key_name(client))
+        return response
+
+    def info_answer(client: Client) -> dict:
+        out = service.info()
+        if clients.keyed and not client.admin:
+            out["client"] = clients.usage(client)
+        return out
+
+    def usage_answer(client: Client) -> dict:
+        return clients.usage_all() if client.admin else clients.usage(client)
 
     def body_too_large(size: str) -> ServiceError:
         return too_large(f"request body of {size} bytes exceeds {max_body} bytes "
@@ -386,18 +516,26 @@ def create_app(service: ModelService) -> Starlette:
                          "max_body_bytes")
 
     async def info(request: Request) -> JSONResponse:
-        start = time.perf_counter()
-        response = JSONResponse(service.info())
-        log_request(request, service, status=response.status_code, body_bytes=0, images=0,
-                    start=start)
-        return response
+        return await read_only(request, info_answer)
+
+    async def usage(request: Request) -> JSONResponse:
+        return await read_only(request, usage_answer)
 
     async def answer(request: Request) -> JSONResponse:
         start = time.perf_counter()
         record: dict = {"images": None}
         size = 0
+        client: Client | None = None
         try:
             service.limiter.check(request.client.host if request.client else "?")
+            client = authenticate(request)
+            if client.admin:
+                raise ServiceError(403, "the admin key reads /v1/info and /v1/usage only; "
+                                        "query with a client key")
+            try:
+                clients.check(client, 0)  # a spent budget: refused before the body is read
+            except ClientRefused as e:
+                raise ServiceError.refused(e) from e
             length = request.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > max_body:
                 size = int(length)
@@ -415,25 +553,30 @@ def create_app(service: ModelService) -> Starlette:
             del body
             from starlette.concurrency import run_in_threadpool
 
-            response = JSONResponse(await run_in_threadpool(service.handle, payload, record))
+            response = JSONResponse(await run_in_threadpool(
+                service.handle, payload, record, client=client))
             message = None
         except ServiceError as e:
             response, message = error(e), str(e)
         log_request(request, service, status=response.status_code, body_bytes=size,
-                    images=record["images"], start=start, error=message)
+                    images=record["images"], start=start, error=message,
+                    client_key=key_name(client))
         return response
 
     return Starlette(routes=[Route("/v1/info", info, methods=["GET"]),
+                             Route("/v1/usage", usage, methods=["GET"]),
                              Route(service.route, answer, methods=["POST"])])
 
 
 def log_request(request: Request, service: ModelService, *, status: int, body_bytes: int,
-                images: int | None, start: float, error: str | None = None) -> None:
+                images: int | None, start: float, error: str | None = None,
+                client_key: str | None = None) -> None:
     """One JSON line on :data:`request_log` for one request.
 
     Fields: ``time`` (UTC, ISO 8601), ``client`` (address), ``method``, ``path``, ``status``,
     ``body_bytes``, ``images`` (null when the request was refused before it was parsed),
-    ``ms``, ``queries_used`` (the service's total) and ``error`` (failures only). No header
+    ``ms``, ``queries_used`` (the service's total), ``client_key`` (the API key's name; null
+    without keys or before the key was recognised) and ``error`` (failures only). No header
     is logged: an ``Authorization`` header or API key never reaches the log.
     """
     if not request_log.isEnabledFor(logging.INFO):
@@ -443,7 +586,7 @@ def log_request(request: Request, service: ModelService, *, status: int, body_by
                    "method": request.method, "path": request.url.path, "status": status,
                    "body_bytes": body_bytes, "images": images,
                    "ms": round((time.perf_counter() - start) * 1000, 2),
-                   "queries_used": service.queries_used}
+                   "queries_used": service.queries_used, "client_key": client_key}
     if error is not None:
         entry["error"] = error
     request_log.info(json.dumps(entry, separators=(",", ":")))

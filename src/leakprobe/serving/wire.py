@@ -123,6 +123,26 @@ def npy_header(raw: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
     return tuple(int(s) for s in shape), np.dtype(dtype), f.tell()
 
 
+def count_images(payload: object) -> int | None:
+    """The images a request carries, read without decoding any: the length of its
+    ``images`` list, or the first dimension its ``array``'s ``.npy`` header announces
+    (only the header's bytes are base64-decoded). None when the payload is malformed (its
+    full decoding then says why)."""
+    if not isinstance(payload, dict):
+        return None
+    if isinstance(payload.get("images"), list) and "array" not in payload:
+        return len(payload["images"])
+    text = payload.get("array")
+    if not isinstance(text, str):
+        return None
+    try:
+        head = base64.b64decode(text[:4 * 1024], validate=True)  # 3 KiB: any 1.0/2.0 header
+        shape, _, _ = npy_header(head)
+    except (binascii.Error, ValueError, LeakprobeError):
+        return None
+    return shape[0] if shape else None
+
+
 def decode_images(
     text: object, *, max_bytes: int | None = None, max_images: int | None = None,
     max_side: int | None = None,

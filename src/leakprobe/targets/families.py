@@ -82,7 +82,7 @@ class Family:
 
     @property
     def service(self) -> type:
-        """The HTTP service class (``service(target, config)``)."""
+        """The HTTP service class (``service(target, config, clients=None)``)."""
         return _resolve(self.service_path)
 
 

@@ -32,6 +32,7 @@ from leakprobe.data.images import ImageSet
 from leakprobe.data.splits import shared_images
 from leakprobe.data.stream import Images, image_batches
 from leakprobe.defences.answers import AnswerDefence, parse_answer_defences
+from leakprobe.defences.b4b import B4BClient
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.theft import procrustes_cosine, theft_metrics
 from leakprobe.evaluation.utility import knn_accuracy, linear_probe
@@ -42,7 +43,7 @@ from leakprobe.preflight import check_out_dir, check_query_budget
 from leakprobe.progress import log
 from leakprobe.report.html import write_report
 from leakprobe.report.stealing import build_stealing_report, stealing_result
-from leakprobe.targets.defended import DefendedEncoder, check_defendable
+from leakprobe.targets.defended import DEFAULT_REQUEST_SIZE, DefendedEncoder, check_defendable
 from leakprobe.training.trainer import TrainConfig, Trainer
 
 if TYPE_CHECKING:
@@ -217,6 +218,11 @@ def plan_query_streams(
     ``out`` (``queries_v{V}.safetensors`` for the clean image and SimCLR views, as before;
     ``queries_{recipe}_v{V}.safetensors`` otherwise); a defence's in
     ``out/defence-{spec}/``. Nothing is queried here.
+
+    A defended arm's target is one client across all its streams (B4B's coverage grows over
+    all of them, in query order). Resuming, it continues from the latest state the caches
+    saved (:func:`restore_answer_state`), so resumed answers are those of an uninterrupted
+    run.
     """
     arms = []
     for defence in defences:
@@ -234,8 +240,35 @@ def plan_query_streams(
             caches[(recipe, v)] = QueryCache(
                 query_images, v, target.input_size, seed, path,
                 augmentation=method.query_views(target.input_size), recipe=recipe)
+        if isinstance(attacked, DefendedEncoder):
+            restore_answer_state(attacked, list(caches.values()))
         arms.append((defence, attacked, folder, caches))
     return arms
+
+
+def restore_answer_state(attacked: DefendedEncoder, caches: list[QueryCache]) -> None:
+    """Continue ``attacked`` from the latest answer state its caches saved.
+
+    Every chunk a cache saves carries the defended target's state right after it; the state
+    with the most images answered is the latest, and it includes every answer any of the
+    caches holds. Caches of an older leakprobe carry no state: for a stateless defence
+    (noise, top-k, rounding) the run goes on with a fresh generator, as it always did.
+
+    Raises:
+        LeakprobeError: a B4B stream paid without a saved state (its coverage is unknown),
+            or a state that does not match the target's defence and seed.
+    """
+    saved = [c.target_state for c in caches if c.target_state is not None]
+    if attacked.defence.stateful:
+        for cache in caches:
+            if cache.n_done and cache.target_state is None:
+                raise LeakprobeError(
+                    f"{cache.path}: {cache.queries} answers paid under "
+                    f"{attacked.defence.spec} without the client's coverage state, so "
+                    "the stream cannot resume with the right noise; remove the folder "
+                    f"{cache.path.parent if cache.path else ''} to query again")
+    if saved:
+        attacked.load_answer_state(max(saved, key=lambda st: int(st.get("answered", 0))))
 
 
 def _slug(text: str) -> str:
@@ -274,8 +307,10 @@ def steal_encoder(
         methods: stealing methods (comma list, or ``all``: ``leakprobe attacks`` lists them).
         views: override the views per image of every method that takes a view count.
         target_defences: answer defences (:mod:`leakprobe.defences.answers`, e.g.
-            ``"noise:0.05,round:2"``) applied to every answer the attacker receives, each
-            its own row; the probes that judge the surrogates see the undefended target.
+            ``"noise:0.05,round:2"`` or ``"b4b"``) applied to every answer the attacker
+            receives, each its own row; the probes that judge the surrogates see the
+            undefended target. Under B4B the attacker is one client across the row's query
+            streams, its coverage saved with the caches so a resumed run continues it.
             Local targets only (a server applies its own).
         surrogate_arch: registered backbone of the surrogate.
         surrogate_kwargs: overrides of the surrogate backbone's arguments.
@@ -392,15 +427,41 @@ def legitimate_cost(defence: AnswerDefence, probes: dict, seed: int) -> dict:
     """What ``defence`` costs a legitimate user of the target: its own probe and k-NN
     accuracy when the probe images' answers go through the defence (the same answers a
     client of the defended service would get; no new queries: the defence is applied to the
-    target's cached answers with its own seeded generator)."""
+    target's cached answers with its own seeded generator). Under B4B the user is one fresh
+    client that asks for the probe-train images, then the probe-test images, in requests of
+    ``leakprobe serve``'s default size."""
     g = torch.Generator().manual_seed(seed + 1)
-    train = defence.apply(probes["target_train"], generator=g)
-    test = defence.apply(probes["target_test"], generator=g)
+    if defence.stateful:
+        # the service's hash functions (the thief's seed), the user's own transformation
+        answers = _LegitimateClient(defence, seed, seed + 1, g)
+        train, test = answers(probes["target_train"]), answers(probes["target_test"])
+    else:
+        train = defence.apply(probes["target_train"], generator=g)
+        test = defence.apply(probes["target_test"], generator=g)
     labels_train, labels_test = probes["train"].labels, probes["test"].labels
     acc, _ = linear_probe(train, labels_train, test, labels_test, seed)
     return {"defence": defence.spec, "target_probe_accuracy": acc,
             "target_knn_accuracy": knn_accuracy(train, labels_train, test, labels_test),
             "probe_accuracy_drop": round(probes["target_accuracy"] - acc, 4)}
+
+
+class _LegitimateClient:
+    """A fresh B4B client answered from cached clean embeddings, request by request."""
+
+    def __init__(self, defence: AnswerDefence, seed: int, transform_seed: int,
+                 generator: torch.Generator) -> None:
+        self.defence, self.seed, self.transform_seed = defence, seed, transform_seed
+        self.generator = generator
+        self.client: B4BClient | None = None
+
+    def __call__(self, clean: torch.Tensor) -> torch.Tensor:
+        assert self.defence.b4b is not None
+        if self.client is None:
+            self.client = self.defence.b4b.client(int(clean.shape[1]), seed=self.seed,
+                                                  transform_seed=self.transform_seed)
+        return torch.cat([self.defence.apply(part, generator=self.generator,
+                                             client=self.client)
+                          for part in clean.split(DEFAULT_REQUEST_SIZE)])
 
 
 MIN_PROBE_MARGIN = 0.02

@@ -14,6 +14,7 @@ and over HTTP the views travel as uint8 losslessly (:mod:`leakprobe.serving.wire
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,6 +84,11 @@ class QueryCache:
             the clean image for one view, SimCLR's augmentation for more).
         recipe: the name of the views (``clean``, ``simclr``, ...), recorded in the file: a
             cache of another recipe is refused rather than reused.
+
+    A target with an ``answer_state()`` method (a
+    :class:`~leakprobe.targets.defended.DefendedEncoder`: its noise generator and B4B
+    coverage) has that state saved with every chunk, in the file's metadata, atomically
+    with the answers it produced; :attr:`target_state` reads it back on a resume.
     """
 
     def __init__(self, images: Images, views: int, size: int, seed: int = 0,
@@ -103,6 +109,8 @@ class QueryCache:
             raise LeakprobeError(f"the clean image is one view, not {views}")
         self.views = QuantisedViews(torch.empty(0, views, 3, size, size, dtype=torch.uint8))
         self.embeddings = torch.empty(0)
+        #: the queried target's ``answer_state()`` after the last saved chunk (or None)
+        self.target_state: dict | None = None
         if self.path is not None and self.path.exists():
             self._load()
 
@@ -150,6 +158,12 @@ class QueryCache:
             raise LeakprobeError(f"{self.path}: a query cache of other settings ({recipe} "
                                  f"views); remove it")
         self.views, self.embeddings = QuantisedViews(levels), state["embeddings"]
+        if meta.get("target_state"):
+            try:
+                self.target_state = json.loads(meta["target_state"])
+            except ValueError as e:
+                raise LeakprobeError(f"{self.path}: a damaged query cache (its target "
+                                     "state); remove it to query again") from e
         if "views" in state:
             self._save()  # rewritten in the compact format at once
         log(f"resuming: {self.queries} queries already paid ({self.path})")
@@ -159,8 +173,10 @@ class QueryCache:
             return
         state = {"views_u8": self.views.levels.contiguous(),
                  "embeddings": self.embeddings.contiguous(), "seed": torch.tensor(self.seed)}
-        atomic_write(self.path, _safetensors_writer(state, {"format": CACHE_FORMAT,
-                                                            "recipe": self.recipe}))
+        meta = {"format": CACHE_FORMAT, "recipe": self.recipe}
+        if self.target_state is not None:
+            meta["target_state"] = json.dumps(self.target_state, separators=(",", ":"))
+        atomic_write(self.path, _safetensors_writer(state, meta))
 
     def _make_views(self, start: int, stop: int) -> torch.Tensor:
         """The uint8 views (b, v, 3, S, S) of images ``start:stop``: the same on a resume."""
@@ -197,6 +213,9 @@ class QueryCache:
         self.views = QuantisedViews(torch.cat([self.views.levels, levels]))
         self.embeddings = emb if self.embeddings.numel() == 0 else \
             torch.cat([self.embeddings, emb])
+        answer_state = getattr(target, "answer_state", None)
+        if callable(answer_state):
+            self.target_state = answer_state()
         self._save()
 
 
