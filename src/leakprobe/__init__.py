@@ -42,6 +42,8 @@ _EXPORTS = {
     "native_bf16": "leakprobe.precision",
     "resolve_amp": "leakprobe.precision",
     "steal_encoder": "leakprobe.workflows.steal",
+    "OwnershipSpec": "leakprobe.workflows.ownership",
+    "run_ownership": "leakprobe.workflows.ownership",
     "load_study_config": "leakprobe.study",
     "run_study": "leakprobe.study",
     "Captioner": "leakprobe.targets.captioner",
@@ -101,4 +103,5 @@ if TYPE_CHECKING:  # static analysers see the real names
         encoder_utility,
     )
     from leakprobe.workflows.defend import defend_encoder  # noqa: F401
+    from leakprobe.workflows.ownership import OwnershipSpec, run_ownership  # noqa: F401
     from leakprobe.workflows.steal import steal_encoder  # noqa: F401

@@ -1,4 +1,5 @@
-"""``leakprobe audit encoder|image2image|captioner``: membership-inference audits."""
+"""``leakprobe audit encoder|image2image|captioner``: membership-inference audits (and
+``audit ownership``, registered from :mod:`leakprobe.cli.ownership`)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,13 @@ from leakprobe.cli.options import (
     use_threads,
 )
 from leakprobe.cli.output import print_summary
+from leakprobe.cli.ownership import audit_ownership_cmd
 from leakprobe.targets.families import FAMILIES
 
 app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
 REFERENCE_PANEL = "Reference encoders (--knowledge reference)"
 SCALE_PANEL = "Scale and resuming"
+app.command("ownership")(audit_ownership_cmd)
 
 
 @app.command("encoder")

@@ -20,7 +20,13 @@ from typing import Any, get_args
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import write_json, write_text
 from leakprobe.report.plots import plot_curves, plot_histograms, plot_roc, png_data_uri
-from leakprobe.report.schema import STEALING_KIND, MembershipKind, is_blind, load_report
+from leakprobe.report.schema import (
+    OWNERSHIP_KIND,
+    STEALING_KIND,
+    MembershipKind,
+    is_blind,
+    load_report,
+)
 
 __all__ = ["KIND_BLURBS", "RENDERERS", "SectionRenderer", "figure_html", "kind_blurb",
            "render_reports", "renderer_for", "write_report"]
@@ -87,6 +93,15 @@ KIND_BLURBS = {
         "accuracy against the target's and against an untrained (random-init) surrogate's, "
         "and the agreement of its predictions with the target probe's. The judgement holds "
         "only where the target's probe clearly beats the random-init one."
+    ),
+    "encoder-ownership": (
+        "<strong>Encoder ownership.</strong> Is the suspect encoder derived from the owner's "
+        "(stolen by queries, fine-tuned from its weights)? Each test compares the suspect with "
+        "reference encoders that never saw the owner's data: how much more consistently it "
+        "embeds augmented views of the owner's training images than of held-out ones, image by "
+        "image against the references; how close its embeddings are to the victim's; and, with "
+        "enough images, dataset inference. The tests run are combined by Holm-Bonferroni, a "
+        "rule fixed before the data is seen."
     ),
     "encoder-defence": (
         "<strong>Defence sweep.</strong> Membership attack AUC (0.5 is chance, 95% bootstrap "
@@ -555,11 +570,22 @@ class SectionRenderer:
     body: Callable[[dict[str, Any], dict[str, Path]], str]
 
 
+def _no_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[str, Path]:
+    return {}
+
+
+def _ownership_body(report: dict[str, Any], images: dict[str, Path]) -> str:
+    from leakprobe.report.ownership import ownership_body_html
+
+    return ownership_body_html(report)
+
+
 _MEMBERSHIP = SectionRenderer(_membership_plots, _membership_body)
 # kind -> its renderer (the sections of write_report / render_reports)
 RENDERERS: dict[str, SectionRenderer] = {
     **{kind: _MEMBERSHIP for kind in get_args(MembershipKind)},
     STEALING_KIND: SectionRenderer(_stealing_plots, _stealing_body),
+    OWNERSHIP_KIND: SectionRenderer(_no_plots, _ownership_body),
 }
 
 

@@ -2,9 +2,10 @@
 
 The keys written by :func:`build_membership_report` and checked by :func:`load_report` are a
 stable interface that scripts read: keys may be added, never renamed. The report kinds are
-named here once (:data:`MembershipKind`, :data:`STEALING_KIND`, :data:`DEFENCE_KIND`); the
-other kinds' builders live beside their renderers (:mod:`leakprobe.report.stealing`,
-:mod:`leakprobe.report.defence`, :mod:`leakprobe.study.report`).
+named here once (:data:`MembershipKind`, :data:`STEALING_KIND`, :data:`DEFENCE_KIND`,
+:data:`OWNERSHIP_KIND`); the other kinds' builders live beside their renderers
+(:mod:`leakprobe.report.stealing`, :mod:`leakprobe.report.defence`,
+:mod:`leakprobe.report.ownership`, :mod:`leakprobe.study.report`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from leakprobe.evaluation.results import AttackResult
 __all__ = [
     "BLIND_ATTACK",
     "DEFENCE_KIND",
+    "OWNERSHIP_KIND",
     "STEALING_KIND",
     "AttackResult",
     "MembershipKind",
@@ -44,11 +46,16 @@ BLIND_ATTACK = "blind"
 MembershipKind = Literal["encoder-membership", "image2image-membership", "captioner-membership"]
 STEALING_KIND = "encoder-stealing"
 DEFENCE_KIND = "encoder-defence"
+OWNERSHIP_KIND = "encoder-ownership"
 
 # Stable keys (docs/ARCHITECTURE.md, "Results"): checked by load_report.
 _TOP_KEYS = ("leakprobe_version", "kind", "knowledge", "seed", "results")
 _RESULT_KEYS = ("attack", "params", "n_members", "n_nonmembers", "metrics", "queries", "seconds")
 _METRIC_KEYS = ("auc", "auc_ci", "balanced_accuracy", "tpr_at_fpr")
+_OWNERSHIP_KEYS = ("leakprobe_version", "kind", "verdict", "p_value", "alpha", "combination",
+                   "tests", "n_members", "n_nonmembers", "n_references", "suspect", "victim",
+                   "seed", "seconds")
+_OWNERSHIP_TEST_KEYS = ("name", "statistic", "p_value", "references")
 
 
 def is_blind(attack: str) -> bool:
@@ -325,11 +332,22 @@ def _check_stealing(report: dict[str, Any], path: Path) -> None:
         _require(r, ("method", "metrics"), f"result {i}", path)
 
 
+def _check_ownership(report: dict[str, Any], path: Path) -> None:
+    _require(report, _OWNERSHIP_KEYS, "the report", path)
+    if not isinstance(report["tests"], list):
+        raise LeakprobeError(f"{path}: 'tests' must be a list")
+    for i, t in enumerate(report["tests"]):
+        _require(t, _OWNERSHIP_TEST_KEYS, f"test {i}", path)
+
+
 # kind -> the keys check of :func:`load_report` (a kind not listed is checked as membership)
 _CHECKS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     **{kind: _check_membership for kind in get_args(MembershipKind)},
     STEALING_KIND: _check_stealing,
+    OWNERSHIP_KIND: _check_ownership,
 }
+# kinds whose report has no ``results`` list
+_NO_RESULTS = frozenset({OWNERSHIP_KIND})
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -339,7 +357,10 @@ def load_report(path: str | Path) -> dict[str, Any]:
     ``knowledge``, ``seed``, ``results`` with ``attack``, ``params``, ``n_members``,
     ``n_nonmembers``, ``metrics`` {auc, auc_ci, balanced_accuracy, tpr_at_fpr}, ``queries``,
     ``seconds``). Stealing reports (``kind`` ``encoder-stealing``) need ``kind`` and
-    ``results`` with ``method`` and ``metrics``. Optional keys get defaults
+    ``results`` with ``method`` and ``metrics``. Ownership reports (``kind``
+    ``encoder-ownership``) need ``verdict``, ``p_value``, ``alpha``, ``combination``,
+    ``tests`` (each with ``name``, ``statistic``, ``p_value``, ``references``), the sample
+    sizes, ``suspect``, ``victim``, ``seed`` and ``seconds``. Optional keys get defaults
     (``context``: {}, ``warnings``: []).
 
     Args:
@@ -358,9 +379,11 @@ def load_report(path: str | Path) -> dict[str, Any]:
         report = json.loads(text)
     except json.JSONDecodeError as e:
         raise LeakprobeError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from e
-    _require(report, ("kind", "results"), "the report", path)
-    if not isinstance(report["results"], list):
-        raise LeakprobeError(f"{path}: 'results' must be a list")
+    _require(report, ("kind",), "the report", path)
+    if str(report["kind"]) not in _NO_RESULTS:
+        _require(report, ("results",), "the report", path)
+        if not isinstance(report["results"], list):
+            raise LeakprobeError(f"{path}: 'results' must be a list")
     check = _CHECKS.get(str(report["kind"]), _check_membership)  # other kinds: membership's
     check(report, path)
     report.setdefault("context", {})
