@@ -108,11 +108,26 @@ def test_unknown_names_give_each_family_its_message():
     with pytest.raises(LeakprobeError) as e:
         create_stealing_method("ContSteal")
     assert str(e.value) == ("unknown stealing method 'ContSteal'; known: contsteal, "
-                            "contsteal-fresh, mse, cosine, rda, stolenencoder")
+                            "contsteal-fresh, mse, cosine, rda, stolenencoder (did you mean "
+                            "'contsteal'?)")
     with pytest.raises(LeakprobeError, match="unknown attack 'encodermi'; known: baseline"):
         create_attack("encodermi")  # an alias is not one attack
     with pytest.raises(LeakprobeError, match="unknown attack family 'nope'"):
         expand_attacks("all", family="nope")
+
+
+def test_a_typo_gets_the_closest_name():
+    """Issue 25: a misspelt attack is answered with the name it was close to, once."""
+    with pytest.raises(LeakprobeError) as e:
+        expand_attacks("partcrp", family="encoder")
+    assert str(e.value).startswith("unknown attack 'partcrp'; known: ")
+    assert str(e.value).endswith(" (did you mean 'partcrop'?)")
+    with pytest.raises(LeakprobeError) as e:
+        expand_attacks("encodermi-vectr", family="encoder")
+    assert str(e.value).endswith(" (did you mean 'encodermi-vector'?)")
+    with pytest.raises(LeakprobeError) as e:
+        expand_attacks("zzzz", family="encoder")
+    assert "did you mean" not in str(e.value)
 
 
 def test_a_name_builds_its_class_with_its_fixed_arguments():

@@ -283,12 +283,17 @@ def attack_entry(name: str, *, family: str) -> AttackEntry:
 
 
 def _unknown(family: str, raw: str, name: str, with_aliases: bool = True) -> LeakprobeError:
-    """The family's error for an unknown name; it lists aliases where they are accepted."""
+    """The family's error for an unknown name; it lists aliases where they are accepted and
+    ends with the closest known name (``(did you mean 'partcrop'?)``) when one is close."""
+    import difflib
+
     attacks = [e.name for e in entries(family)]
     groups = list(_aliases(family)) if with_aliases else []
-    return LeakprobeError(FAMILIES[family].unknown.format(
+    message = FAMILIES[family].unknown.format(
         raw=raw, name=name, listed=", ".join(attacks + groups),
-        sorted=", ".join(sorted(set(attacks) | set(groups)))))
+        sorted=", ".join(sorted(set(attacks) | set(groups))))
+    close = difflib.get_close_matches(name.strip().lower(), attacks + groups, n=1, cutoff=0.6)
+    return LeakprobeError(message + (f" (did you mean '{close[0]}'?)" if close else ""))
 
 
 def create_attack(name: str, *, family: str, **options: Any) -> Any:
