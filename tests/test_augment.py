@@ -126,7 +126,10 @@ def test_bad_views_are_one_clear_error():
         ("simclr,crop-scale=0.9:0.2", "crop-scale must satisfy 0 < LO <= HI <= 1"),
         ("simclr,crop-scale=0:1", "crop-scale must satisfy"),
         ("simclr,crop-scale=0.5", "crop-scale must be LO:HI"),
-        ("simclr,flip=1.5", "flip-p must be a number in [0, 1]"),
+        ("simclr,flip=1.5", "flip is a probability and must be in [0, 1], got '1.5'"),
+        ("flip=2", "views: flip is a probability"),  # issue 25: named as the user wrote it
+        ("simclr,grayscale=-1", "grayscale is a probability"),
+        ("simclr,blurr=0.5", "(did you mean 'blur'?)"),
         ("simclr,flip=yes", "flip must be a number"),
         ("simclr,jitter=1:2", "jitter must be S or B:C:S:H"),
         ("simclr,hue=0.9", "hue must be a number in [0, 0.5]"),

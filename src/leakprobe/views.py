@@ -201,7 +201,12 @@ def _numbers(value: Any, key: str) -> list[float]:
 def _apply(values: dict[str, Any], raw_key: str, value: Any) -> None:
     key = str(raw_key).strip().lower().replace("-", "_")
     if key not in _ALIASES:
-        raise LeakprobeError(f"views: unknown key {raw_key!r}; known: {_KEYS_HELP}")
+        import difflib
+
+        close = difflib.get_close_matches(str(raw_key).strip().lower(),
+                                          _KEYS_HELP.split(", "), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise LeakprobeError(f"views: unknown key {raw_key!r}; known: {_KEYS_HELP}{hint}")
     name = _ALIASES[key]
     label = _key(key)
     if name == "jitter":
@@ -219,7 +224,11 @@ def _apply(values: dict[str, Any], raw_key: str, value: Any) -> None:
             raise LeakprobeError(f"views: {label} must be LO:HI, got {value!r}")
         values[name] = tuple(nums)
     else:
-        values[name] = _number(value, label)
+        number = _number(value, label)
+        if name.endswith("_p") and not 0 <= number <= 1:  # named as the user wrote it
+            raise LeakprobeError(f"views: {str(raw_key).strip()} is a probability and must "
+                                 f"be in [0, 1], got {value!r}")
+        values[name] = number
 
 
 def _preset(name: Any) -> ViewSpec:
