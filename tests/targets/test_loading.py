@@ -269,3 +269,26 @@ def test_a_bad_device_is_named_before_the_model_is_read(tmp_path, device):
     for load in (load_encoder, load_translator, load_captioner):
         with pytest.raises(LeakprobeError, match=f"^--device {device}: "):
             load(missing, device=device)
+
+
+def test_a_folder_that_is_no_model_says_what_it_holds_and_what_fits(tmp_path):
+    """Issue 25: a Hugging Face folder without config.json is told so, not that it lacks a
+    train folder's encoder.safetensors."""
+    from leakprobe.errors import LeakprobeError
+    from leakprobe.targets.loading import load_model_module
+
+    hf = tmp_path / "dinov2"
+    hf.mkdir()
+    (hf / "model.safetensors").write_bytes(b"")
+    (hf / "preprocessor_config.json").write_text("{}")
+    with pytest.raises(LeakprobeError) as e:
+        load_model_module(str(hf))
+    assert "looks like a Hugging Face folder (model.safetensors) without config.json" in \
+        str(e.value) and f"hf:{hf}" in str(e.value)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(LeakprobeError) as e:
+        load_model_module(str(other))
+    assert "not a model folder (it holds notes.txt)" in str(e.value)
+    assert "encoder.safetensors" in str(e.value) and "hf:DIR" in str(e.value)

@@ -158,6 +158,22 @@ def returned(spec: str, obj: object, wanted: str) -> LeakprobeError:
                           f"nn.Module nor an object with {wanted}")
 
 
+def _unknown_folder(path: Path) -> str:
+    """The error for a folder that is neither a train folder nor a Hugging Face folder: what
+    it holds and which forms a folder can take."""
+    names = sorted(p.name for p in path.iterdir())
+    held = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "") \
+        if names else "nothing"
+    weights = {"model.safetensors", "pytorch_model.bin"} & set(names)
+    if weights and "config.json" not in names:
+        return (f"{path}: looks like a Hugging Face folder ({sorted(weights)[0]}) without "
+                "config.json: put the model's config.json beside its weights and pass "
+                f"hf:{path}")
+    return (f"{path}: not a model folder (it holds {held}): a train folder holds "
+            "encoder.safetensors or translator.safetensors, a Hugging Face folder "
+            "config.json and its weights (hf:DIR)")
+
+
 def load_model_module(
     spec: str, arch: str | None = None, device: str | torch.device = "cpu",
     *, checkpoint_key: str | None = None,
@@ -181,8 +197,7 @@ def load_model_module(
         for name in ("encoder.safetensors", "translator.safetensors"):
             if (path / name).exists():
                 return load_safetensors_module(path / name, arch)
-        raise LeakprobeError(f"{path}: folder has no encoder.safetensors or "
-                             "translator.safetensors")
+        raise LeakprobeError(_unknown_folder(path))
     if path.suffix == ".safetensors":
         if not path.exists():
             raise LeakprobeError(f"{path}: file not found")
