@@ -214,6 +214,7 @@ def test_budget_is_enforced(module_name):
 
 def test_safetensors_of_another_arch_lists_the_keys_and_the_way_out(tmp_path):
     _, state = _resnet_tiny_state()
+    state = dict(state, extra_head=torch.zeros(3))  # weights no registered architecture fits
     path = tmp_path / "weights.safetensors"
     save_file(state, str(path))
     with pytest.raises(LeakprobeError) as info:
@@ -292,3 +293,20 @@ def test_a_folder_that_is_no_model_says_what_it_holds_and_what_fits(tmp_path):
         load_model_module(str(other))
     assert "not a model folder (it holds notes.txt)" in str(e.value)
     assert "encoder.safetensors" in str(e.value) and "hf:DIR" in str(e.value)
+
+
+def test_weights_of_another_architecture_name_the_one_they_fit(tmp_path):
+    """Issue 25: an architecture mismatch names the registered architecture the file fits."""
+    from leakprobe.models import create_model
+    from leakprobe.targets.loading import load_safetensors_module
+
+    model = create_model("resnet-tiny")
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    with pytest.raises(LeakprobeError) as e:
+        load_safetensors_module(path, "resnet18-cifar")
+    assert "weights do not fit architecture 'resnet18-cifar'" in str(e.value)
+    assert str(e.value).endswith("they fit --arch resnet-tiny")
+    with pytest.raises(LeakprobeError) as e:
+        create_model("resnet18-cifr")
+    assert str(e.value).endswith("(did you mean 'resnet18-cifar'?)")

@@ -35,7 +35,12 @@ def create_model(name: str, **kwargs) -> nn.Module:
     """
     _load_builtin()
     if name not in _MODELS:
-        raise LeakprobeError(f"unknown architecture '{name}'; known: {', '.join(list_models())}")
+        import difflib
+
+        close = difflib.get_close_matches(str(name).lower(), list_models(), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise LeakprobeError(f"unknown architecture '{name}'; known: "
+                             f"{', '.join(list_models())}{hint}")
     try:
         return _MODELS[name](**kwargs)
     except TypeError as e:

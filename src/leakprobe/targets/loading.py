@@ -62,8 +62,11 @@ def load_safetensors_module(path: str | Path, arch: str | None = None) -> torch.
     model = create_model(name, **kwargs)
     mismatch = _state_mismatch(model.state_dict(), state)
     if mismatch:
+        fits = _fitting_archs(state)
+        hint = (f"they fit --arch {' or '.join(fits)}" if fits else
+                "for your own architecture use --model file.py:factory")
         raise LeakprobeError(f"{path}: weights do not fit architecture '{name}': {mismatch}; "
-                             "for your own architecture use --model file.py:factory")
+                             f"{hint}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -71,6 +74,23 @@ def load_safetensors_module(path: str | Path, arch: str | None = None) -> torch.
         raise LeakprobeError(f"{path}: weights do not fit architecture '{name}': {first}; "
                              "for your own architecture use --model file.py:factory") from e
     return model
+
+
+def _fitting_archs(state: dict) -> list[str]:
+    """The registered architectures (default options) whose every key and shape ``state``
+    matches: built on the meta device, so no memory is allocated and none is initialised."""
+    from leakprobe.models.registry import list_models
+
+    fits = []
+    for name in list_models():
+        try:
+            with torch.device("meta"):
+                expected = create_model(name).state_dict()
+        except Exception:  # an architecture that cannot be built bare is no candidate
+            continue
+        if not _state_mismatch(expected, state):
+            fits.append(name)
+    return fits
 
 
 def _keys(names: list[str], shown: int = 5) -> str:
