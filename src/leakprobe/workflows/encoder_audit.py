@@ -96,10 +96,9 @@ class EncoderAuditSpec:
     context: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
-        if self.reference_dir is not None:
-            object.__setattr__(self, "reference_dir", Path(self.reference_dir))
-        object.__setattr__(self, "reference_model", tuple(self.reference_model or ()))
+        from leakprobe.workflows.references import normalise_spec_paths
+
+        normalise_spec_paths(self)
         self.check()
 
     # ---- validation (no file is read) --------------------------------------------------------

@@ -40,6 +40,15 @@ DEFAULT_POPULATION = 500  # population samples queried on the target (RMIA's z)
 DONE = "reference.json"
 
 
+def normalise_spec_paths(spec: Any) -> None:
+    """Make a frozen audit spec's ``out`` and ``reference_dir`` Paths and its
+    ``reference_model`` a tuple (what every spec with reference options takes as given)."""
+    object.__setattr__(spec, "out", Path(spec.out))
+    if spec.reference_dir is not None:
+        object.__setattr__(spec, "reference_dir", Path(spec.reference_dir))
+    object.__setattr__(spec, "reference_model", tuple(spec.reference_model or ()))
+
+
 def check_reference_data(population: ImageSet, members: ImageSet, nonmembers: ImageSet
                          ) -> None:
     """Refuse reference data that shares an image with the audited sets (by content)."""
