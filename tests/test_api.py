@@ -1,4 +1,5 @@
-"""The README's "Python API" snippet, run as written, and the stable keys of its report."""
+"""The Python API guide's first snippet (docs/guide/python-api.md), run as written, and the
+stable keys of its report."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from leakprobe.data.synthetic import make_synthetic
 from leakprobe.training.encoder import EncoderRecipe, train_target_encoder
 from leakprobe.training.trainer import TrainConfig
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "guide" / "python-api.md"
 README_ATTACKS = '"partcrop,encodermi"'
 QUICK_ATTACKS = '"encodermi-threshold,baseline-norm"'
 
@@ -27,17 +28,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def readme_snippet() -> str:
-    """The python block of the README's "Python API" section."""
+    """The first python block of the Python API guide."""
     text = README.read_text(encoding="utf-8")
-    section = text.split("## Python API", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "README's Python API section has no python block"
+    section = text.split("# Python API", 1)[1]
+    match = re.search(r"```python[^\n]*\n(.*?)```", section, re.S)
+    assert match, "the Python API guide has no python block"
     return match.group(1)
 
 
 @pytest.fixture(scope="module")
 def api_run(tmp_path_factory) -> dict:
-    """Train runs/t1 with the Python API, then run the README snippet in the same folder."""
+    """Train runs/t1 with the Python API, then run the guide's snippet in the same folder."""
     root = tmp_path_factory.mktemp("api")
     split = make_split(make_synthetic(80), 40)
     config = TrainConfig(epochs=1, batch_size=20, device="cpu")

@@ -2,7 +2,7 @@
 
 A wrong option should cost the user a second, not the minutes of a shadow training or the
 queries of a paid budget: output folders, devices, attack names, data sets and query budgets
-are checked first (see the README's "Errors" section).
+are checked first (see docs/reference/errors.md).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import numpy as np
 import typer
 
 from cli_runner import run_cli as cli
+from leakprobe.cli import options as o
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -56,6 +57,128 @@ def test_flags_show_no_value_type(monkeypatch):
     assert "--no-resume" in line and "<" not in line
 
 
+# --------------------------------------------------------------------------------------------
+# every input's forms, one example each, in the Inputs panel at the top
+
+def _model_inputs() -> dict[tuple[str, ...], tuple]:
+    """Command -> the model forms its help must list."""
+    return {
+        ("audit", "encoder"): o.model_forms("encoder"),
+        ("audit", "ownership"): o.model_forms("encoder"),
+        ("audit", "run"): o.model_forms("encoder"),
+        ("steal", "encoder"): o.model_forms("encoder"),
+        ("serve", "encoder"): o.model_forms("encoder", url=False),
+        ("audit", "image2image"): o.model_forms("image2image"),
+        ("serve", "image2image"): o.model_forms("image2image", url=False),
+        ("audit", "captioner"): o.model_forms("captioner"),
+        ("serve", "captioner"): o.model_forms("captioner", url=False),
+    }
+
+
+def _data_inputs() -> dict[tuple[str, ...], tuple]:
+    """Command -> the data forms its help must list."""
+    return {
+        ("audit", "encoder"): o.SPLIT_FORMS,
+        ("audit", "ownership"): o.SPLIT_FORMS,
+        ("audit", "run"): o.SPLIT_FORMS,
+        ("audit", "image2image"): o.PAIRED_FORMS,
+        ("audit", "captioner"): o.CAPTION_FORMS,
+        ("steal", "encoder"): o.DATA_FORMS,
+        ("train", "encoder"): o.DATA_FORMS,
+        ("train", "image2image"): o.DATA_FORMS,
+        ("train", "captioner"): o.CAPTION_FORMS,
+        ("defend", "encoder"): o.DATA_FORMS,
+        ("study",): o.DATA_FORMS,
+    }
+
+
+#: Commands that read no model and no data set (groups, listings, the demo, report).
+NO_MODEL_OR_DATA = {(), ("train",), ("audit",), ("serve",), ("steal",), ("defend",),
+                    ("report",), ("models",), ("attacks",), ("demo",)}
+
+
+def test_every_command_is_checked_for_its_input_forms():
+    checked = set(_model_inputs()) | set(_data_inputs()) | NO_MODEL_OR_DATA
+    assert set(_command_paths()) <= checked, set(_command_paths()) - checked
+
+
+def test_every_help_lists_each_model_and_data_form_it_accepts(monkeypatch):
+    models, data = _model_inputs(), _data_inputs()
+    for path in sorted(set(models) | set(data)):
+        text = _flat(_help(path, 250, monkeypatch))
+        for form in (*models.get(path, ()), *data.get(path, ())):
+            assert form.example in text, (path, form.example)
+
+
+def test_the_model_forms_a_newcomer_asked_for_are_listed(monkeypatch):
+    for path in (("audit", "encoder"), ("steal", "encoder"), ("audit", "ownership")):
+        text = _flat(_help(path, 120, monkeypatch))
+        for shown in (".pth --arch", ".pth.tar", "hf:", "http://", ".safetensors",
+                      "file.py:factory", "package.module:factory", "TorchScript",
+                      "the hf extra"):
+            assert shown in text, (path, shown)
+    serve = _flat(_help(("serve", "encoder"), 120, monkeypatch))
+    assert ".pth --arch" in serve and "hf:" in serve
+    assert "a model served by" not in serve  # serve needs a local model
+    arch = _flat(_help(("audit", "encoder"), 120, monkeypatch))
+    assert "--arch NAME Registered architecture of the weights" in arch
+    assert ".pth, .pth.tar or .pt state dict" in arch  # not ".safetensors only"
+    for data in ("fashion-mnist", "digits", "synthetic:", "idx:", "cifar10:", "split.json"):
+        assert data in arch, data
+    captions = _flat(_help(("audit", "captioner"), 120, monkeypatch))
+    assert "COCO captions JSON" in captions
+
+
+def _panels(text: str) -> list[tuple[str, str]]:
+    """(title, body) of each panel of a rendered help, in order."""
+    out: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        found = re.match(r"╭─ (.*?) ─", line)
+        if found:
+            out.append((found.group(1), ""))
+        elif out and line.startswith("│"):
+            out[-1] = (out[-1][0], out[-1][1] + line + "\n")
+    return out
+
+
+def test_required_options_and_out_sit_in_the_inputs_panel_at_the_top(monkeypatch):
+    from typer.core import TyperOption
+
+    from leakprobe.cli import app
+    from leakprobe.cli.options import INPUTS_PANEL
+
+    root = typer.main.get_command(app)
+    for path in _command_paths():
+        cmd = root
+        for name in path:
+            cmd = cmd.commands[name]
+        options = [p for p in cmd.params if isinstance(p, TyperOption)]
+        required = [p.opts[0] for p in options if p.required]
+        misplaced = [p.opts[0] for p in options
+                     if (p.required or p.opts[0] == "--out") and p.rich_help_panel != INPUTS_PANEL]
+        assert not misplaced, (path, misplaced)
+        if not (required or any(p.opts[0] == "--out" for p in options)):
+            continue
+        for columns in (80, 120):
+            panels = [t for t in _panels(_help(path, columns, monkeypatch)) if t[0] != "Arguments"]
+            assert panels[0][0] == INPUTS_PANEL, (path, [t for t, _ in panels])
+            assert "Options" not in [t for t, _ in panels], path  # --help joins a named panel
+            first = panels[0][1]
+            for option in (*required, "--out"):
+                if any(p.opts[0] == option for p in options):
+                    assert option in first, (path, option)
+
+
+def test_audit_encoder_help_opens_with_its_inputs(monkeypatch):
+    text = _help(("audit", "encoder"), 100, monkeypatch)
+    titles = [t for t, _ in _panels(text)]
+    assert titles[:2] == ["Inputs", "Model loading and queries"], titles
+    inputs = _panels(text)[0][1]
+    assert [o for o in ("--model", "--members", "--nonmembers", "--out") if f"* {o} " in
+            re.sub(r"\s+", " ", inputs)] == ["--model", "--members", "--nonmembers", "--out"]
+    assert "--help" in _panels(text)[-1][1]
+
+
 def test_the_image2image_attacks_default_is_shown_in_full(monkeypatch):
     for columns in (80, 200):
         text = _flat(_help(("audit", "image2image"), columns, monkeypatch))
@@ -83,8 +206,13 @@ def test_the_summary_table_fits_long_attack_names(capsys):
     from leakprobe.cli.app import _print_summary
 
     long_name = "encodermi-cosine-with-a-very-long-suffix-x"
-    _print_summary(_membership_report(["partcrop", long_name, "blind"]), None)
-    lines = capsys.readouterr().out.splitlines()
+    report = _membership_report(["partcrop", long_name, "blind"])
+    _print_summary(report, None)
+    verdict, *lines = capsys.readouterr().out.splitlines()
+    assert verdict == report["summary"]  # the verdict first, then the table
+    # every attack of this report, the blind one too, scores members higher
+    assert verdict.startswith("Inconclusive: the member and non-member images can be told "
+                              "apart without the model")
     assert len(lines) == 4 and lines[2].startswith(long_name + " ")
     _columns_aligned(lines)
     auc_end = lines[0].index("AUC") + 3

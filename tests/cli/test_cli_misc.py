@@ -103,6 +103,71 @@ def test_models_lists_architectures_and_methods():
         assert name in out, out
 
 
+def test_models_groups_the_architectures_by_use():
+    from leakprobe.models.catalog import GROUPS, SSL_METHODS
+
+    code, out, err = cli("models")
+    assert code == 0, err
+    titles = [ln.split(":", 1)[0] for ln in out.splitlines() if ln and not ln.startswith(" ")]
+    assert titles == [g.title for g in (*GROUPS, SSL_METHODS)]
+    sections = dict(zip(titles, out.split("\n\n"), strict=True))
+    published = sections["Published checkpoint layouts"]
+    assert "--arch NAME" in published and ".pth" in published
+    for name in ("resnet50", "vit-small-patch16", "vit-base-patch16"):
+        assert f"\n  {name} " in published, name
+    assert "hf:DIR" in sections["Hugging Face model types"]
+    for model_type in ("dinov2", "vit_mae", "clip_vision_model", "convnext"):
+        assert f"\n  {model_type} " in sections["Hugging Face model types"], model_type
+    assert "\n  surrogate " in sections["Internal"]  # not among the --arch choices
+    assert "\n  surrogate " not in sections["Architectures to train targets"]
+
+
+def test_attacks_shows_queries_per_image_and_groups_the_calibrated_attacks():
+    code, out, err = cli("attacks")
+    assert code == 0, err
+    header = next(ln for ln in out.splitlines() if ln.startswith("  attack ")
+                  and "knowledge" in ln)
+    assert "queries/image" in header
+    row = next(ln for ln in out.splitlines() if ln.startswith("  partcrop "))
+    assert " 129 " in row and "known-subset, shadow" in row
+    assert "all 147" in out  # the default set, shared views paid once
+    calibrated = out.split("encoder, calibrated against reference encoders")[1].split(
+        "\nimage2image:")[0]
+    assert "--knowledge reference" in calibrated.splitlines()[0]
+    line = next(ln for ln in calibrated.splitlines() if ln.startswith("  encodermi "))
+    assert "encodermi-threshold" in line and "lira-encodermi, rmia-encodermi" in line
+    assert not any(ln.startswith("  lira-encodermi") for ln in out.splitlines())  # grouped
+    rda = next(ln for ln in out.splitlines() if ln.startswith("  rda "))
+    assert " 10 " in rda
+
+
+def _seconds(*args: str) -> float:
+    """Wall time of ``leakprobe ARGS`` in a fresh interpreter, best of three."""
+    import time
+
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        proc = run(*args)
+        times.append(time.perf_counter() - t0)
+        assert proc.returncode == 0, proc.stderr
+    return min(times)
+
+
+@pytest.mark.parametrize("command", ["models", "attacks"])
+def test_listing_commands_load_no_torch_and_answer_fast(command):
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom leakprobe.cli import main\n"
+         f"sys.argv = ['leakprobe', {command!r}]\n"
+         "try:\n    main()\nexcept SystemExit:\n    pass\n"
+         "print('LOADED:' + ','.join(m for m in ('torch', 'transformers', 'sklearn') "
+         "if m in sys.modules))"],
+        capture_output=True, text=True, env=ENV, timeout=120, check=True)
+    assert loaded.stdout.splitlines()[-1] == "LOADED:"
+    # tolerant: the best of three runs; a loaded machine slows every run, torch alone takes 2 s
+    assert _seconds(command) < 1.5
+
+
 # --------------------------------------------------------------------------------------------
 # --debug
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -51,6 +52,9 @@ def test_written_report_loads_and_its_page_escapes(tmp_path) -> None:
     page = paths["html"].read_text()
     assert "<b>suspect</b>" not in page and "&lt;b&gt;suspect&lt;/b&gt;" in page
     assert page.index("derived: combined p") < page.index("<h3>Tests</h3>")
+    body = page[page.index("</h1>") + 5:]  # the summary is the first line under the title
+    assert body.startswith(f'<p class="verdict leakage">{html.escape(loaded["summary"])}</p>')
+    assert page.index("<details") < page.index("<h3>Setting</h3>")
     broken = json.loads(paths["json"].read_text())
     del broken["verdict"]
     (tmp_path / "broken.json").write_text(json.dumps(broken))

@@ -263,7 +263,10 @@ def test_stealing_page_has_its_own_blurb_and_inlined_plots(tmp_path: Path) -> No
 def test_stealing_page_warns_first_when_the_probe_cannot_judge(tmp_path: Path) -> None:
     page = _page(_stealing_report(informative=False), tmp_path)
     warn = page.index("cannot judge theft")
-    assert warn < page.index("Setting") < page.index("Stealing results")
+    verdict = page.index("Theft cannot be judged by probe accuracy")
+    # verdict, warning, results; the setting last, collapsed
+    assert verdict < warn < page.index("Stealing results") < page.index("<h3>Setting")
+    assert page.index("<details") < page.index("<h3>Setting")
     assert "probe accuracy, accuracy ratio and agreement do not show theft" in page
 
 
@@ -293,6 +296,12 @@ def test_defence_and_study_pages_inline_their_figures(tmp_path: Path) -> None:
                                            setting("n2", 2.0, 0.6, 0.7)]}
     paths = write_defence_report(report, tmp_path / "defence")
     page = paths["html"].read_text(encoding="utf-8")
+    verdict = ("Of 2 dp settings, noise=2.0 lowers the strongest attack, partcrop, most: AUC "
+               "0.60 against 0.70 at noise=1.0, at a cost of 0.10 linear-probe accuracy "
+               "(0.70 vs 0.80)")  # a report without the key gets the sentence computed
+    body = page[page.index("</h1>") + 5:]
+    assert body.startswith(f'<p class="verdict">{verdict}</p>')
+    assert body.index("Defence sweep.") < body.index("<table") < body.index("<details")
     assert page.count('<img src="data:image/png;base64,') == 2
     assert "Defence sweep." in page and 'src="tradeoff.png"' not in page
     assert paths["tradeoff"].is_file() and paths["strength"].is_file()
@@ -395,7 +404,8 @@ def test_study_table_shows_na_for_a_null_tpr() -> None:
             "epochs_trained": 1, "utility": {"knn_accuracy": 0.3, "linear_probe_accuracy": 0.4},
             "epsilon": None, "attacks": [attack("partcrop", None), attack("blind", 0.2)]}
     table = _cells_table({"attacks": ["partcrop", "blind"], "cells": [cell]})
-    assert table.count('title="TPR at 1% FPR needs &gt;= 1,000 non-members">n/a</td>') == 1
+    assert table.count('title="TPR at 1% FPR needs &gt;= 1,000 non-members">TPR@1% n/a'
+                       "</span>") == 1
     assert "0.200" in table and "[0.100, 0.300]" in table
 
 
@@ -421,3 +431,105 @@ def test_p_values_reach_the_json_the_html_and_the_blind_warning(tmp_path: Path) 
     write_report(report, tmp_path)
     html = (tmp_path / "report.html").read_text()
     assert "p-value (no leakage)" in html and "99 permutations; null AUC band" in html
+
+
+def test_stealing_summary_says_how_much_was_copied(tmp_path: Path) -> None:
+    from leakprobe.report.stealing import build_stealing_report, stealing_summary
+
+    rep = _stealing_report()
+    assert stealing_summary(rep) == (
+        "The stolen copy reaches 85% of the target's probe accuracy (0.60 vs 0.71; an "
+        "untrained encoder reaches 0.40) with 200 queries (contsteal)")
+    page = _page(rep, tmp_path)
+    body = page[page.index("</h1>") + 5:]
+    assert body.startswith('<p class="verdict">The stolen copy reaches 85%')
+    assert body.index("The stolen copy") < body.index("<table")
+    # built by its builder, the report carries the sentence
+    built = build_stealing_report(seed=0, results=rep["results"], context={}, warnings=[],
+                                  target_probe_accuracy=0.71, random_init_probe_accuracy=0.4,
+                                  probe_informative=True, probe_informative_margin=0.03)
+    assert built["summary"] == stealing_summary(rep)
+    # an answer defence that holds the copy down, with its cost to legitimate users
+    defended = dict(rep, defences=[{"defence": "noise:0.1", "target_probe_accuracy": 0.69,
+                                    "target_knn_accuracy": 0.6, "probe_accuracy_drop": 0.02}])
+    defended["results"] = rep["results"] + [
+        {"method": "contsteal", "budget": 200, "queries_used": 200, "defence": "noise:0.1",
+         "metrics": {"surrogate_probe_accuracy": 0.45}}]
+    assert stealing_summary(defended).endswith(
+        "; behind the answer defence noise:0.1 the best copy reaches 63%, at a cost of 0.02 "
+        "probe accuracy to legitimate users")
+    assert stealing_summary(_stealing_report(informative=False)).startswith(
+        "Theft cannot be judged by probe accuracy: the target's probe (0.34) is no better "
+        "than an untrained encoder's (0.38)")
+    weak = dict(rep, random_init_probe_accuracy=0.65)
+    assert stealing_summary(weak).startswith("No theft shown by the probe: the best copy's "
+                                             "accuracy (0.60 with 200 queries (contsteal))")
+    unjudged = dict(rep, results=[dict(r, metrics={}) for r in rep["results"]])
+    assert stealing_summary(unjudged) == (
+        "4 surrogates trained (contsteal, mse, up to 200 queries); without probe sets how "
+        "much of the target was copied is not measured")
+
+
+def _defence_setting(name: str, strength: float, auc: float, probe: float | None,
+                     p: float = 0.01) -> dict:
+    return {"name": name, "setting": {"noise": strength}, "strength": strength, "dp": True,
+            "epsilon": 8.0 / strength,
+            "utility": None if probe is None else {"knn_accuracy": probe - 0.05,
+                                                   "linear_probe_accuracy": probe},
+            "results": [{"attack": "partcrop", "metrics": {"auc": auc, "auc_ci": [
+                auc - 0.05, auc + 0.05], "p_value": p}},
+                        {"attack": "blind", "metrics": {"auc": 0.9, "auc_ci": [0.85, 0.95]}}]}
+
+
+def test_defence_summary_names_the_setting_that_lowers_the_strongest_attack() -> None:
+    from leakprobe.report.defence import build_defence_report, defence_summary
+
+    report = build_defence_report(
+        defence="dp", warnings=[], context={},
+        settings=[_defence_setting("n0.5", 0.5, 0.74, 0.81),
+                  _defence_setting("n1", 1.0, 0.7, 0.8),
+                  _defence_setting("n2", 2.0, 0.55, 0.72, p=0.21)])
+    # the blind floor (0.9) is not an attack to defend against
+    assert report["summary"] == (
+        "Of 3 dp settings, noise=2.0 lowers the strongest attack, partcrop, most: AUC 0.55 "
+        "(p = 0.21) against 0.74 at noise=0.5, at a cost of 0.09 linear-probe accuracy "
+        "(0.72 vs 0.81)")
+    one = dict(report, settings=[_defence_setting("n1", 1.0, 0.7, None)])
+    assert defence_summary(one) == ("In the one dp setting (noise=1.0) the strongest "
+                                    "attack, partcrop, reaches AUC 0.70 (p = 0.01)")
+
+
+def test_membership_page_reads_verdict_results_figures_notes_then_configuration(
+        tmp_path: Path) -> None:
+    from leakprobe.report.html import INTERVALS_BRIEF, INTERVALS_NOTE
+
+    rep = _report(0.0)
+    rep["results"][0]["notes"].append("a note on partcrop")
+    page = _page(rep, tmp_path)
+    body = page[page.index("</h1>") + 5:]
+    assert body.startswith(f'<p class="verdict leakage">{rep["summary"]}</p>')
+    order = [body.index(s) for s in (
+        rep["summary"], "Encoder membership inference.", "<h3>Results", '<img src="data:',
+        "a note on partcrop", '<details class="config">', "Threat model",
+        "Attack parameters")]
+    assert order == sorted(order)
+    # the intro and the footnote say the same about the intervals: what compute_metrics does
+    assert INTERVALS_BRIEF in page and INTERVALS_NOTE.replace("'", "&#x27;") in page
+    assert "Intervals are stratified-bootstrap 95% percentile intervals" not in page
+    for text in (INTERVALS_BRIEF, INTERVALS_NOTE):
+        assert "bootstrap" in text and "widened" in text and "fitting noise" in text
+
+
+def test_view_recipes_are_listed_once_per_recipe(tmp_path: Path) -> None:
+    from demo_like import encoder_report
+
+    rep = encoder_report(n_bootstrap=20)
+    assert sum("views" in r["params"] for r in rep["results"]) == 7
+    page = _page(rep, tmp_path)
+    config = page[page.index('<details class="config">'):]
+    assert config.count("blur_sigma") == 2  # byol and byol with crop-scale 0.2:1
+    assert ("<tr><td>R1</td><td>views</td><td>encodermi-vector, encodermi-set, "
+            "encodermi-threshold</td>") in config
+    assert "<td>lpla-p1, lpla-p2, lpla-pinf, baseline-consistency</td>" in config
+    assert "n_views=10, variant=vector, epochs=100, views=R1" in config
+    assert "crop_scale 0.2&ndash;1" in config  # compact: the JSON keeps the full values

@@ -8,6 +8,8 @@ audit's attacks do.
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 
@@ -254,3 +256,37 @@ def test_primary_attack_validation(overrides, message):
     with pytest.raises(LeakprobeError) as e:
         parse_study_config(base(**overrides))
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_study_leads_with_its_main_finding():
+    from leakprobe.study.report import study_summary
+
+    summary = _two_paradigms()
+    # simclr's partcrop p = 0.01, byol's 0.3; simclr leaks more; 2 cells: no Spearman
+    assert summary["summary"] == (
+        "The headline attack partcrop beats chance (p <= 0.05) in 1 of 2 cells; undefended, "
+        "simclr leaks most (AUC 0.70) and byol least (0.55)")
+    assert study_summary({k: v for k, v in summary.items() if k != "summary"}) == \
+        summary["summary"]
+    page = render_html(summary, {})
+    body = page[page.index("</h1>") + 5:]
+    assert body.startswith(f'<p class="verdict">{html.escape(summary["summary"])}</p>')
+    assert body.index("<h2>Cells") < body.index('<details class="config">')
+    echoed: list[str] = []
+    print_table(summary, echoed.append)
+    assert echoed[0] == summary["summary"] and echoed[1].startswith("cell ")
+
+
+def test_the_study_summary_reports_the_utility_link_when_it_can():
+    from leakprobe.study.report import study_summary
+
+    summary = _two_paradigms()
+    corr = summary["ranking"]["spearman_utility_vs_auc"]["undefended_cells"]["leakage"]
+    corr.update(rho=0.9, p=0.01, n=12)
+    found = study_summary({k: v for k, v in summary.items() if k != "summary"})
+    assert found.endswith("; better encoders leak more (Spearman rho = 0.90, p = 0.01, "
+                          "12 undefended cells)")
+    corr.update(rho=-0.3, p=0.4)
+    found = study_summary({k: v for k, v in summary.items() if k != "summary"})
+    assert found.endswith("; no clear link between utility and leakage (Spearman rho = -0.30, "
+                          "p = 0.40, 12 undefended cells)")

@@ -157,8 +157,9 @@ def test_cli_study_dry_run_run_and_errors(first_run, tmp_path):
     code, stdout, _ = cli("study", "--config", str(config))  # everything cached: fast
     assert code == 0
     lines = stdout.splitlines()
-    assert lines[0].split()[:3] == ["cell", "k-NN", "probe"]
-    assert lines[1].startswith("simclr-none-s0") and lines[2].startswith("simclr-scsr0.5-s0")
+    assert lines[0] == json.loads((out / "study.json").read_text())["summary"]  # the verdict
+    assert lines[1].split()[:3] == ["cell", "k-NN", "probe"]
+    assert lines[2].startswith("simclr-none-s0") and lines[3].startswith("simclr-scsr0.5-s0")
     assert f"report: {out / 'report.html'}" in stdout
     config.write_text(yaml.safe_dump({**TWO_CELLS, "defences": [{"kind": "dp"}]}))
     code, _, stderr = cli("study", "--config", str(config), "--out", str(tmp_path / "x"))

@@ -54,7 +54,33 @@ def _hide_flag_types() -> None:
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
+def _help_joins_the_last_panel() -> None:
+    """File ``--help`` under a command's last panel when each of its options has a panel.
+
+    typer prints its default "Options" panel before the named ones; a command whose options
+    all sit in named panels (its "Inputs" first, see :mod:`.options`) would otherwise open
+    with a panel holding only ``--help``.
+    """
+    from typer.core import TyperCommand, TyperOption
+
+    given = TyperCommand.get_help_option
+    if getattr(given, "_leakprobe_panel", False):
+        return
+
+    def get_help_option(self, ctx):
+        option = given(self, ctx)
+        panels = [getattr(p, "rich_help_panel", None) for p in self.params
+                  if isinstance(p, TyperOption) and not p.hidden]
+        if option is not None and panels and all(panels):
+            option.rich_help_panel = list(dict.fromkeys(panels))[-1]  # the one shown last
+        return option
+
+    get_help_option._leakprobe_panel = True  # type: ignore[attr-defined]
+    TyperCommand.get_help_option = get_help_option  # type: ignore[method-assign]
+
+
 _hide_flag_types()
+_help_joins_the_last_panel()
 
 _state = {"debug": False}
 

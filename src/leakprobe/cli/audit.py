@@ -9,6 +9,12 @@ from typing import Annotated
 import typer
 
 from leakprobe.cli.options import (
+    ATTACKS_PANEL,
+    CAPTION_FORMS,
+    INPUTS_PANEL,
+    MODEL_PANEL,
+    PAIRED_FORMS,
+    SPLIT_FORMS,
     Amp,
     CheckpointKey,
     Device,
@@ -25,6 +31,11 @@ from leakprobe.cli.options import (
     Seed,
     Threads,
     Views,
+    data_option,
+    form_examples,
+    model_forms,
+    model_option,
+    needs_no_arch,
     use_threads,
 )
 from leakprobe.cli.output import print_summary
@@ -32,47 +43,62 @@ from leakprobe.cli.ownership import audit_ownership_cmd
 from leakprobe.targets.families import FAMILIES
 
 app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
+SHADOW_PANEL = "Shadow encoder (--knowledge shadow)"
 REFERENCE_PANEL = "Reference encoders (--knowledge reference)"
 SCALE_PANEL = "Scale and resuming"
 app.command("ownership")(audit_ownership_cmd)
+
+#: What --shadow-data, --reference-data... take: the forms --members lists, less a manifest.
+_DATA_FORMS = "any form --members takes but a split manifest"
 
 
 @app.command("encoder")
 def audit_encoder_cmd(
     *,
-    model: Annotated[str, typer.Option(help="TorchScript file, .safetensors (+ --arch), "
-                                       "package.module:factory, file.py:factory, or a train "
-                                       "folder.")],
-    members: Annotated[str, typer.Option(help="Image folder, split manifest JSON or data "
-                                         "spec.")],
-    nonmembers: Annotated[str, typer.Option(help="Image folder, split manifest JSON or data "
-                                            "spec.")],
-    attacks: Annotated[str, typer.Option(
-        help="Comma list; aliases: encodermi, lpla, baseline, partcrop-variants, all (= "
-             "partcrop, encodermi, lpla, baseline; partcrop-pooled stands in for partcrop "
-             "when the model exposes no tokens).")] = FAMILIES["encoder"].default_attacks,
+    model: Annotated[str, model_option("encoder")],
+    members: Annotated[str, data_option(
+        "--members", "Images the encoder trained on, in one of these forms:", SPLIT_FORMS)],
+    nonmembers: Annotated[str, data_option(
+        "--nonmembers", "Images it did not train on, from the same pool: any form --members "
+        "takes.", ())],
     out: ReportOut,
+    utility_data: Annotated[str | None, data_option(
+        "--utility-data", f"Labelled data for k-NN/linear-probe utility: {_DATA_FORMS}.",
+        ())] = None,
     arch: ModelArch = None,
     checkpoint_key: CheckpointKey = None,
     image_size: InputSize = None,
+    batch_size: QueryBatchSize = "auto",
+    query_precision: QueryPrecision = "auto",
+    attacks: Annotated[str, typer.Option(
+        rich_help_panel=ATTACKS_PANEL,
+        help="Comma list (`leakprobe attacks` lists them with their queries per image); "
+             "aliases: encodermi, lpla, baseline, partcrop-variants, calibrated, all (= "
+             "partcrop, encodermi, lpla, baseline; partcrop-pooled stands in for partcrop "
+             "when the model exposes no tokens).")] = FAMILIES["encoder"].default_attacks,
     knowledge: Annotated[str, typer.Option(
+        rich_help_panel=ATTACKS_PANEL,
         help="known-subset, shadow, or reference (calibrated attacks against reference "
              "encoders; default attacks then: calibrated).")] = "known-subset",
     folds: Folds = 2,
     repeats: Repeats = 1,
     permutations: Permutations = None,
-    shadow_data: Annotated[str | None, typer.Option(
-        help="Attacker's own data for a shadow encoder.")] = None,
-    shadow_arch: Annotated[str, typer.Option(help="Backbone of the shadow encoder.")
-                           ] = "resnet-tiny",
-    shadow_method: Annotated[str, typer.Option(help="SSL method of the shadow encoder.")
-                             ] = "simclr",
-    shadow_epochs: Annotated[int, typer.Option(help="Training epochs of the shadow encoder.")
-                             ] = 50,
-    reference_data: Annotated[str | None, typer.Option(
-        rich_help_panel=REFERENCE_PANEL,
-        help="Attacker's population data for reference encoders (--knowledge reference); "
-             "must not share images with the audited sets.")] = None,
+    num_parts: NumParts = None,
+    n_views: NViews = None,
+    views: Views = None,
+    shadow_data: Annotated[str | None, data_option(
+        "--shadow-data", f"Attacker's own data for a shadow encoder: {_DATA_FORMS}.", (),
+        panel=SHADOW_PANEL)] = None,
+    shadow_arch: Annotated[str, typer.Option(
+        rich_help_panel=SHADOW_PANEL, help="Backbone of the shadow encoder.")] = "resnet-tiny",
+    shadow_method: Annotated[str, typer.Option(
+        rich_help_panel=SHADOW_PANEL, help="SSL method of the shadow encoder.")] = "simclr",
+    shadow_epochs: Annotated[int, typer.Option(
+        rich_help_panel=SHADOW_PANEL, help="Training epochs of the shadow encoder.")] = 50,
+    reference_data: Annotated[str | None, data_option(
+        "--reference-data", "Attacker's population data for reference encoders; must not "
+        f"share images with the audited sets: {_DATA_FORMS}.", (),
+        panel=REFERENCE_PANEL)] = None,
     references: Annotated[int | None, typer.Option(
         rich_help_panel=REFERENCE_PANEL, min=0,
         help="Reference encoders to train on random halves of --reference-data "
@@ -85,9 +111,10 @@ def audit_encoder_cmd(
         rich_help_panel=REFERENCE_PANEL, min=1,
         help="Training epochs of each reference.")] = 50,
     reference_model: Annotated[list[str] | None, typer.Option(
-        rich_help_panel=REFERENCE_PANEL,
+        rich_help_panel=REFERENCE_PANEL, metavar="MODEL",
         help="An encoder that did not train on the audited images, as a reference "
-             "(repeatable; any form --model takes).")] = None,
+             "(repeatable): any --model form that needs no --arch "
+             f"({form_examples(needs_no_arch(model_forms('encoder')))}).")] = None,
     online: Annotated[bool, typer.Option(
         "--online", rich_help_panel=REFERENCE_PANEL,
         help="Train references on halves of reference data + the audited candidates (IN "
@@ -104,13 +131,6 @@ def audit_encoder_cmd(
     reference_workers: Annotated[int, typer.Option(
         rich_help_panel=REFERENCE_PANEL, min=1,
         help="References trained at once as Ray tasks (1: in this process).")] = 1,
-    num_parts: NumParts = None,
-    n_views: NViews = None,
-    views: Views = None,
-    utility_data: Annotated[str | None, typer.Option(
-        help="Labelled data for k-NN/linear-probe utility.")] = None,
-    batch_size: QueryBatchSize = "auto",
-    query_precision: QueryPrecision = "auto",
     workers: Annotated[int, typer.Option(
         rich_help_panel=SCALE_PANEL, min=1,
         help="Ray workers that answer the query plan (one per GPU where there are GPUs, "
@@ -166,12 +186,19 @@ def _run_spec(spec) -> None:
 def audit_run_cmd(
     spec_file: Annotated[Path, typer.Argument(
         metavar="SPEC.yaml", help="An audit spec: the options of 'audit encoder' as YAML "
-                                  "keys (model, members, nonmembers, out, attacks, ...).")],
+        "keys (model, members, nonmembers, out, attacks, arch, ...). model: "
+        f"{form_examples(model_forms('encoder'))} (arch: NAME beside a .pth or "
+        f".safetensors); members, nonmembers: {form_examples(SPLIT_FORMS)}.")],
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Check everything, print the query plan, query nothing.")] = False,
+        "--dry-run", rich_help_panel=SCALE_PANEL,
+        help="Check everything, print the query plan, query nothing.")] = False,
     threads: Threads = "auto",
 ) -> None:
-    """Run an encoder audit described by a YAML spec (same keys as the options)."""
+    """Run an encoder audit described by a YAML spec (same keys as the options).
+
+    Example spec: model: dino_vits16.pth, arch: vit-small-patch16, members: data/members,
+    nonmembers: data/nonmembers, out: runs/audit (one key a line).
+    """
     use_threads(threads)
     from leakprobe.workflows.encoder_audit import EncoderAuditSpec
 
@@ -182,31 +209,38 @@ def audit_run_cmd(
 @app.command("image2image")
 def audit_image2image_cmd(
     *,
-    model: Annotated[str, typer.Option(help="TorchScript file, .safetensors (+ --arch), "
-                                       "module:factory, or a train folder.")],
-    members: Annotated[Path, typer.Option(help="Folder with inputs/ and targets/.")],
-    nonmembers: Annotated[Path, typer.Option(help="Folder with inputs/ and targets/.")],
+    model: Annotated[str, model_option("image2image")],
+    members: Annotated[Path, data_option(
+        "--members", "Pairs the model trained on, in this form:", PAIRED_FORMS)],
+    nonmembers: Annotated[Path, data_option(
+        "--nonmembers", "Pairs it did not train on, in the same form.", ())],
     out: ReportOut,
+    arch: ModelArch = None,
+    image_size: InputSize = None,
+    batch_size: QueryBatchSize = 32,
     attacks: Annotated[str, typer.Option(
         show_default=False,  # a long default typer cuts: in the help
+        rich_help_panel=ATTACKS_PANEL,
         help="Comma list; default: reconstruction, predictability, membership-error (= "
              "all). Also membership-error-weighted.")
     ] = FAMILIES["image2image"].default_attacks,
     num_classes: Annotated[int | None, typer.Option(
+        rich_help_panel=INPUTS_PANEL,
         help="Targets are label maps with N classes.")] = None,
     features: Annotated[str, typer.Option(
+        rich_help_panel=ATTACKS_PANEL,
         help="Pixel features: builtin or a backbone name such as wide-resnet50-2 (needs "
              "--features-weights).")] = "builtin",
     features_weights: Annotated[str | None, typer.Option(
-        help="safetensors weights of --features.")] = None,
+        rich_help_panel=ATTACKS_PANEL, metavar="FILE",
+        help="safetensors weights of --features, e.g. wrn50_2.safetensors (torchvision's, "
+             "converted).")] = None,
     seg_error: Annotated[str, typer.Option(
+        rich_help_panel=ATTACKS_PANEL,
         help="Segmentation reconstruction error: l1, ce, iou.")] = "l1",
-    arch: ModelArch = None,
-    image_size: InputSize = None,
     folds: Folds = 2,
     repeats: Repeats = 1,
     permutations: Permutations = None,
-    batch_size: QueryBatchSize = 32,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
@@ -233,28 +267,36 @@ def audit_image2image_cmd(
 @app.command("captioner")
 def audit_captioner_cmd(
     *,
-    model: Annotated[str, typer.Option(help="Captioner folder, TorchScript file "
-                                       "(tokenizer.json beside it), FILE.py:factory, "
-                                       "module:factory or URL.")],
-    members: Annotated[str, typer.Option(help="COCO caption JSON of known members.")],
-    nonmembers: Annotated[str, typer.Option(help="COCO caption JSON of known non-members.")],
-    shadow_data: Annotated[str, typer.Option(help="Attacker's own captioned data (COCO JSON "
-                                             "or synthetic:N:SEED).")],
+    model: Annotated[str, model_option("captioner")],
+    members: Annotated[str, data_option(
+        "--members", "Captioned images the captioner trained on, in one of these forms:",
+        CAPTION_FORMS)],
+    nonmembers: Annotated[str, data_option(
+        "--nonmembers", "Captioned images it did not train on: any form --members takes.",
+        ())],
+    shadow_data: Annotated[str, data_option(
+        "--shadow-data", "Attacker's own captioned data, to train a shadow captioner: any "
+        "form --members takes.", ())],
     out: ReportOut,
     images: Annotated[str | None, typer.Option(
+        rich_help_panel=INPUTS_PANEL, metavar="FOLDER",
         help="Folder the JSON file_names resolve against (default: each JSON file's "
              "folder).")] = None,
-    attacks: Annotated[str, typer.Option(help="Comma list: m4i-metric, m4i-feature (all).")
-                       ] = FAMILIES["captioner"].default_attacks,
-    classifier: Annotated[str, typer.Option(
-        help="m4i-metric classifier: svm, logreg, mlp.")] = "svm",
-    shadow_epochs: Annotated[int, typer.Option(
-        help="Shadow captioner epochs (match the target).")] = 100,
-    extractor_epochs: Annotated[int, typer.Option(help="m4i-feature extractor epochs.")] = 20,
-    budget: Annotated[int | None, typer.Option(help="Most images sent to the target.")
-                      ] = None,
-    permutations: Permutations = None,
     image_size: InputSize = None,
+    budget: Annotated[int | None, typer.Option(
+        rich_help_panel=MODEL_PANEL, help="Most images sent to the target.")] = None,
+    attacks: Annotated[str, typer.Option(
+        rich_help_panel=ATTACKS_PANEL, help="Comma list: m4i-metric, m4i-feature (all).")
+    ] = FAMILIES["captioner"].default_attacks,
+    classifier: Annotated[str, typer.Option(
+        rich_help_panel=ATTACKS_PANEL, help="m4i-metric classifier: svm, logreg, mlp.")
+    ] = "svm",
+    shadow_epochs: Annotated[int, typer.Option(
+        rich_help_panel=ATTACKS_PANEL, help="Shadow captioner epochs (match the target).")
+    ] = 100,
+    extractor_epochs: Annotated[int, typer.Option(
+        rich_help_panel=ATTACKS_PANEL, help="m4i-feature extractor epochs.")] = 20,
+    permutations: Permutations = None,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",

@@ -7,6 +7,9 @@ from typing import Annotated
 import typer
 
 from leakprobe.cli.options import (
+    ATTACKS_PANEL,
+    INPUTS_PANEL,
+    TRAINING_PANEL,
     Amp,
     ArchKwargs,
     Backbone,
@@ -33,6 +36,7 @@ from leakprobe.cli.options import (
     Threads,
     Views,
     WeightDecay,
+    data_option,
     method_overrides,
     parse_crop_scale,
     parse_json_object,
@@ -70,45 +74,50 @@ def parse_values(text: str | None, defence: str) -> list[float | None]:
 def defend_encoder_cmd(
     *,
     defence: Annotated[str, typer.Option(
+        rich_help_panel=INPUTS_PANEL,
         help="early-stopping (values: epochs), dp (noise multipliers; 'none' adds a run "
              "without DP), dp-epsilon (target epsilons) or scsr (crop-scale lower bounds).")],
     values: Annotated[str | None, typer.Option(
+        rich_help_panel=INPUTS_PANEL,
         help="Comma list of strengths (scsr default: 0.08,0.3,0.5).")] = None,
-    data: Annotated[str, typer.Option(help="Data spec or image folder (labelled for "
-                                      "utility).")] = "synthetic:400",
+    data: Annotated[str, data_option(
+        "--data", "The image pool the member split is drawn from (labelled for utility), in "
+        "one of these forms:")] = "synthetic:400",
     members: MemberCount = 200,
     nonmembers: NonmemberCount = None,
-    method: SSLMethod = "simclr",
-    arch: Backbone = "resnet-tiny",
-    arch_kwargs: ArchKwargs = None,
-    method_kwargs: MethodKwargs = None,
-    temperature: Temperature = None,
-    proj_dim: ProjDim = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (early stopping: max of "
-                                        "--values).")] = 40,
-    batch_size: BatchSize = 64,
-    lr: LearningRate = 1e-3,
-    weight_decay: WeightDecay = 1e-5,
-    crop_scale: CropScale = "0.08,1.0",
-    dp_clip: DPClip = 1.0,
-    dp_delta: DPDelta = 1e-5,
-    attacks: Annotated[str, typer.Option(help="Comma list of attacks.")
-                       ] = "partcrop,encodermi",
-    utility_data: Annotated[str | None, typer.Option(
-        help="Labelled data for k-NN/linear-probe utility (default: the non-member "
-             "split).")] = None,
+    utility_data: Annotated[str | None, data_option(
+        "--utility-data", "Labelled data for k-NN/linear-probe utility (default: the "
+        "non-member split): any form --data takes.", ())] = None,
+    out: Out,
+    attacks: Annotated[str, typer.Option(
+        rich_help_panel=ATTACKS_PANEL,
+        help="Comma list of attacks (`leakprobe attacks`).")] = "partcrop,encodermi",
     folds: Folds = 2,
     repeats: Repeats = 1,
     permutations: Permutations = None,
     num_parts: NumParts = None,
     n_views: NViews = None,
     views: Views = None,
+    method: SSLMethod = "simclr",
+    arch: Backbone = "resnet-tiny",
+    arch_kwargs: ArchKwargs = None,
+    method_kwargs: MethodKwargs = None,
+    temperature: Temperature = None,
+    proj_dim: ProjDim = None,
+    crop_scale: CropScale = "0.08,1.0",
+    epochs: Annotated[int, typer.Option(
+        rich_help_panel=TRAINING_PANEL,
+        help="Training epochs (early stopping: max of --values).")] = 40,
+    batch_size: BatchSize = 64,
+    lr: LearningRate = 1e-3,
+    weight_decay: WeightDecay = 1e-5,
     image_size: ImageSize = 32,
+    dp_clip: DPClip = 1.0,
+    dp_delta: DPDelta = 1e-5,
     amp: Amp = "auto",
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
-    out: Out,
 ) -> None:
     """Train targets at several strengths of one defence, audit each, report the trade-off."""
     use_threads(threads)
@@ -140,8 +149,11 @@ def defend_encoder_cmd(
 
 
 def _print_tradeoff_table(report: dict, table: tuple[list[str], list[dict]]) -> None:
-    """One row per setting: utility, epsilon, each attack's AUC; footnotes and warnings."""
+    """The verdict, then one row per setting: utility, epsilon, each attack's AUC; footnotes
+    and warnings."""
     names, rows = table
+    if report.get("summary"):
+        typer.echo(report["summary"])
     typer.echo(f"{'setting':16s} {'k-NN':>6s} {'probe':>6s} {'epsilon':>8s} "
                + " ".join(f"{n[:12]:>12s}" for n in names))
     for r in rows:

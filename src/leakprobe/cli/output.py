@@ -1,4 +1,4 @@
-"""What the audit commands print: the result table of a membership report."""
+"""What the audit commands print: the verdict and the result table of a membership report."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import typer
 
 
 def print_summary(report: dict, out: Path | None) -> None:
-    """One row per attack (AUC, 95% CI, p-value, TPR at 1% FPR, balanced accuracy), then the
-    report's warnings (stderr) and, with ``out``, where its HTML page is."""
+    """The report's one-sentence verdict (its ``summary``; computed for a report written
+    before the key existed), one row per attack (AUC, 95% CI, p-value, TPR at 1% FPR,
+    balanced accuracy), then the report's warnings (stderr) and, with ``out``, where its HTML
+    page is."""
     from leakprobe.report.schema import summary_rows
+    from leakprobe.report.summary import membership_summary
 
+    typer.echo(report.get("summary") or membership_summary(report))
     rows = summary_rows(report)
     width = max([len("attack")] + [len(str(r["attack"])) for r in rows])  # the longest name
     typer.echo(f"{'attack':{width}s} {'AUC':>6s} {'95% CI':>15s} {'p':>8s} {'TPR@1%':>7s} "

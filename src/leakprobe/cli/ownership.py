@@ -12,6 +12,9 @@ from typing import Annotated
 import typer
 
 from leakprobe.cli.options import (
+    INPUTS_PANEL,
+    MODEL_PANEL,
+    SPLIT_FORMS,
     Amp,
     CheckpointKey,
     Device,
@@ -21,6 +24,11 @@ from leakprobe.cli.options import (
     ReportOut,
     Seed,
     Threads,
+    data_option,
+    form_examples,
+    model_forms,
+    model_option,
+    needs_no_arch,
     use_threads,
 )
 
@@ -30,46 +38,30 @@ TESTS_PANEL = "Tests"
 
 def audit_ownership_cmd(
     *,
-    suspect: Annotated[str, typer.Option(
-        help="The suspect encoder: TorchScript file, .safetensors (+ --arch), "
-             "package.module:factory, file.py:factory, http(s):// URL or a train folder.")],
-    members: Annotated[str, typer.Option(
-        help="Images the owner's encoder trained on: folder, split manifest JSON or data "
-             "spec.")],
-    nonmembers: Annotated[str, typer.Option(
-        help="Images the owner held out (a random part of the same pool as --members).")],
+    suspect: Annotated[str, model_option(
+        "encoder", name="--suspect", lead="The suspect encoder, in one of these forms:")],
+    members: Annotated[str, data_option(
+        "--members", "Images the owner's encoder trained on, in one of these forms:",
+        SPLIT_FORMS)],
+    nonmembers: Annotated[str, data_option(
+        "--nonmembers", "Images the owner held out (a random part of the same pool as "
+        "--members): any form --members takes.", ())],
     out: ReportOut,
     victim: Annotated[str | None, typer.Option(
-        help="The owner's encoder (any form --suspect takes): adds the victim-suspect "
-             "similarity tests.")] = None,
+        rich_help_panel=INPUTS_PANEL, metavar="MODEL",
+        help="The owner's encoder (any form --suspect takes; --victim-arch for its "
+             "weights): adds the victim-suspect similarity tests.")] = None,
+    arch: ModelArch = None,
+    victim_arch: Annotated[str | None, typer.Option(
+        rich_help_panel=MODEL_PANEL, metavar="NAME",
+        help="--arch of the --victim weights (.safetensors recording none, or a published "
+             ".pth, .pth.tar or .pt checkpoint).")] = None,
+    checkpoint_key: CheckpointKey = None,
+    image_size: InputSize = None,
+    batch_size: QueryBatchSize = "auto",
     alpha: Annotated[float, typer.Option(
+        rich_help_panel=TESTS_PANEL,
         help="Level of the verdict: 'derived' when the combined p-value <= alpha.")] = 0.01,
-    reference_data: Annotated[str | None, typer.Option(
-        rich_help_panel=REFERENCE_PANEL,
-        help="The owner's other images, to train references on; must not share images "
-             "with --members or --nonmembers.")] = None,
-    references: Annotated[int | None, typer.Option(
-        rich_help_panel=REFERENCE_PANEL, min=0,
-        help="References to train on random halves of --reference-data (default 4, or 0 "
-             "with --reference-model).")] = None,
-    reference_method: Annotated[str, typer.Option(
-        rich_help_panel=REFERENCE_PANEL, help="SSL method of the references.")] = "simclr",
-    reference_arch: Annotated[str, typer.Option(
-        rich_help_panel=REFERENCE_PANEL, help="Backbone of the references.")] = "resnet-tiny",
-    reference_epochs: Annotated[int, typer.Option(
-        rich_help_panel=REFERENCE_PANEL, min=1,
-        help="Training epochs of each reference.")] = 50,
-    reference_model: Annotated[list[str] | None, typer.Option(
-        rich_help_panel=REFERENCE_PANEL,
-        help="An encoder that never saw the owner's images, as a reference (repeatable; "
-             "any form --suspect takes).")] = None,
-    reference_dir: Annotated[Path | None, typer.Option(
-        rich_help_panel=REFERENCE_PANEL,
-        help="Cache of trained references (default OUT/references), shared with 'audit "
-             "encoder --knowledge reference'; reused and resumed by content hash.")] = None,
-    reference_workers: Annotated[int, typer.Option(
-        rich_help_panel=REFERENCE_PANEL, min=1,
-        help="References trained at once as Ray tasks (1: in this process).")] = 1,
     tests: Annotated[str, typer.Option(
         rich_help_panel=TESTS_PANEL,
         help="all, or a comma list of calibrated-membership, calibrated-isolation, "
@@ -89,12 +81,33 @@ def audit_ownership_cmd(
         rich_help_panel=TESTS_PANEL,
         help="Dataset inference fits its mixture on the suspect's (as the released code) "
              "or the victim's member embeddings.")] = "suspect",
-    arch: ModelArch = None,
-    victim_arch: Annotated[str | None, typer.Option(
-        help="Architecture of .safetensors/.pth --victim weights.")] = None,
-    checkpoint_key: CheckpointKey = None,
-    image_size: InputSize = None,
-    batch_size: QueryBatchSize = "auto",
+    reference_data: Annotated[str | None, data_option(
+        "--reference-data", "The owner's other images, to train references on; must not "
+        "share images with --members or --nonmembers: any form --members takes but a split "
+        "manifest.", (), panel=REFERENCE_PANEL)] = None,
+    references: Annotated[int | None, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, min=0,
+        help="References to train on random halves of --reference-data (default 4, or 0 "
+             "with --reference-model).")] = None,
+    reference_method: Annotated[str, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, help="SSL method of the references.")] = "simclr",
+    reference_arch: Annotated[str, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, help="Backbone of the references.")] = "resnet-tiny",
+    reference_epochs: Annotated[int, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, min=1,
+        help="Training epochs of each reference.")] = 50,
+    reference_model: Annotated[list[str] | None, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, metavar="MODEL",
+        help="An encoder that never saw the owner's images, as a reference (repeatable): "
+             "any --suspect form that needs no --arch "
+             f"({form_examples(needs_no_arch(model_forms('encoder')))}).")] = None,
+    reference_dir: Annotated[Path | None, typer.Option(
+        rich_help_panel=REFERENCE_PANEL,
+        help="Cache of trained references (default OUT/references), shared with 'audit "
+             "encoder --knowledge reference'; reused and resumed by content hash.")] = None,
+    reference_workers: Annotated[int, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, min=1,
+        help="References trained at once as Ray tasks (1: in this process).")] = 1,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
@@ -120,6 +133,7 @@ def audit_ownership_cmd(
         report = run_ownership(spec)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    typer.echo(verdict_line(report))  # the verdict first, as on the page
     width = max(len(t["name"]) for t in report["tests"])
     typer.echo(f"{'test':{width}s} {'statistic':>10s} {'p':>8s} {'refs':>5s}  combined")
     for t in report["tests"]:
@@ -130,5 +144,4 @@ def audit_ownership_cmd(
                    f"{t['references']:5d}  {'yes' if t['combined'] else 'no'}")
     for w in report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
-    typer.echo(verdict_line(report))
     typer.echo(f"report: {out / 'report.html'}")

@@ -18,37 +18,59 @@ from typing import Annotated
 
 import typer
 
-from leakprobe.cli.options import Device, InputSize, ModelArch, Seed, Threads, use_threads
+from leakprobe.cli.options import (
+    Device,
+    InputSize,
+    ModelArch,
+    Seed,
+    Threads,
+    model_option,
+    use_threads,
+)
 from leakprobe.errors import LeakprobeError
 
 app = typer.Typer(no_args_is_help=True, help="Serve a model over HTTP.")
 
-Host = Annotated[str, typer.Option(help="Address to listen on.")]
-Port = Annotated[int, typer.Option(help="Port to listen on.")]
+SERVICE_PANEL = "Service and limits"
+DEFENCE_PANEL = "Answer defences"
+KEYS_PANEL = "API keys"
+
+Host = Annotated[str, typer.Option(help="Address to listen on.",
+                                   rich_help_panel=SERVICE_PANEL)]
+Port = Annotated[int, typer.Option(help="Port to listen on.", rich_help_panel=SERVICE_PANEL)]
 MaxQueries = Annotated[int | None, typer.Option(
-    help="Total images the service will answer (default: no limit).")]
-Rate = Annotated[float | None, typer.Option(help="Requests per second per client.")]
+    help="Total images the service will answer (default: no limit).",
+    rich_help_panel=SERVICE_PANEL)]
+Rate = Annotated[float | None, typer.Option(help="Requests per second per client.",
+                                            rich_help_panel=SERVICE_PANEL)]
 MaxBatch = Annotated[int, typer.Option(
-    min=1, help="Images per request (announced at /v1/info; clients send no more).")]
+    min=1, help="Images per request (announced at /v1/info; clients send no more).",
+    rich_help_panel=SERVICE_PANEL)]
 MaxBodyMB = Annotated[float, typer.Option(
-    min=0.01, help="Request body limit in MiB (announced at /v1/info; clients size their "
-    "requests under it; 224-px images take 0.19 MiB each as uint8, 0.77 as float32).")]
-MaxImageSide = Annotated[int, typer.Option(min=1, help="Largest accepted image side.")]
+    min=0.01, rich_help_panel=SERVICE_PANEL,
+    help="Request body limit in MiB (announced at /v1/info; clients size their requests "
+    "under it; 224-px images take 0.19 MiB each as uint8, 0.77 as float32).")]
+MaxImageSide = Annotated[int, typer.Option(min=1, help="Largest accepted image side.",
+                                           rich_help_panel=SERVICE_PANEL)]
 NoLogRequests = Annotated[bool, typer.Option(
-    "--no-log-requests", help="Do not write the JSON line per request to stderr (client, "
-    "path, status, body bytes, images, ms; never a header or key).")]
-EntryModel = Annotated[str, typer.Option(help="Model file, .safetensors (+ --arch), entry "
-                                         "point.")]
+    "--no-log-requests", rich_help_panel=SERVICE_PANEL,
+    help="Do not write the JSON line per request to stderr (client, path, status, body bytes, "
+    "images, ms; never a header or key).")]
 ApiKeys = Annotated[Path | None, typer.Option(
-    "--api-keys", help="File of API keys, one a line: KEY, NAME:KEY or NAME:KEY:BUDGET "
-    "(BUDGET: images answered, ever). Every /v1/* request then needs 'Authorization: Bearer "
+    "--api-keys", rich_help_panel=KEYS_PANEL,
+    # no "NAME:KEY:BUDGET" here: rich help would show ":KEY:" as an emoji
+    help="File of API keys, one a line: the key, or NAME and key, or NAME, key and BUDGET, "
+    "joined by colons (e.g. alice:s3cret:50000; BUDGET: images answered, ever). Every /v1/* "
+    "request then needs 'Authorization: Bearer "
     "KEY' (clients: set LEAKPROBE_API_KEY). Default: no keys, anyone who reaches the port "
     "may query.")]
 StateFile = Annotated[Path | None, typer.Option(
-    "--state", help="Where per-key usage (queries, first/last seen, B4B coverage) is kept "
+    "--state", rich_help_panel=KEYS_PANEL,
+    help="Where per-key usage (queries, first/last seen, B4B coverage) is kept "
     "across restarts, written atomically; never a key (default: API_KEYS.state.json).")]
 AdminKey = Annotated[Path | None, typer.Option(
-    "--admin-key", help="File holding one key that reads every key's usage at /v1/usage "
+    "--admin-key", rich_help_panel=KEYS_PANEL,
+    help="File holding one key that reads every key's usage at /v1/usage "
     "(and queries nothing).")]
 
 
@@ -94,7 +116,7 @@ def _serve(family_name: str, model: str, config_options: dict, *, host: str, por
 @app.command("encoder")
 def serve_encoder_cmd(
     *,
-    model: EntryModel,
+    model: Annotated[str, model_option("encoder", url=False)],
     arch: ModelArch = None,
     image_size: InputSize = None,
     host: Host = "127.0.0.1",
@@ -104,25 +126,26 @@ def serve_encoder_cmd(
     max_batch: MaxBatch = 256,
     max_body_mb: MaxBodyMB = 64.0,
     max_image_side: MaxImageSide = 512,
-    noise: Annotated[float, typer.Option(help="Gaussian noise std added to embeddings.")
-                     ] = 0.0,
-    top_k: Annotated[int | None, typer.Option(help="Return only the k largest coordinates.")
-                     ] = None,
+    no_log_requests: NoLogRequests = False,
+    noise: Annotated[float, typer.Option(
+        rich_help_panel=DEFENCE_PANEL, help="Gaussian noise std added to embeddings.")] = 0.0,
+    top_k: Annotated[int | None, typer.Option(
+        rich_help_panel=DEFENCE_PANEL, help="Return only the k largest coordinates.")] = None,
     round_decimals: Annotated[int | None, typer.Option(
-        help="Round embeddings to N decimals.")] = None,
+        rich_help_panel=DEFENCE_PANEL, help="Round embeddings to N decimals.")] = None,
     defence: Annotated[str | None, typer.Option(
+        rich_help_panel=DEFENCE_PANEL,
         help="Answer defence: none, noise:STD, round:DECIMALS, topk:K, b4b or "
         "b4b:NAME=VALUE,... (NAME: lambda, alpha, beta, transform; the paper's 1e-6, 1, 80, "
         "none by default; transform: affine, shuffle or affine-shuffle, per key). B4B adds "
         "noise growing with each client's coverage of the embedding space. Join with +, "
         "e.g. b4b+round:3.")] = None,
-    seed: Seed = 0,
     api_keys: ApiKeys = None,
     state: StateFile = None,
     admin_key: AdminKey = None,
+    seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
-    no_log_requests: NoLogRequests = False,
 ) -> None:
     """Serve an encoder at http://HOST:PORT (/v1/info, /v1/embed, /v1/usage) until
     interrupted."""
@@ -140,7 +163,7 @@ def serve_encoder_cmd(
 @app.command("image2image")
 def serve_image2image_cmd(
     *,
-    model: EntryModel,
+    model: Annotated[str, model_option("image2image", url=False)],
     arch: ModelArch = None,
     image_size: InputSize = None,
     host: Host = "127.0.0.1",
@@ -150,12 +173,12 @@ def serve_image2image_cmd(
     max_batch: MaxBatch = 64,
     max_body_mb: MaxBodyMB = 64.0,
     max_image_side: MaxImageSide = 512,
+    no_log_requests: NoLogRequests = False,
     api_keys: ApiKeys = None,
     state: StateFile = None,
     admin_key: AdminKey = None,
     device: Device = "auto",
     threads: Threads = "auto",
-    no_log_requests: NoLogRequests = False,
 ) -> None:
     """Serve an image-to-image model at http://HOST:PORT (/v1/info, /v1/translate)."""
     use_threads(threads)
@@ -169,9 +192,7 @@ def serve_image2image_cmd(
 @app.command("captioner")
 def serve_captioner_cmd(
     *,
-    model: Annotated[str, typer.Option(help="Captioner folder, TorchScript file "
-                                       "(tokenizer.json beside it), FILE.py:factory or "
-                                       "module:factory.")],
+    model: Annotated[str, model_option("captioner", url=False)],
     image_size: InputSize = None,
     host: Host = "127.0.0.1",
     port: Port = 8080,
@@ -180,12 +201,12 @@ def serve_captioner_cmd(
     max_batch: MaxBatch = 64,
     max_body_mb: MaxBodyMB = 64.0,
     max_image_side: MaxImageSide = 512,
+    no_log_requests: NoLogRequests = False,
     api_keys: ApiKeys = None,
     state: StateFile = None,
     admin_key: AdminKey = None,
     device: Device = "auto",
     threads: Threads = "auto",
-    no_log_requests: NoLogRequests = False,
 ) -> None:
     """Serve a captioner at http://HOST:PORT (/v1/info, /v1/caption) until interrupted."""
     use_threads(threads)

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from leakprobe.cli.options import (
+    DATA_FORMS,
+    TRAINING_PANEL,
     Amp,
     CheckpointKey,
     Device,
@@ -17,7 +19,9 @@ from leakprobe.cli.options import (
     ModelArch,
     Seed,
     Threads,
+    data_option,
     json_object_callback,
+    model_option,
     out_option,
     parse_json_object,
     use_threads,
@@ -25,45 +29,57 @@ from leakprobe.cli.options import (
 
 app = typer.Typer(no_args_is_help=True, help="Steal a model through its queries.")
 
+STEALING_PANEL = "Stealing"
+
 
 @app.command("encoder")
 def steal_encoder_cmd(
     *,
-    model: Annotated[str, typer.Option(help="Target: model file, .safetensors, entry point "
-                                       "or URL.")],
-    query_data: Annotated[str, typer.Option(help="Attacker's images: folder or data spec.")],
+    model: Annotated[str, model_option("encoder", lead="The target encoder, in one of these "
+                                       "forms:")],
+    query_data: Annotated[str, data_option(
+        "--query-data", "Attacker's images, sent to the target, in one of these forms:",
+        DATA_FORMS)],
     out: Annotated[Path, out_option("Output folder (surrogates, query cache, report).")],
-    budget: Annotated[str, typer.Option(help="Queries allowed; a comma list sweeps budgets.")
-                      ] = "5000",
+    probe_train: Annotated[str | None, data_option(
+        "--probe-train", "Labelled images to fit the linear probes: any form --query-data "
+        "takes.", ())] = None,
+    probe_test: Annotated[str | None, data_option(
+        "--probe-test", "Labelled images to judge the probes: any form --query-data takes.",
+        ())] = None,
+    arch: ModelArch = None,
+    checkpoint_key: CheckpointKey = None,
+    image_size: InputSize = None,
+    budget: Annotated[str, typer.Option(
+        rich_help_panel=STEALING_PANEL,
+        help="Queries allowed; a comma list sweeps budgets.")] = "5000",
     method: Annotated[str, typer.Option(
+        rich_help_panel=STEALING_PANEL,
         help="Stealing methods, comma list or 'all': contsteal, contsteal-fresh, rda, "
-        "stolenencoder, mse, cosine (leakprobe attacks describes them).")] = "contsteal",
+        "stolenencoder, mse, cosine (`leakprobe attacks` lists their queries per "
+        "image).")] = "contsteal",
+    views: Annotated[int | None, typer.Option(
+        "--views-per-image", "--views", rich_help_panel=STEALING_PANEL,
+        help="Target views each query image buys, for every method that takes a count "
+        "(default: rda 10, contsteal-fresh 2, the others 1).")] = None,
     target_defence: Annotated[str | None, typer.Option(
+        rich_help_panel=STEALING_PANEL,
         help="Answer defences applied to every answer the attacker gets, each its own row: "
         "none, noise:STD, round:DECIMALS, topk:K, b4b or b4b:NAME=VALUE,... (NAME: lambda, "
         "alpha, beta, transform) (join with +, separate rows with commas; B4B treats the "
         "attacker as one client). "
         "Local targets only: a server applies its own.")] = None,
-    surrogate_arch: Annotated[str, typer.Option(help="Backbone of the surrogate.")
-                              ] = "resnet-tiny",
+    surrogate_arch: Annotated[str, typer.Option(
+        rich_help_panel=TRAINING_PANEL,
+        help="Backbone of the surrogate (`leakprobe models`).")] = "resnet-tiny",
     surrogate_kwargs: Annotated[str | None, typer.Option(
+        rich_help_panel=TRAINING_PANEL,
         help="Surrogate backbone overrides (JSON).",
         callback=json_object_callback("--surrogate-kwargs"))] = None,
     epochs: Epochs = 50,
-    batch_size: Annotated[int, typer.Option(help="Images per surrogate training batch.")
-                          ] = 128,
+    batch_size: Annotated[int, typer.Option(
+        rich_help_panel=TRAINING_PANEL, help="Images per surrogate training batch.")] = 128,
     lr: LearningRate = 1e-3,
-    views: Annotated[int | None, typer.Option(
-        "--views-per-image", "--views",
-        help="Target views each query image buys, for every method that takes a count "
-        "(default: rda 10, contsteal-fresh 2, the others 1).")] = None,
-    probe_train: Annotated[str | None, typer.Option(
-        help="Labelled images to fit the linear probes.")] = None,
-    probe_test: Annotated[str | None, typer.Option(
-        help="Labelled images to judge the probes.")] = None,
-    arch: ModelArch = None,
-    checkpoint_key: CheckpointKey = None,
-    image_size: InputSize = None,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
@@ -104,7 +120,10 @@ def steal_encoder_cmd(
 
 
 def _print_theft_table(report: dict, out: Path) -> None:
-    """The target's probe accuracy, then one row per (method, budget), warnings, the page."""
+    """The verdict, the target's probe accuracy, one row per (method, budget), warnings, the
+    page."""
+    if report.get("summary"):
+        typer.echo(report["summary"])
     if report["target_probe_accuracy"] is not None:
         typer.echo(f"target linear-probe accuracy {report['target_probe_accuracy']:.3f}"
                    + (f" (k-NN {report['target_knn_accuracy']:.3f})"

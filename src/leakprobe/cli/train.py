@@ -7,6 +7,10 @@ from typing import Annotated
 import typer
 
 from leakprobe.cli.options import (
+    CAPTION_FORMS,
+    DP_PANEL,
+    INPUTS_PANEL,
+    TRAINING_PANEL,
     Amp,
     ArchKwargs,
     Backbone,
@@ -29,6 +33,7 @@ from leakprobe.cli.options import (
     Temperature,
     Threads,
     WeightDecay,
+    data_option,
     method_overrides,
     parse_crop_scale,
     parse_json_object,
@@ -56,40 +61,42 @@ def parse_snapshot_epochs(text: str | None, epochs: int) -> tuple[int, ...]:
 @app.command("encoder")
 def train_encoder_cmd(
     *,
-    data: Annotated[str, typer.Option(help="synthetic:N, digits, fashion-mnist, idx:DIR, "
-                                      "cifar10:DIR, cifar100:DIR or an image folder.")
-                    ] = "synthetic:2000",
+    data: Annotated[str, data_option(
+        "--data", "The image pool the member split is drawn from, in one of these forms:")
+    ] = "synthetic:2000",
     members: MemberCount = 1000,
     nonmembers: NonmemberCount = None,
+    out: Out,
     method: SSLMethod = "simclr",
     arch: Backbone = "resnet18-cifar",
     arch_kwargs: ArchKwargs = None,
-    epochs: Epochs = 50,
-    batch_size: BatchSize = 256,
-    lr: LearningRate = 1e-3,
-    weight_decay: WeightDecay = 1e-5,
     crop_scale: CropScale = "0.08,1.0",
     temperature: Temperature = None,
     proj_dim: ProjDim = None,
     method_kwargs: MethodKwargs = None,
-    dp: Annotated[bool, typer.Option("--dp", help="Train with DP-SGD (BatchNorm -> "
-                                     "GroupNorm).")] = False,
-    dp_noise: Annotated[float | None, typer.Option(help="DP-SGD noise multiplier (default "
-                                                   "1.0).")] = None,
-    dp_clip: DPClip = 1.0,
-    dp_delta: DPDelta = 1e-5,
-    dp_epsilon: Annotated[float | None, typer.Option(help="Target epsilon (sets the noise "
-                                                     "multiplier).")] = None,
+    epochs: Epochs = 50,
+    batch_size: BatchSize = 256,
+    lr: LearningRate = 1e-3,
+    weight_decay: WeightDecay = 1e-5,
+    image_size: ImageSize = 32,
     snapshot_epochs: Annotated[str | None, typer.Option(
+        rich_help_panel=TRAINING_PANEL,
         help="Comma list of epochs whose encoder is saved too (early-stopping study), e.g. "
              "10,20,50.")] = None,
-    image_size: ImageSize = 32,
-    amp: Amp = "auto",
     resume: Resume = False,
+    dp: Annotated[bool, typer.Option("--dp", rich_help_panel=DP_PANEL,
+                                     help="Train with DP-SGD (BatchNorm -> GroupNorm).")
+                  ] = False,
+    dp_noise: Annotated[float | None, typer.Option(
+        rich_help_panel=DP_PANEL, help="DP-SGD noise multiplier (default 1.0).")] = None,
+    dp_clip: DPClip = 1.0,
+    dp_delta: DPDelta = 1e-5,
+    dp_epsilon: Annotated[float | None, typer.Option(
+        rich_help_panel=DP_PANEL, help="Target epsilon (sets the noise multiplier).")] = None,
+    amp: Amp = "auto",
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
-    out: Out,
 ) -> None:
     """Train an SSL encoder on a member split; write weights, TorchScript and split manifest."""
     use_threads(threads)
@@ -140,24 +147,28 @@ def train_encoder_cmd(
 @app.command("image2image")
 def train_image2image_cmd(
     *,
-    task: Annotated[str, typer.Option(help="colorize, denoise, edges2image or segment.")],
-    data: Annotated[str, typer.Option(help="synthetic:N (has masks) or a folder.")
-                    ] = "synthetic:400",
+    task: Annotated[str, typer.Option(rich_help_panel=INPUTS_PANEL,
+                                      help="colorize, denoise, edges2image or segment.")],
+    data: Annotated[str, data_option(
+        "--data", "The image pool the member split is drawn from (segment: synthetic only, "
+        "it has masks), in one of these forms:")] = "synthetic:400",
     members: MemberCount = 100,
     nonmembers: NonmemberCount = None,
-    arch: Annotated[str, typer.Option(help="U-Net (see `leakprobe models`).")] = "unet-small",
+    out: Out,
+    arch: Annotated[str, typer.Option(rich_help_panel=TRAINING_PANEL,
+                                      help="U-Net (`leakprobe models`).")] = "unet-small",
+    num_classes: Annotated[int | None, typer.Option(
+        rich_help_panel=TRAINING_PANEL,
+        help="Segmentation classes (default: from masks).")] = None,
     epochs: Epochs = 50,
     batch_size: BatchSize = 32,
     lr: LearningRate = 1e-3,
     image_size: ImageSize = 32,
-    num_classes: Annotated[int | None, typer.Option(
-        help="Segmentation classes (default: from masks).")] = None,
-    amp: Amp = "auto",
     resume: Resume = False,
+    amp: Amp = "auto",
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
-    out: Out,
 ) -> None:
     """Train an image-to-image U-Net on a member split; export it with its paired folders."""
     use_threads(threads)
@@ -178,21 +189,23 @@ def train_image2image_cmd(
 @app.command("captioner")
 def train_captioner_cmd(
     *,
-    data: Annotated[str, typer.Option(help="synthetic:N[:SEED] or COCO.json[:IMAGES]")
-                    ] = "synthetic:400",
+    data: Annotated[str, data_option(
+        "--data", "Captioned images the member split is drawn from, in one of these forms:",
+        CAPTION_FORMS)] = "synthetic:400",
     members: MemberCount = 100,
     nonmembers: NonmemberCount = None,
-    arch: Annotated[str, typer.Option(help="Captioner (only cnn-lstm trains).")] = "cnn-lstm",
+    out: Out,
+    arch: Annotated[str, typer.Option(rich_help_panel=TRAINING_PANEL,
+                                      help="Captioner (only cnn-lstm trains).")] = "cnn-lstm",
     epochs: Epochs = 100,
     batch_size: BatchSize = 32,
     lr: LearningRate = 2e-3,
     image_size: ImageSize = 32,
-    amp: Amp = "auto",
     resume: Resume = False,
+    amp: Amp = "auto",
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
-    out: Out,
 ) -> None:
     """Train a CNN-LSTM captioner on a member split; export it with its tokenizer and split."""
     use_threads(threads)

@@ -34,8 +34,10 @@ from leakprobe.augment import resize
 from leakprobe.data.decode import decode_files
 from leakprobe.data.limits import check_fits, data_workers
 from leakprobe.errors import LeakprobeError
+from leakprobe.progress import task
 
 PREFETCH_BATCHES = 2  # decoded batches waiting ahead of the model
+LOAD_BATCH = 256  # images decoded per step when a whole set is loaded (the progress steps)
 _MIN_TASK = 8  # images per decoding task: below this a worker costs more than it saves
 _MAX_TASK = 64
 
@@ -307,9 +309,22 @@ class LazyImages:
         return self._assemble(sel, self._decode_files(sel))
 
     def load(self, what: str = "this step") -> torch.Tensor:
-        """All images as one float32 tensor, refused above the memory cap (see module doc)."""
+        """All images as one float32 tensor, refused above the memory cap (see module doc).
+
+        Files are decoded :data:`LOAD_BATCH` at a time (the same floats as one read), under a
+        progress task ``decoding N images``.
+        """
         check_fits(len(self), self.size, what)
-        return self.read(np.arange(len(self)))
+        if not self.reads_files:
+            return self.read(np.arange(len(self)))
+        out = torch.empty(len(self), 3, self.size, self.size)
+        with task(f"decoding {len(self)} images", len(self), "images") as bar:
+            start = 0
+            for x in self.batches(LOAD_BATCH):
+                out[start:start + x.shape[0]] = x
+                start += x.shape[0]
+                bar.advance(x.shape[0])
+        return out
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Float32 batches of ``batch_size`` images in order; files decode ahead in workers."""

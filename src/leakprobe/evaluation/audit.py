@@ -37,7 +37,7 @@ from leakprobe.evaluation.permutation import (
 )
 from leakprobe.evaluation.plan import FeatureCache, PlanRunner, QueryPlan, build_plan
 from leakprobe.evaluation.results import AttackResult, FitTask
-from leakprobe.progress import log, task
+from leakprobe.progress import log, query_task, source_of, task
 from leakprobe.threads import single_threaded
 
 if TYPE_CHECKING:
@@ -183,8 +183,8 @@ def shuffled_features(attack, target, samples: ImageSet, seed: int) -> np.ndarra
     perm = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
     batch = samples.subset(perm) if attack.sample_kind == "pairs" else \
         samples.subset(perm).pixels
-    total = attack.queries_per_image(target) * len(samples)
-    with task(f"{attack.name}: querying", total or None, unit="queries"):
+    total = attack.queries_per_image(target) * len(samples) + int(attack.extra_queries(target))
+    with query_task(f"{attack.name}: querying", total, source_of(target)):
         feats = attack.features(target, batch)
     out = np.empty_like(feats)
     out[perm.numpy()] = feats
@@ -348,9 +348,10 @@ class AuditQueries:
 
     def features_in_input_order(self, attack) -> np.ndarray:
         if attack.sample_kind == "pairs":  # the ImageSet, not only its pixels
-            total = attack.queries_per_image(self.runner.target) * self.n
-            with task(f"{attack.name}: querying", total or None, unit="queries"):
-                feats = attack.features(self.runner.target, self.samples)
+            target = self.runner.target
+            total = attack.queries_per_image(target) * self.n
+            with query_task(f"{attack.name}: querying", total, source_of(target)):
+                feats = attack.features(target, self.samples)
         else:
             feats = self.runner.features(attack)
         out = np.empty_like(feats)
@@ -442,23 +443,29 @@ def run_audit(
                                      order=0, cache=None)
     results: dict[int, AttackResult] = {}
     order = execution_order(attacks, runners[seed].plan)
+    # the whole plan's queries on the target (shared requests once; a resumed audit's cached
+    # features are not queried, so it may end below its total): the audit's time left
+    # (the rate counts the scorer fits between queries, so the time left includes them)
+    planned = sum(r.plan.total_queries for r in runners.values())
     try:
-        for i in order:
-            attack = attacks[i]
-            log(f"attack {attack.name} ...")
-            if crossfitted(attack):
-                res = crossfit(attack, target, members, nonmembers, folds, seed, repeats,
-                               permutations, runner=runners[seed])
-            else:
-                if shadow is None:  # knowledge is "shadow" here, checked above
-                    raise LeakprobeError("knowledge 'shadow' needs a shadow target and its "
-                                         "split")
-                res = shadow_fit_score(attack, shadow[0], shadow[1], shadow[2], target,
-                                       members, nonmembers, permutations, seed,
-                                       runner=runners.get(0, runners[seed]),
-                                       shadow_runner=shadow_runner)
-            log(f"attack {res.attack}: {res.queries} queries, {res.seconds:.1f}s")
-            results[i] = res
+        with task("audit: queries", planned, "queries", source=source_of(target),
+                  overall=True):
+            for i in order:
+                attack = attacks[i]
+                log(f"attack {attack.name} ...")
+                if crossfitted(attack):
+                    res = crossfit(attack, target, members, nonmembers, folds, seed, repeats,
+                                   permutations, runner=runners[seed])
+                else:
+                    if shadow is None:  # knowledge is "shadow" here, checked above
+                        raise LeakprobeError("knowledge 'shadow' needs a shadow target "
+                                             "and its split")
+                    res = shadow_fit_score(attack, shadow[0], shadow[1], shadow[2], target,
+                                           members, nonmembers, permutations, seed,
+                                           runner=runners.get(0, runners[seed]),
+                                           shadow_runner=shadow_runner)
+                log(f"attack {res.attack}: {res.queries} queries, {res.seconds:.1f}s")
+                results[i] = res
     except KeyboardInterrupt as e:
         done = [results[i] for i in range(len(attacks)) if i in results]
         raise AuditInterrupted(done, [a.name for j, a in enumerate(attacks)

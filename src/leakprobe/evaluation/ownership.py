@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from leakprobe.data.stream import Images, image_batches
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.permutation import mann_whitney_p
-from leakprobe.progress import task
+from leakprobe.progress import query_task, source_of, task
 from leakprobe.views import ViewSpec, attack_views
 
 __all__ = [
@@ -204,8 +204,10 @@ def view_consistency(
     aug = attack_views(views, (0.08, 1.0)).augmentation(side)
     g = torch.Generator().manual_seed(int(seed))
     out: list[list[torch.Tensor]] = [[] for _ in encoders]
+    # every encoder's queries, counted as each of its model batches is answered
+    total = int(images.shape[0]) * n_views * len(encoders)
     with torch.inference_mode(), task(f"views: {n_views} per image, {len(encoders)} encoders",
-                                      int(images.shape[0]), "images") as progress:
+                                      total, "queries"):
         for x in image_batches(images, chunk, side):
             v = aug(x, g, n_views)
             b = v.shape[0]
@@ -213,7 +215,6 @@ def view_consistency(
             for e, enc in enumerate(encoders):
                 emb = enc.embed(flat).float().reshape(b, n_views, -1)
                 out[e].append(_mean_pairwise_cosine(emb))
-            progress.advance(b)
     return np.stack([torch.cat(o).numpy() for o in out]).astype(np.float64)
 
 
@@ -221,7 +222,9 @@ def clean_embeddings(encoder: Any, images: Images, *, size: int | None = None,
                      chunk: int = 256) -> torch.Tensor:
     """(N, D) float32 embeddings of the images themselves (no augmentation)."""
     side = size or encoder.input_size
-    with torch.inference_mode():
+    name = getattr(encoder, "name", "") or "encoder"
+    with torch.inference_mode(), query_task(f"clean images: querying {name}",
+                                            int(images.shape[0]), source_of(encoder)):
         parts = [encoder.embed(x).float() for x in image_batches(images, chunk, side)]
     return torch.cat(parts) if parts else torch.empty(0)
 

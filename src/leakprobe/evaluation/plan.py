@@ -23,6 +23,13 @@ A :class:`FeatureCache` keeps each attack's finished features on disk (atomicall
 the target, the images, their query order and the attack's parameters): a killed audit rerun
 with the same command pays no query twice. :class:`QueryPlan` is what ``--dry-run`` prints and
 what ``check_audit_plan`` and ``context.total_queries`` count.
+
+Progress: each request group is one ``queries`` task (``encodermi-vector, encodermi-set:
+querying``) bound to the target (:func:`leakprobe.progress.query_task`), moved by the target
+as each model batch is answered; an attack that queries on its own gets one task over its
+queries (a calibrated attack's population samples included; its reference encoders' queries
+have tasks of their own), and the audit's ``audit: queries`` task
+(:func:`leakprobe.evaluation.audit.run_audit`) counts the whole plan.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import torch
 
 from leakprobe.data.stream import Images, image_batches
 from leakprobe.io import atomic_write
-from leakprobe.progress import log, task
+from leakprobe.progress import log, query_task, source_of
 
 CLEAN_CHUNK = 512  # clean images read per step (the target re-batches them)
 
@@ -533,8 +540,9 @@ class PlanRunner:
             return hit
         requests = attack_requests(attack, self.target)
         if requests is None:
-            total = attack.queries_per_image(self.target) * len(self.ids)
-            with task(f"{attack.name}: querying", total or None, unit="queries"):
+            total = (attack.queries_per_image(self.target) * len(self.ids)
+                     + int(attack.extra_queries(self.target)))  # population samples
+            with query_task(f"{attack.name}: querying", total, source_of(self.target)):
                 feats = attack.features(self.target, self.images)
             self._store(attack, feats)
             return feats
@@ -567,7 +575,8 @@ class PlanRunner:
             if hit is not None:
                 self._clean = torch.from_numpy(hit)
             else:
-                with task("clean images: querying", len(self.ids), unit="queries"):
+                with query_task("clean images: querying", len(self.ids),
+                                source_of(self.target)):
                     self._clean = clean_embeddings(self.target, self.images)
                 if key is not None and self.cache is not None:
                     self.cache.save(key, self._clean.numpy())
@@ -588,7 +597,7 @@ class PlanRunner:
                     piece.append(a.chunk_features(answer))
         else:
             total = stream.queries_per_image() * len(self.ids)
-            with task(f"{names}: querying", total, unit="queries"):
+            with query_task(f"{names}: querying", total, source_of(self.target)):
                 answers = (self.workers.answers(self.target, self.images, stream, clean)
                            if self.workers is not None
                            else stream_answers(self.target, self.images, stream, clean))

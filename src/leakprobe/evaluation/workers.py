@@ -37,7 +37,7 @@ from leakprobe.evaluation.plan import (
     answer_views,
     sorted_gaussian_reference,
 )
-from leakprobe.progress import count_queries, log
+from leakprobe.progress import count_queries, log, source_of
 
 IN_FLIGHT = 2  # chunks queued per worker
 
@@ -216,7 +216,8 @@ class RayWorkers:
                     if isinstance(cause, LeakprobeError):
                         raise LeakprobeError(str(cause)) from e
                     raise
-                count_queries(per * (stop - start))
+                # the worker's model batches are not seen here: the bar moves per chunk
+                count_queries(per * (stop - start), source_of(target))
                 if clean is not None:
                     answer.clean = clean[start:stop]
                 yield start, answer

@@ -14,12 +14,13 @@ from typing import Any
 
 from leakprobe.defences.kinds import STRENGTH_AXIS_LABELS, SWEEP_DEFENCES, resolve_defence
 from leakprobe.io import write_json, write_text
-from leakprobe.report.html import PAGE_CSS, esc, figure_html, fmt, kind_blurb
+from leakprobe.report.html import esc, figure_html, fmt, kind_blurb, page_html, verdict_html
 from leakprobe.report.plots import new_figure, plot_curves, save_figure
 from leakprobe.report.schema import DEFENCE_KIND, summary_rows
 from leakprobe.training.dp_record import dp_epsilon, epsilon_text
 
-__all__ = ["build_defence_report", "defence_rows", "plot_tradeoff", "write_defence_report"]
+__all__ = ["build_defence_report", "defence_rows", "defence_summary", "plot_tradeoff",
+           "write_defence_report"]
 
 # sweep name (``--defence``) -> the strength axis's label
 STRENGTH_LABELS = {name: STRENGTH_AXIS_LABELS[resolve_defence(name)[1]]
@@ -43,11 +44,67 @@ def build_defence_report(
         context: the sweep's data, recipe, training and audit protocol.
     Returns:
         The report as plain JSON types (paths, tuples and other objects become strings and
-        lists).
+        lists); ``summary`` is its verdict in one sentence (:func:`defence_summary`).
     """
-    report = {"kind": DEFENCE_KIND, "defence": defence, "settings": settings,
+    report = {"kind": DEFENCE_KIND, "summary": "", "defence": defence, "settings": settings,
               "warnings": warnings, "context": context}
-    return json.loads(json.dumps(report, default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(report, default=str))
+    plain["summary"] = defence_summary(plain)
+    return plain
+
+
+def _setting_text(row: dict[str, Any]) -> str:
+    setting = row.get("setting")
+    if isinstance(setting, dict) and setting:
+        return ", ".join(f"{k}={v}" for k, v in setting.items())
+    return str(row.get("name"))
+
+
+def defence_summary(report: dict[str, Any]) -> str:
+    """The one-sentence verdict of a defence sweep: which setting lowers the strongest attack's
+    AUC most, against the setting where it is highest, and at what utility cost.
+
+    The strongest attack is the non-blind attack with the highest AUC in any setting; the
+    p-value quoted is that attack's own test in the lowering setting (uncorrected).
+    """
+    from leakprobe.report.schema import is_blind
+    from leakprobe.report.summary import p_text
+
+    attacks, rows = defence_rows(report)
+    attacks = [a for a in attacks if not is_blind(a)]
+    kind = str(report.get("defence") or "defence")
+    if not rows or not attacks:
+        return f"No {kind} setting was audited by a membership attack"
+    ranked = [(r["auc"][a], a, r) for r in rows for a in attacks
+              if isinstance(r["auc"].get(a), (int, float))]
+    if not ranked:
+        return f"No {kind} setting has an attack AUC"
+    _, attack, top = max(ranked, key=lambda t: t[0])
+    with_attack = [r for r in rows if isinstance(r["auc"].get(attack), (int, float))]
+    low = min(with_attack, key=lambda r: r["auc"][attack])
+    setting = next(s for s in report["settings"] if s["name"] == low["name"])
+    p = next((x["p_value"] for x in summary_rows(setting) if x["attack"] == attack), None)
+    p_part = f" (p = {p_text(float(p))})" if isinstance(p, (int, float)) else ""
+    if low is top and len(rows) > 1:
+        return (f"No {kind} setting lowers the strongest attack, {attack}: AUC "
+                f"{low['auc'][attack]:.2f} in all {len(rows)} settings")
+    if low is top:
+        return (f"In the one {kind} setting ({_setting_text(low)}) the strongest attack, "
+                f"{attack}, reaches AUC {low['auc'][attack]:.2f}{p_part}"
+                + (f" at linear-probe accuracy {low['probe']:.2f}"
+                   if isinstance(low["probe"], (int, float)) else ""))
+    text = (f"Of {len(rows)} {kind} settings, {_setting_text(low)} lowers the strongest "
+            f"attack, {attack}, most: AUC {low['auc'][attack]:.2f}{p_part} against "
+            f"{top['auc'][attack]:.2f} at {_setting_text(top)}")
+    if isinstance(low["probe"], (int, float)) and isinstance(top["probe"], (int, float)):
+        cost = top["probe"] - low["probe"]
+        pair = f"({low['probe']:.2f} vs {top['probe']:.2f})"
+        text += (f", at a cost of {cost:.2f} linear-probe accuracy {pair}" if cost > 0.005
+                 else f", while linear-probe accuracy rises {pair}" if cost < -0.005
+                 else f", at no cost in linear-probe accuracy {pair}")
+    else:
+        text += " (utility not measured)"
+    return text
 
 
 def defence_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -175,23 +232,22 @@ def write_defence_report(report: dict[str, Any], out_dir: str | Path) -> dict[st
     ctx = report.get("context", {})
     title = f"leakprobe defence report: {report.get('defence', '')}"
     warn = "".join(f'<div class="warning">{esc(w)}</div>' for w in report.get("warnings", []))
-    facts = ", ".join(f"{esc(k)}: {esc(ctx.get(k))}" for k in
-                      ("data", "members", "nonmembers", "attacks", "knowledge", "seed")
-                      if k in ctx)
+    facts = "".join(f"<tr><th>{esc(k)}</th><td>{esc(ctx.get(k))}</td></tr>" for k in
+                    ("data", "members", "nonmembers", "attacks", "knowledge", "seed")
+                    if k in ctx)
     recipe = ctx.get("recipe", {})
+    facts += (f"<tr><th>recipe</th><td>{esc(recipe.get('method'))} / "
+              f"{esc(recipe.get('arch'))}, crop scale {esc(recipe.get('crop_scale'))}</td></tr>")
     captions = {"tradeoff": "Attack AUC vs linear-probe utility",
                 "strength": "AUC and utility vs defence strength"}
     plots = "".join(figure_html(p, captions[k]) for k, p in paths.items() if k in captions)
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1>"
-        f"{kind_blurb('encoder-defence')}"
-        f"{warn}<p>{facts}</p>"
-        f'<p class="muted">recipe: {esc(recipe.get("method"))} / {esc(recipe.get("arch"))},'
-        f" crop scale {esc(recipe.get('crop_scale'))}</p>"
-        f"<h2>Settings</h2>{_table_html(report)}"
-        f'<h2>Trade-off</h2><div class="plots">{plots}</div></body></html>\n'
+    summary = str(report.get("summary") or defence_summary(report))
+    body = (
+        f"{kind_blurb('encoder-defence')}{warn}"
+        f'<h2>Settings</h2><div class="scroll">{_table_html(report)}</div>'
+        f'<h2>Trade-off</h2><div class="plots">{plots}</div>'
+        '<details class="config"><summary>Configuration: data, attacks and recipe</summary>'
+        f'<table class="kv card">{facts}</table></details>'
     )
-    paths["html"] = write_text(out / "report.html", page)
+    paths["html"] = write_text(out / "report.html", page_html(title, verdict_html(summary), body))
     return paths

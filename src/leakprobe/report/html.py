@@ -3,6 +3,13 @@
 The PNG files are written beside ``report.html`` too, for whoever wants them on their own;
 the page needs none of them, so it can be sent as one file.
 
+A page is laid out for a newcomer: the report's verdict (its ``summary``) is the first line
+under the title, then what the kind of report measures, the results table, the figures and
+the per-attack notes; the configuration (threat model, each view recipe once with the
+attacks that use it, attack parameters) comes last, collapsed in ``<details>``. Tables wrap
+instead of scrolling, so a 1280-px window shows every column (tests/report/
+test_html_browser.py measures it in Chromium); the JSON keeps the full numbers.
+
 Every string taken from a report (attack names, parameters, context, warnings, notes) is
 HTML-escaped: reports may carry names chosen by whoever supplied the model or data.
 """
@@ -28,20 +35,31 @@ from leakprobe.report.schema import (
     load_report,
 )
 
-__all__ = ["KIND_BLURBS", "RENDERERS", "SectionRenderer", "figure_html", "kind_blurb",
-           "render_reports", "renderer_for", "write_report"]
+__all__ = ["INTERVALS_BRIEF", "INTERVALS_NOTE", "KIND_BLURBS", "RENDERERS", "SectionRenderer",
+           "figure_html", "kind_blurb", "page_html", "render_reports", "renderer_for",
+           "report_summary", "verdict_html", "write_report"]
 
 PAGE_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;
 max-width:1150px;padding:0 1rem;color:#1d2430;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.3rem;margin-top:2.2rem;
-border-bottom:2px solid #e3e7ee;padding-bottom:.2rem}h3{font-size:1.05rem;margin-top:1.4rem}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.88rem}
-th,td{border:1px solid #d6dbe3;padding:.28rem .55rem;text-align:left;vertical-align:top}
-th{background:#f3f5f9;font-weight:600}
-table.metrics td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.3rem;margin-top:2rem;
+border-bottom:2px solid #e3e7ee;padding-bottom:.2rem}h3{font-size:1.05rem;margin-top:1.3rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.86rem;max-width:100%}
+th,td{border:1px solid #d6dbe3;padding:.25rem .45rem;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}
+th{background:#f3f5f9;font-weight:600;overflow-wrap:break-word}
+table.metrics td.num{text-align:right;font-variant-numeric:tabular-nums;
+overflow-wrap:normal}
 table.metrics td.num .muted{display:block;font-size:.78rem}
+.ci{white-space:nowrap}
+table.wide{font-size:.76rem}table.wide .ci{white-space:normal}
 .scroll{overflow-x:auto;max-width:100%}
+p.verdict{font-size:1.1rem;font-weight:600;margin:.5rem 0 .9rem;padding:.5rem .8rem;
+background:#f6f8fa;border-left:6px solid #98a2b3;border-radius:4px;max-width:70rem}
+p.verdict.leakage{border-left-color:#b42318;background:#fef3f2}
+p.verdict.no-leakage{border-left-color:#2e7d32;background:#f3faf3}
+p.verdict.split-differs{border-left-color:#e08a00;background:#fff8ec}
+ol.verdicts{margin:.4rem 0 1rem;padding-left:1.4rem}ol.verdicts li{margin:.25rem 0}
 p.blurb{margin:.3rem 0 .8rem;max-width:60rem}
 p.foot{margin:.2rem 0;color:#667085;font-size:.82rem;max-width:60rem}
 table.metrics tr.blind td{background:#f7f7f7;color:#555;font-style:italic}
@@ -51,10 +69,13 @@ border-radius:3px;padding:0 .35rem;margin-left:.35rem;color:#333}
 .warning{background:#fff4e5;border:1px solid #f0b45a;border-left:6px solid #e08a00;
 padding:.6rem .9rem;margin:.6rem 0;border-radius:4px}
 .muted{color:#667085;font-size:.85rem}
+details.config{margin:1.6rem 0;border:1px solid #e3e7ee;border-radius:4px;padding:.3rem .8rem}
+details.config>summary{cursor:pointer;font-weight:600;padding:.2rem 0}
 .plots{display:flex;flex-wrap:wrap;gap:1rem;margin-top:.6rem}
-.plots figure{margin:0;flex:1 1 460px;max-width:100%}
-.plots img{max-width:100%;border:1px solid #e3e7ee;border-radius:4px}
-pre{background:#f6f8fa;padding:.5rem;overflow-x:auto;font-size:.8rem}
+.plots figure{margin:0;flex:1 1 460px;max-width:100%;min-width:0}
+.plots img{max-width:100%;height:auto;border:1px solid #e3e7ee;border-radius:4px}
+pre{background:#f6f8fa;padding:.5rem;white-space:pre-wrap;overflow-wrap:anywhere;
+font-size:.8rem}
 """
 
 _PLOT_FILES = {
@@ -64,10 +85,25 @@ _PLOT_FILES = {
 }
 _MAX_DEPTH = 6
 
+# How the intervals of a membership report are computed (metrics.compute_metrics): the
+# blurb says it briefly, the table's footnote in full; both from these words.
+INTERVALS_BRIEF = (
+    "Intervals are 95%: a stratified bootstrap of the audited images, widened for attacks "
+    "fitted on the audited labels by their fitting noise under label permutations (details "
+    "under the table)."
+)
+INTERVALS_NOTE = (
+    "Intervals: the AUC interval is the stratified-bootstrap 95% percentile interval (members "
+    "and non-members resampled separately); for an attack fitted on the audited labels whose "
+    "permutation test ran, it is widened by how far the same attack's AUC strays from 0.5 "
+    "when the labels are permuted (its fitting noise), so it is never narrower than the "
+    "bootstrap one. TPR intervals come from the same bootstrap, with the threshold's "
+    "false-positive rate drawn from its exact distribution."
+)
 _SCORES_NOTE = (
     "Higher attack scores mean &ldquo;more likely a training member&rdquo;; AUC 0.5 is chance, "
     "and the TPR at a low FPR is the share of members exposed while few non-members are "
-    "accused. Intervals are stratified-bootstrap 95% percentile intervals."
+    "accused. " + INTERVALS_BRIEF
 )
 # The opening paragraph of each kind of report: what it measures (trusted HTML).
 KIND_BLURBS = {
@@ -104,9 +140,11 @@ KIND_BLURBS = {
         "rule fixed before the data is seen."
     ),
     "encoder-defence": (
-        "<strong>Defence sweep.</strong> Membership attack AUC (0.5 is chance, 95% bootstrap "
-        "intervals) against utility (k-NN and linear-probe accuracy on the non-member split) "
-        "for each strength of the defence. epsilon is DP-SGD's at the recorded delta."
+        "<strong>Defence sweep.</strong> Membership attack AUC (0.5 is chance; 95% intervals "
+        "from each setting's audit: a stratified bootstrap, widened for fitted attacks by "
+        "their fitting noise under label permutations) against utility (k-NN and "
+        "linear-probe accuracy on the non-member split) for each strength of the defence. "
+        "epsilon is DP-SGD's at the recorded delta."
     ),
 }
 _ZERO_FP_NOTE = "the TPR at zero false positives"  # older reports' note
@@ -153,9 +191,10 @@ def figure_html(path: str | Path, caption: str) -> str:
     )
 
 
-def fmt_ci(ci: Any) -> str:
+def fmt_ci(ci: Any, digits: int = 3) -> str:
+    """An interval ``[lo, hi]`` as a muted span (empty when ``ci`` is not a pair)."""
     if isinstance(ci, (list, tuple)) and len(ci) == 2:
-        return f'<span class="muted">[{fmt(ci[0])}, {fmt(ci[1])}]</span>'
+        return f'<span class="muted ci">[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]</span>'
     return ""
 
 
@@ -224,6 +263,8 @@ def _context_facts(report: dict[str, Any], shown: dict[str, Any]) -> list[tuple[
 
 
 def _card_html(report: dict[str, Any]) -> str:
+    """The threat model and setting: knowledge, seed, version, totals and the context (less
+    the per-attack view recipes, which :func:`_recipes_html` shows once per recipe)."""
     results = report.get("results") or []
     context = report.get("context") or {}
     rows: list[tuple[str, Any]] = [
@@ -236,13 +277,91 @@ def _card_html(report: dict[str, Any]) -> str:
     if "total_attack_seconds" not in context:
         seconds = sum(float(r.get("seconds") or 0.0) for r in results)
         rows.append(("total_attack_seconds", seconds))
-    rows += _context_facts(report, {"knowledge": report.get("knowledge"),
+    facts = _context_facts(report, {"knowledge": report.get("knowledge"),
                                     "seed": report.get("seed")})
+    rows += [(k, v) for k, v in facts if not (k == "views" and _per_attack_recipes(v))]
     body = "".join(f"<tr><th>{esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in rows)
     return f'<h3>Threat model</h3><table class="kv card">{body}</table>'
 
 
+def _per_attack_recipes(value: Any) -> bool:
+    """Whether a context value is ``{attack: recipe dict}`` (the audit's ``views``)."""
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(v, dict) for v in value.values())
+
+
+def _compact(value: Any) -> str:
+    """A parameter value in few characters (escaped): 3 significant digits, ranges as
+    ``lo&ndash;hi``, dicts as ``key value; ...`` (the JSON keeps the full values)."""
+    if isinstance(value, bool) or value is None:
+        return fmt(value)
+    if isinstance(value, float):
+        return esc(f"{value:.3g}")
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   for v in value):
+            return f"{_compact(value[0])}&ndash;{_compact(value[1])}"
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "; ".join(f"{esc(k)} {_compact(v)}" for k, v in value.items()) or "&mdash;"
+    return esc(value)
+
+
+def _recipes_html(report: dict[str, Any]) -> str:
+    """Attack parameters, each recipe (a dict-valued parameter such as the view recipe, and
+    the context's per-attack ``views``) once with the attacks that use it, and attacks with
+    the same remaining parameters on one row."""
+    results = report.get("results") or []
+    views = (report.get("context") or {}).get("views")
+    context_views: dict[str, Any] = views if isinstance(views, dict) and _per_attack_recipes(
+        views) else {}
+    recipes: dict[tuple[str, str], list[str]] = {}  # (parameter, canonical JSON) -> attacks
+    recipe_values: dict[tuple[str, str], Any] = {}
+    rows: dict[str, list[str]] = {}  # the attack's own parameters (HTML) -> attacks
+    for r in results:
+        name = str(r.get("attack"))
+        params = dict(r.get("params") or {})
+        found: dict[str, Any] = {k: v for k, v in params.items() if isinstance(v, dict)}
+        if isinstance(context_views.get(name), dict):
+            found["views"] = context_views[name]  # the resolved recipe of a named preset
+        keys = []
+        for key, value in found.items():
+            ident = (str(key), json.dumps(value, sort_keys=True, default=str))
+            recipes.setdefault(ident, [])
+            recipe_values.setdefault(ident, value)
+            if name not in recipes[ident]:
+                recipes[ident].append(name)
+            keys.append(ident)
+        own = [f"{esc(k)}={_compact(v)}" for k, v in params.items() if k not in found]
+        labels = {ident: f"R{i}" for i, ident in enumerate(recipes, start=1)}
+        own += [f"{esc(ident[0])}={labels[ident]}" for ident in keys]
+        rows.setdefault(", ".join(own) or "&mdash;", []).append(name)
+    if not rows:
+        return ""
+    out = ""
+    if recipes:
+        body = "".join(
+            f"<tr><td>R{i}</td><td>{esc(ident[0])}</td><td>{esc(', '.join(names))}</td>"
+            f"<td>{_compact(recipe_values[ident])}</td></tr>"
+            for i, (ident, names) in enumerate(recipes.items(), start=1))
+        out += ('<h3>Recipes</h3><p class="foot">Each distinct recipe once, with the attacks '
+                "that use it (full values in report.json).</p>"
+                '<table class="kv"><tr><th>recipe</th><th>parameter</th><th>used by</th>'
+                f"<th>values</th></tr>{body}</table>")
+    body = "".join(f"<tr><td>{esc(', '.join(names))}</td><td>{text}</td></tr>"
+                   for text, names in rows.items())
+    return (out + '<h3>Attack parameters</h3><table class="kv"><tr><th>attacks</th>'
+            f"<th>parameters</th></tr>{body}</table>")
+
+
+def _config_html(inner: str, label: str = "Configuration") -> str:
+    """``inner`` collapsed under a ``<details>`` toggle (closed by default)."""
+    return (f'<details class="config"><summary>{esc(label)}</summary>{inner}</details>'
+            if inner else "")
+
+
 def _metrics_html(report: dict[str, Any]) -> str:
+    """The results table (one row per attack) and the footnotes that explain it."""
     results = report.get("results") or []
     fpr_keys: list[str] = []
     for r in results:
@@ -251,11 +370,11 @@ def _metrics_html(report: dict[str, Any]) -> str:
                 fpr_keys.append(k)
     head = (
         "<tr><th>attack</th><th>AUC [95% CI]</th><th>p-value (no leakage)</th>"
-        "<th>balanced acc. (cross-fit)</th>"
-        "<th>balanced acc. (best threshold, optimistic)</th>"
-        + "".join(f"<th>TPR @ {_fpr_label(k)} FPR [95% CI]</th>" for k in fpr_keys)
-        + "<th>members / non-members</th><th>queries</th><th>queries / image</th>"
-        "<th>seconds</th></tr>"
+        '<th title="balanced accuracy, threshold chosen on other folds">bal. acc.</th>'
+        '<th title="balanced accuracy at the best threshold: optimistic">bal. acc. '
+        "(best threshold)</th>"
+        + "".join(f"<th>TPR at {_fpr_label(k)} FPR</th>" for k in fpr_keys)
+        + "<th>members / non-members</th><th>queries (per image)</th><th>time (s)</th></tr>"
     )
     rows = []
     unresolved: dict[str, list[int]] = {}  # FPR key -> non-member counts that cannot resolve it
@@ -276,7 +395,7 @@ def _metrics_html(report: dict[str, Any]) -> str:
             )
         cells = [
             f"<td>{name}</td>",
-            f'<td class="num">{fmt(m.get("auc"))} {fmt_ci(m.get("auc_ci"))}</td>',
+            f'<td class="num">{fmt(m.get("auc"))} {fmt_ci(m.get("auc_ci"), 2)}</td>',
             _p_cell(m),
             f'<td class="num">{fmt(m.get("balanced_accuracy"))}</td>',
             f'<td class="num">{fmt(m.get("balanced_accuracy_best"))}</td>',
@@ -286,8 +405,8 @@ def _metrics_html(report: dict[str, Any]) -> str:
         queries = int(r.get("queries") or 0)
         cells += [
             f'<td class="num">{fmt(n1)} / {fmt(n0)}</td>',
-            f'<td class="num">{fmt(queries)}</td>',
-            f'<td class="num">{fmt(_queries_per_image(r), 1)}</td>',
+            f'<td class="num">{fmt(queries)} <span class="muted">'
+            f"({fmt(_queries_per_image(r), 1)})</span></td>",
             f'<td class="num">{fmt(float(r.get("seconds") or 0.0), 1)}</td>',
         ]
         rows.append(f'<tr class="{"blind" if blind else "attack"}">{"".join(cells)}</tr>')
@@ -310,16 +429,16 @@ def _metrics_html(report: dict[str, Any]) -> str:
             "non-members (the FPR shown under each value); its interval accounts for the "
             "threshold being estimated."
         )
+    notes.append(INTERVALS_NOTE)
     if any("p_value" in (r.get("metrics") or {}) for r in results):
         notes.append(
-            "AUC interval: the stratified bootstrap interval, widened for attacks that fit a "
-            "scorer on the audited labels by how far the same attack's AUC strays from 0.5 "
-            "when the labels are permuted (its fitting noise). p-value: the chance of an AUC at "
-            "least this high if the model did not leak, from label permutations that refit "
-            "the whole attack (add-one estimate, so never below 1/(permutations+1)), or the "
-            "one-sided Mann-Whitney test for scores fitted on nothing audited; n/a: a fitted "
-            "attack run without permutations. The null band holds an AUC of a model that "
-            "did not leak with probability >= 95% (order statistics of the permuted AUCs)."
+            "p-value: the chance of an AUC at least this high if the model did not leak, "
+            "from label permutations that refit the whole attack (add-one estimate, so never "
+            "below 1/(permutations+1)), or the one-sided Mann-Whitney test for scores fitted "
+            "on nothing audited; n/a: a fitted attack run without permutations. The null "
+            "band holds an AUC of a model that did not leak with probability >= 95% (order "
+            "statistics of the permuted AUCs). The verdict above corrects for the number of "
+            "attacks."
         )
     if has_blind:
         notes.append(
@@ -328,22 +447,15 @@ def _metrics_html(report: dict[str, Any]) -> str:
             "shows leakage only to the extent that it exceeds this floor."
         )
     notes.append(
-        "Balanced accuracy (cross-fit) uses a threshold chosen on other folds; the "
-        "best-threshold value is fitted on the evaluated scores and therefore optimistic."
+        "bal. acc.: balanced accuracy at a threshold chosen on other folds (cross-fit); the "
+        "best-threshold value is fitted on the evaluated scores and therefore optimistic. "
+        "queries (per image): target queries the attack spent, and per audited image."
     )
     foot = "".join(f'<p class="foot">{esc(n)}</p>' for n in notes)
-    out = (
-        f'<h3>Membership metrics</h3><div class="scroll"><table class="metrics">{head}'
+    return (
+        f'<h3>Results</h3><div class="scroll"><table class="metrics">{head}'
         f'{"".join(rows)}</table></div>{foot}'
     )
-    out += _attack_notes_html(results)
-    params = "".join(
-        f"<tr><th>{esc(r.get('attack'))}</th><td>{_value_html(r.get('params') or {})}</td></tr>"
-        for r in results
-    )
-    if params:
-        out += f'<h3>Attack parameters</h3><table class="kv">{params}</table>'
-    return out
 
 
 def _p_cell(m: dict[str, Any]) -> str:
@@ -359,8 +471,10 @@ def _p_cell(m: dict[str, Any]) -> str:
             how += f"; null AUC band [{float(band[0]):.3f}, {float(band[1]):.3f}]"
     else:
         how = method.replace("-", " ")
-    return (f'<td class="num">{esc(f"{float(p):.2g}")}<br>'
-            f'<span class="muted">{esc(how)}</span></td>')
+    shown = (f"{m.get('permutations')} permutations" if method == "permutation"
+             else "Mann-Whitney" if method.startswith("mann-whitney") else how)
+    return (f'<td class="num" title="{esc(how)}">{esc(f"{float(p):.2g}")}'
+            f'<span class="muted">{esc(shown)}</span></td>')
 
 
 def _needed_nonmembers(key: str) -> int:
@@ -388,7 +502,7 @@ def _tpr_cell(m: dict[str, Any], key: str, n0: int, unresolved: dict[str, list[i
         if n0:
             why += f"; this audit has {n0:,}"
         return f'<td class="num" title="{esc(why)}">n/a<sup>*</sup></td>'
-    ci = fmt_ci((m.get("tpr_at_fpr_ci") or {}).get(key))
+    ci = fmt_ci((m.get("tpr_at_fpr_ci") or {}).get(key), 2)
     expected = (m.get("fpr_expected") or {}).get(key)
     achieved = (m.get("fpr_achieved") or {}).get(key)
     at = ""
@@ -446,16 +560,27 @@ _STEALING_FACTS = ("target_probe_accuracy", "target_knn_accuracy",
                    "random_init_probe_accuracy",
                    "random_init_procrustes_cosine", "probe_informative",
                    "probe_informative_margin", "seed", "leakprobe_version")
+# short column headers of the stealing metrics (the JSON keeps the full names)
+_STEALING_HEADERS = {
+    "target_probe_accuracy": "target probe acc.",
+    "surrogate_probe_accuracy": "copy probe acc.",
+    "accuracy_ratio": "acc. ratio (copy / target)",
+    "agreement": "agreement with target",
+    "procrustes_cosine": "Procrustes cosine",
+    "raw_cosine": "raw cosine",
+}
 
 
-def _stealing_html(report: dict[str, Any]) -> str:
+def _stealing_results_html(report: dict[str, Any]) -> str:
+    """The stealing results table, its footnote and what each defence costs."""
     results = report.get("results") or []
     metric_keys: list[str] = []
     for r in results:
         metric_keys.extend(k for k in (r.get("metrics") or {}) if k not in metric_keys)
     head = (
         "<tr><th>method</th><th>defence</th><th>budget</th><th>queries used</th>"
-        + "".join(f"<th>{esc(k)}</th>" for k in metric_keys)
+        + "".join(f'<th title="{esc(k)}">{esc(_STEALING_HEADERS.get(k, k))}</th>'
+                  for k in metric_keys)
         + "<th>seconds</th></tr>"
     )
     rows = "".join(
@@ -468,7 +593,7 @@ def _stealing_html(report: dict[str, Any]) -> str:
             f'<td class="num">{_value_html((r.get("metrics") or {}).get(k))}</td>'
             for k in metric_keys
         )
-        + f'<td class="num">{fmt(r.get("seconds"))}</td>'
+        + f'<td class="num">{fmt(r.get("seconds"), 1)}</td>'
         + "</tr>"
         for r in results
     )
@@ -484,12 +609,6 @@ def _stealing_html(report: dict[str, Any]) -> str:
                  '<table class="metrics"><tr><th>defence</th><th>target probe accuracy</th>'
                  "<th>target k-NN accuracy</th><th>probe accuracy drop</th></tr>"
                  f"{cost_rows}</table>")
-    # every fact once: the probe verdict first, then the context, then any other key
-    facts: list[tuple[str, Any]] = [(k, report[k]) for k in _STEALING_FACTS if k in report]
-    facts += _context_facts(report, dict(facts))
-    skip = {"kind", "results", "warnings", "context", "defences", *_STEALING_FACTS}
-    facts += [(k, v) for k, v in report.items() if k not in skip]
-    body = "".join(f"<tr><th>{esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in facts)
     foot = ""
     if report.get("probe_informative") is False:
         foot = ('<p class="foot">The target&rsquo;s probe is no better than a random-init '
@@ -497,10 +616,19 @@ def _stealing_html(report: dict[str, Any]) -> str:
                 "agreement do not show theft here; procrustes_cosine compares the embeddings "
                 "directly.</p>")
     return (
-        f'<h3>Setting</h3><table class="kv card">{body}</table>'
         f'<h3>Stealing results</h3><div class="scroll"><table class="metrics">{head}{rows}'
         f"</table></div>{foot}{costs}"
     )
+
+
+def _stealing_setting_html(report: dict[str, Any]) -> str:
+    """Every fact once: the probe verdict first, then the context, then any other key."""
+    facts: list[tuple[str, Any]] = [(k, report[k]) for k in _STEALING_FACTS if k in report]
+    facts += _context_facts(report, dict(facts))
+    skip = {"kind", "results", "warnings", "context", "defences", "summary", *_STEALING_FACTS}
+    facts += [(k, v) for k, v in report.items() if k not in skip]
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{_value_html(v)}</td></tr>" for k, v in facts)
+    return f'<h3>Setting</h3><table class="kv card">{body}</table>'
 
 
 def _stealing_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[str, Path]:
@@ -549,12 +677,17 @@ def _membership_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dic
 
 
 def _membership_body(report: dict[str, Any], images: dict[str, Path]) -> str:
-    return (_card_html(report) + _metrics_html(report) + _utility_html(report)
-            + _plots_html(images))
+    """Results, utility, figures, per-attack notes; then the configuration, collapsed."""
+    results = report.get("results") or []
+    return (_metrics_html(report) + _utility_html(report) + _plots_html(images)
+            + _attack_notes_html(results)
+            + _config_html(_card_html(report) + _recipes_html(report),
+                           "Configuration: threat model, recipes and attack parameters"))
 
 
 def _stealing_body(report: dict[str, Any], images: dict[str, Path]) -> str:
-    return _stealing_html(report) + _plots_html(images)
+    return (_stealing_results_html(report) + _plots_html(images)
+            + _config_html(_stealing_setting_html(report), "Configuration: the setting"))
 
 
 @dataclass(frozen=True)
@@ -563,7 +696,8 @@ class SectionRenderer:
 
     Attributes:
         plots: ``(report, out_dir, prefix) -> {name: png path}``: writes the PNGs.
-        body: ``(report, images) -> html``: the section's content after its warnings.
+        body: ``(report, images) -> html``: the section's content after its verdict and
+            warnings.
     """
 
     plots: Callable[[dict[str, Any], Path, str], dict[str, Path]]
@@ -575,9 +709,9 @@ def _no_plots(report: dict[str, Any], out_dir: Path, prefix: str) -> dict[str, P
 
 
 def _ownership_body(report: dict[str, Any], images: dict[str, Path]) -> str:
-    from leakprobe.report.ownership import ownership_body_html
+    from leakprobe.report.ownership import ownership_details_html
 
-    return ownership_body_html(report)
+    return ownership_details_html(report)
 
 
 _MEMBERSHIP = SectionRenderer(_membership_plots, _membership_body)
@@ -595,26 +729,60 @@ def renderer_for(report: dict[str, Any]) -> SectionRenderer:
     return RENDERERS.get(str(report.get("kind", "")), _MEMBERSHIP)
 
 
-def _section_html(
-    report: dict[str, Any], images: dict[str, Path], heading: str, source: str | None = None
-) -> str:
+def report_summary(report: dict[str, Any]) -> str:
+    """The report's one-sentence verdict: its ``summary`` key, or (a report written before
+    the key existed) the sentence computed from it as its builder would."""
+    if report.get("summary"):
+        return str(report["summary"])
+    kind = str(report.get("kind", ""))
+    if kind == STEALING_KIND:
+        from leakprobe.report.stealing import stealing_summary
+
+        return stealing_summary(report)
+    if kind == OWNERSHIP_KIND:
+        from leakprobe.report.ownership import verdict_line
+
+        return verdict_line(report)
+    from leakprobe.report.summary import membership_summary
+
+    return membership_summary(report)
+
+
+# the verdict's first words -> its CSS class (colour)
+_VERDICT_CLASSES = (("Leakage detected", "leakage"), ("No leakage shown", "no-leakage"),
+                    ("Inconclusive", "split-differs"), ("derived", "leakage"),
+                    ("not shown", "no-leakage"))
+
+
+def verdict_html(sentence: str) -> str:
+    """The verdict sentence as the page's lead paragraph (escaped; coloured by outcome)."""
+    css = next((" " + c for start, c in _VERDICT_CLASSES if sentence.startswith(start)), "")
+    return f'<p class="verdict{css}">{esc(sentence)}</p>'
+
+
+def _section_html(report: dict[str, Any], images: dict[str, Path], heading: str,
+                  source: str | None = None, *, verdict: bool = True,
+                  blurb: str = "") -> str:
+    """One report's section: heading, source, verdict, blurb, warnings, then its body."""
     parts = [f"<section><h2>{esc(heading)}</h2>"]
     if source is not None:
         parts.append(f'<p class="muted">source: {esc(source)}</p>')
+    if verdict:
+        parts.append(verdict_html(report_summary(report)))
+    parts.append(blurb)
     parts.append(_warnings_html(report))
     parts.append(renderer_for(report).body(report, images))
     parts.append("</section>")
     return "".join(parts)
 
 
-def _page_html(title: str, sections: Sequence[str], kinds: Sequence[str]) -> str:
-    """The page: title, one blurb per kind of report on it, then the sections."""
-    blurbs = "".join(kind_blurb(k) for k in dict.fromkeys(kinds))
+def page_html(title: str, lead: str, body: str) -> str:
+    """A complete page: the title, then ``lead`` (the verdict), then ``body`` (trusted HTML)."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1>{blurbs}" + "".join(sections) + "</body></html>\n"
+        f"<h1>{esc(title)}</h1>{lead}{body}</body></html>\n"
     )
 
 
@@ -627,6 +795,8 @@ def _heading(report: dict[str, Any]) -> str:
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``report.json``, the ROC / log-log ROC / histogram PNGs and ``report.html``.
 
+    The page opens with the report's verdict (its ``summary``), then what the kind of report
+    measures, the results, the figures and notes; the configuration comes last, collapsed.
     ``report.html`` inlines the PNGs (data URIs): it is complete on its own.
 
     Args:
@@ -641,8 +811,9 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     images = renderer_for(report).plots(report, out, "")
     paths.update(images)
     title = f"leakprobe report: {report.get('kind', '')}"
-    page = _page_html(title, [_section_html(report, images, _heading(report))],
-                      [str(report.get("kind", ""))])
+    section = _section_html(report, images, _heading(report), verdict=False,
+                            blurb=kind_blurb(str(report.get("kind", ""))))
+    page = page_html(title, verdict_html(report_summary(report)), section)
     paths["html"] = write_text(out / "report.html", page)
     return paths
 
@@ -650,8 +821,9 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
 def render_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """Merge several ``report.json`` files into one HTML page.
 
-    Each report gets its own section and its own plots (``r1_roc.png``, ...), inlined in
-    the page as in :func:`write_report`.
+    The page opens with every report's verdict (numbered as the sections); each report then
+    gets its own section (verdict, the blurb of its kind where that kind first appears,
+    results, its own plots ``r1_roc.png``..., inlined as in :func:`write_report`).
 
     Args:
         paths: report JSON files (validated with :func:`load_report`).
@@ -667,14 +839,25 @@ def render_reports(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str
     reports = [load_report(p) for p in paths]
     written: dict[str, Path] = {}
     sections = []
+    verdicts = []
+    seen_kinds: set[str] = set()
     for i, (src, report) in enumerate(zip(paths, reports, strict=True), start=1):
         images = renderer_for(report).plots(report, out, f"r{i}_")
         written.update({f"r{i}_{k}": v for k, v in images.items()})
-        sections.append(_section_html(report, images, f"{i}. {_heading(report)}", str(src)))
+        kind = str(report.get("kind", ""))
+        blurb = "" if kind in seen_kinds else kind_blurb(kind)
+        seen_kinds.add(kind)
+        heading = f"{i}. {_heading(report)}"
+        sections.append(_section_html(report, images, heading, str(src),
+                                      verdict=len(reports) > 1, blurb=blurb))
+        verdicts.append(f"<li><strong>{esc(_heading(report))}</strong>: "
+                        f"{esc(report_summary(report))}</li>")
     kinds = sorted({str(r.get("kind", "")) for r in reports})
     title = f"leakprobe report: {len(reports)} audit{'s' if len(reports) != 1 else ''}"
     if len(kinds) == 1:
         title += f" ({kinds[0]})"
-    page = _page_html(title, sections, [str(r.get("kind", "")) for r in reports])
+    lead = (verdict_html(report_summary(reports[0])) if len(reports) == 1
+            else f'<ol class="verdicts">{"".join(verdicts)}</ol>')
+    page = page_html(title, lead, "".join(sections))
     written["html"] = write_text(out / "report.html", page)
     return written

@@ -21,8 +21,8 @@ from leakprobe.evaluation.ownership import Combination, OwnershipTest
 from leakprobe.io import write_json, write_text
 from leakprobe.report.schema import OWNERSHIP_KIND, leakprobe_version, to_jsonable
 
-__all__ = ["build_ownership_report", "ownership_body_html", "verdict_line",
-           "write_ownership_report"]
+__all__ = ["build_ownership_report", "ownership_body_html", "ownership_details_html",
+           "verdict_line", "write_ownership_report"]
 
 _WHAT_IT_SHOWS = (
     "A <em>derived</em> verdict rejects, at level alpha, the hypothesis that the suspect was "
@@ -116,15 +116,13 @@ def _p(value: Any) -> str:
 
 
 def _verdict_html(report: dict[str, Any]) -> str:
-    from leakprobe.report.html import esc
+    from leakprobe.report.html import verdict_html
 
-    colour = "#b42318" if report.get("verdict") == "derived" else "#1d2430"
-    return (f'<p style="font-size:1.15rem;font-weight:600;color:{colour}">'
-            f"{esc(verdict_line(report))}</p>")
+    return verdict_html(str(report.get("summary") or verdict_line(report)))
 
 
-def _details_html(report: dict[str, Any]) -> str:
-    """The test table, the notes and the setting."""
+def ownership_details_html(report: dict[str, Any]) -> str:
+    """The test table and the notes, then the setting collapsed (values escaped)."""
     from leakprobe.report.html import esc, fmt
 
     rows = []
@@ -158,12 +156,13 @@ def _details_html(report: dict[str, Any]) -> str:
     card = "".join(f"<tr><th>{esc(k)}</th><td>{fmt(v)}</td></tr>" for k, v in facts)
     notes = "".join(f'<p class="foot">{esc(n)}</p>' for n in report.get("notes", []))
     return (f"<h3>Tests</h3>{table}{notes}<p class=\"foot\">{_WHAT_IT_SHOWS}</p>"
-            f'<h3>Setting</h3><table class="kv card">{card}</table>')
+            '<details class="config"><summary>Configuration: the setting</summary>'
+            f'<h3>Setting</h3><table class="kv card">{card}</table></details>')
 
 
 def ownership_body_html(report: dict[str, Any]) -> str:
     """The verdict line, the test table, the notes and the setting (values escaped)."""
-    return _verdict_html(report) + _details_html(report)
+    return _verdict_html(report) + ownership_details_html(report)
 
 
 def write_ownership_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -172,17 +171,14 @@ def write_ownership_report(report: dict[str, Any], out_dir: str | Path) -> dict[
     Returns:
         ``{"json": path, "html": path}``.
     """
-    from leakprobe.report.html import PAGE_CSS, esc, kind_blurb
+    from leakprobe.report.html import esc, kind_blurb, page_html
 
     out = Path(out_dir)
     paths = {"json": write_json(out / "report.json", report)}
     title = "leakprobe report: encoder-ownership"
     warn = "".join(f'<div class="warning"><strong>Warning:</strong> {esc(w)}</div>'
                    for w in report.get("warnings", []))
-    page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head><body>"
-            f"<h1>{esc(title)}</h1>{_verdict_html(report)}{kind_blurb(OWNERSHIP_KIND)}"
-            f"{warn}{_details_html(report)}</body></html>\n")
+    page = page_html(title, _verdict_html(report),
+                     kind_blurb(OWNERSHIP_KIND) + warn + ownership_details_html(report))
     paths["html"] = write_text(out / "report.html", page)
     return paths

@@ -159,7 +159,9 @@ def build_membership_report(
     Adds to ``context`` (without overriding what the caller set): ``versions`` (leakprobe,
     python, numpy, torch), ``total_queries`` and ``total_attack_seconds``. If a blind attack's
     AUC interval lies above 0.5, a distribution-shift warning is added; every non-blind result
-    then also carries ``"vs_blind"`` (its AUC minus the blind AUC).
+    then also carries ``"vs_blind"`` (its AUC minus the blind AUC). ``summary`` is the
+    report's verdict in one sentence (:func:`leakprobe.report.summary.membership_summary`:
+    the attacks' tests corrected for their number, the blind floor, the detectable AUC).
 
     Args:
         kind: e.g. ``"encoder-membership"``.
@@ -241,15 +243,20 @@ def build_membership_report(
                         "auc_minus_blind": row["metrics"]["auc"] - b["auc"],
                     }
 
-    return {
+    from leakprobe.report.summary import membership_summary
+
+    report: dict[str, Any] = {
         "leakprobe_version": leakprobe_version(),
         "kind": str(kind),
+        "summary": "",
         "knowledge": str(knowledge),
         "seed": int(seed),
         "context": ctx,
         "warnings": all_warnings,
         "results": out_results,
     }
+    report["summary"] = membership_summary(report)
+    return report
 
 
 build_report = build_membership_report  # the name scripts and the README know

@@ -2,6 +2,8 @@
 
 What it shows:
 
+- first, the grid's main finding in one sentence (:func:`study_summary`, the ``summary`` key
+  of ``study.json``, also the first line the ``study`` command prints);
 - one row per cell: paradigm, defence and strength, seed, utility (k-NN and linear probe,
   50/50 on the utility set), each attack's AUC and TPR at 1% FPR with 95% intervals, and the
   epsilon spent by DP cells (a number only when it is a DP guarantee, else ``none (nominal
@@ -37,7 +39,7 @@ import numpy as np
 
 from leakprobe.evaluation.permutation import max_statistic_p
 from leakprobe.io import write_json, write_text
-from leakprobe.report.html import PAGE_CSS, esc, figure_html, fmt, fmt_ci
+from leakprobe.report.html import esc, figure_html, fmt, fmt_ci, page_html, verdict_html
 from leakprobe.report.plots import new_figure, plot_curves, save_figure
 from leakprobe.report.schema import is_blind, leakprobe_version, to_jsonable
 from leakprobe.study.config import StudyConfig, primary_attacks
@@ -315,12 +317,76 @@ def build_study(study: StudyConfig, records: list[dict]) -> dict:
     cells = [{**{k: v for k, v in r.items() if k not in ("config",)},
               "leakage_summary": cell_leakage(r, primaries, family)} for r in records]
     config = {**study.to_dict(), "primary_attacks": primaries, "headline_family": family}
-    return to_jsonable({
-        "format": STUDY_FORMAT, "name": study.name, "leakprobe_version": leakprobe_version(),
+    out = to_jsonable({
+        "format": STUDY_FORMAT, "name": study.name, "summary": "",
+        "leakprobe_version": leakprobe_version(),
         "config": config, "attacks": attacks, "n_cells": len(records),
         "cells": cells, "ranking": _ranking(records, attacks, primaries, family),
         "tradeoffs": _tradeoffs(study, records, attacks),
     })
+    out["summary"] = study_summary(out)
+    return out
+
+
+STUDY_ALPHA = 0.05  # the per-cell level of "beats chance" in the study's summary
+
+
+def study_summary(summary: dict) -> str:
+    """The grid's main finding in one sentence (the ``summary`` key of ``study.json``).
+
+    How many cells the headline primary attack finds leaking (its own p-value <= 0.05 in
+    each cell; a count, not a family-wise claim), which paradigm leaks most and least
+    undefended (the ranking's headline AUC), and whether better encoders leak more (Spearman
+    between utility and that AUC over the undefended cells, else all cells). A study.json
+    written before the key existed gets it computed.
+    """
+    if summary.get("summary"):
+        return str(summary["summary"])
+    cells = summary.get("cells") or []
+    if not cells:
+        return "The study has no cells"
+    leaks = [_cell_leak(c, summary) for c in cells]
+    rank = summary.get("ranking") or {}
+    head = rank.get("headline_attack") or next(
+        (lk["headline_attack"] for lk in leaks if lk.get("headline_attack")), None)
+    parts = []
+    if head:
+        ps = [lk.get("headline_p_value") for lk in leaks]
+        aucs = [float(lk["headline_auc"]) for lk in leaks if lk.get("headline_auc") is not None]
+        if all(p is not None for p in ps):
+            hits = sum(float(p) <= STUDY_ALPHA for p in ps if p is not None)
+            parts.append(f"the headline attack {head} beats chance (p <= {STUDY_ALPHA:g}) "
+                         f"in {hits} of {len(cells)} cell{'s' if len(cells) != 1 else ''}")
+        elif aucs:
+            parts.append(f"the headline attack {head} reaches AUC {min(aucs):.2f} to "
+                         f"{max(aucs):.2f} over {len(cells)} cells (no p-values: audited "
+                         "without permutations)")
+    paradigms = [r for r in rank.get("paradigms") or []
+                 if isinstance(r.get("leakage"), (int, float)) and math.isfinite(r["leakage"])]
+    if len(paradigms) >= 2:
+        order = sorted(paradigms, key=lambda r: -r["leakage"])
+        parts.append(f"undefended, {order[0]['paradigm']} leaks most (AUC "
+                     f"{order[0]['leakage']:.2f}) and {order[-1]['paradigm']} least "
+                     f"({order[-1]['leakage']:.2f})")
+    elif paradigms:
+        parts.append(f"undefended {paradigms[0]['paradigm']} reaches AUC "
+                     f"{paradigms[0]['leakage']:.2f}")
+    corr = rank.get("spearman_utility_vs_auc") or {}
+    for scope, where in (("undefended_cells", "undefended cells"), ("all_cells", "cells")):
+        s = (corr.get(scope) or {}).get("leakage") or {}
+        if s.get("rho") is None or s.get("p") is None:
+            continue
+        stats = f"Spearman rho = {s['rho']:.2f}, p = {_p_text(s['p'])}, {s['n']} {where}"
+        if s["p"] <= STUDY_ALPHA:
+            parts.append(f"better encoders leak {'more' if s['rho'] > 0 else 'less'} "
+                         f"({stats})")
+        else:
+            parts.append(f"no clear link between utility and leakage ({stats})")
+        break
+    if not parts:
+        return f"{len(cells)} cells audited; no headline attack to summarise"
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:]
 
 
 # -- plots --------------------------------------------------------------------------------
@@ -418,6 +484,9 @@ def _leak_cells_html(leak: dict) -> list[str]:
 
 
 def _cells_table(summary: dict) -> str:
+    """Two tables that fit a 1280-px window: per cell its setting, utility, leakage and
+    best-of-many; then per cell each attack's AUC [95% CI], p-value and TPR at 1% FPR in one
+    cell (an audit's many attacks would not fit as two columns each)."""
     attacks = summary["attacks"]
     primaries, family = summary_primaries(summary)
     n_best = len([a for a in attacks if not is_blind(a)])
@@ -425,13 +494,14 @@ def _cells_table(summary: dict) -> str:
             else "leakage<br>(no primary)")
     head = ("<tr><th>cell</th><th>paradigm</th><th>defence</th><th>seed</th><th>epochs</th>"
             "<th>k-NN</th><th>linear probe</th><th>&epsilon;</th>"
-            f"<th>{lead}<br>AUC [95% CI]</th><th>best of {n_best}<br>max AUC, p</th>"
-            + "".join(f"<th>{esc(a)}<br>AUC [95% CI]</th><th>{esc(a)}<br>TPR@1%FPR</th>"
-                      for a in attacks) + "</tr>")
-    rows = []
+            f"<th>{lead}<br>AUC [95% CI]</th><th>best of {n_best}<br>max AUC, p</th></tr>")
+    per_attack = ("<tr><th>cell</th>" + "".join(f"<th>{esc(a)}</th>" for a in attacks)
+                  + "</tr>")
+    rows, attack_rows = [], []
     for c in summary["cells"]:
         link = f"cells/{c['folder']}/audit/report.html"
-        cells = [f'<td><a href="{esc(link)}">{esc(c["name"])}</a></td>',
+        name = f'<td><a href="{esc(link)}">{esc(c["name"])}</a></td>'
+        cells = [name,
                  f"<td>{esc(c['paradigm'])}</td>", f"<td>{esc(_setting(c))}</td>",
                  f'<td class="num">{fmt(c["seed"])}</td>',
                  f'<td class="num">{fmt(c.get("epochs_trained"))}</td>',
@@ -439,24 +509,29 @@ def _cells_table(summary: dict) -> str:
                  f'<td class="num">{fmt(c["utility"][UTILITY_KEY])}</td>',
                  f'<td class="num">{_eps_html(c)}</td>',
                  *_leak_cells_html(_cell_leak(c, summary))]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
         by_name = {a["attack"]: a for a in c["attacks"]}
+        cells = [name]
         for a in attacks:
             r = by_name.get(a)
             if r is None:
-                cells += ["<td></td>", "<td></td>"]
+                cells.append("<td></td>")
                 continue
             tpr = r.get("tpr_at_1pct_fpr")
             p = _p_html(r["p_value"]) if r.get("p_value") is not None else ""
-            cells += [f'<td class="num">{fmt(r["auc"])} {fmt_ci(r["auc_ci"])} {p}</td>',
-                      f'<td class="num">{fmt(tpr)} {fmt_ci(r.get("tpr_at_1pct_fpr_ci"))}</td>'
-                      if tpr is not None else
-                      '<td class="num" title="TPR at 1% FPR needs &gt;= 1,000 non-members">'
-                      'n/a</td>']
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+            tpr_html = (f'<span class="muted">TPR@1% {fmt(tpr)} '
+                        f'{fmt_ci(r.get("tpr_at_1pct_fpr_ci"))}</span>' if tpr is not None else
+                        '<span class="muted" title="TPR at 1% FPR needs &gt;= 1,000 '
+                        'non-members">TPR@1% n/a</span>')
+            cells.append(f'<td class="num">{fmt(r["auc"])} {fmt_ci(r["auc_ci"])} {p}'
+                         f"{tpr_html}</td>")
+        attack_rows.append("<tr>" + "".join(cells) + "</tr>")
     notes = "".join(f'<div class="warning">epsilon is not a DP guarantee for '
                     f'{esc(", ".join(names))}: {esc(caveat)}</div>'
                     for caveat, names in _nominal_notes(summary["cells"]).items())
-    return f'<table class="metrics">{head}{"".join(rows)}</table>{notes}'
+    return (f'<table class="metrics">{head}{"".join(rows)}</table>{notes}'
+            "<h3>Each attack: AUC [95% CI], p-value and TPR at 1% FPR</h3>"
+            f'<table class="metrics wide">{per_attack}{"".join(attack_rows)}</table>')
 
 
 def _ranking_html(summary: dict) -> str:
@@ -525,21 +600,21 @@ def render_html(summary: dict, images: dict[str, Path]) -> str:
     warn_html = "".join(f'<div class="warning">{esc(w)}</div>' for w in warnings_)
     tradeoff_keys = [k for k in images if k.startswith("tradeoff_")]
     title = f"leakprobe study: {summary['name']}"
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1>"
-        '<p class="muted">Each cell trains an encoder (paradigm x defence x seed), audits it '
-        "for membership leakage (AUC 0.5 is chance; 95% intervals, widened by the "
-        "attacker's fitting noise; p-values from label permutations) and "
-        "measures its utility (k-NN / linear probe, 50/50 split of the utility set).</p>"
-        f'<table class="kv">{facts_html}</table>{warn_html}'
-        f"<h2>Cells</h2>{_cells_table(summary)}"
+    body = (
+        '<p class="blurb">Each cell trains an encoder (paradigm x defence x seed), audits it '
+        "for membership leakage (AUC 0.5 is chance; 95% intervals: a stratified bootstrap, "
+        "widened for fitted attacks by their fitting noise under label permutations; "
+        "p-values from label permutations) and measures its utility (k-NN / linear probe, "
+        "50/50 split of the utility set).</p>"
+        f"{warn_html}"
+        f'<h2>Cells</h2><div class="scroll">{_cells_table(summary)}</div>'
         f"<h2>Privacy vs utility</h2>{_figures(images, ['privacy_vs_utility'])}"
         f"<h2>Defence trade-offs</h2>{_figures(images, tradeoff_keys)}"
         f"<h2>Do better encoders leak more?</h2>{_ranking_html(summary)}"
-        "</body></html>\n"
+        '<details class="config"><summary>Configuration: data, knowledge and primary attacks'
+        f'</summary><table class="kv">{facts_html}</table></details>'
     )
+    return page_html(title, verdict_html(study_summary(summary)), body)
 
 
 def write_study_report(summary: dict, out: str | Path) -> dict[str, Path]:
@@ -609,7 +684,9 @@ def ranking_lines(summary: dict) -> list[str]:
 
 
 def print_table(summary: dict, echo=print) -> None:
-    """Print :func:`table_lines` and the utility-vs-leakage correlation through ``echo``."""
+    """Print the study's one-sentence summary (:func:`study_summary`), then
+    :func:`table_lines` and the utility-vs-leakage correlation through ``echo``."""
+    echo(study_summary(summary))
     for line in table_lines(summary) + ranking_lines(summary):
         echo(line)
     corr = summary["ranking"]["spearman_utility_vs_auc"]

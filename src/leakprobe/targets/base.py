@@ -15,8 +15,11 @@ query interface the attacks use. Whatever the family, a target
 3. **checks** every answer with the family's hook, :meth:`TargetBase.check_output` (finite
    (B, D) embeddings, finite images in [0, 1], integer token ids or strings, ...);
 4. **counts** the images queried, charged in full before the first chunk runs, against an
-   optional budget (:class:`QueryCounter`); the progress bar advances as each chunk is
-   answered, so its rate and time left follow the model.
+   optional budget (:class:`QueryCounter`); the progress bar advances as each chunk (one
+   model call of ``batch_size`` images) is answered, so its rate and time left follow the
+   model. The counter is the target's progress ``source``
+   (:func:`leakprobe.progress.source_of`): a query task bound to it takes this target's
+   queries only, never a reference encoder's.
 
 Convolutional modules (two or more ``Conv2d``) get their queries in the channels-last memory
 format when the probe answers the same in it: measured on this project's 2-core AMD EPYC, one
@@ -83,11 +86,12 @@ class QueryCounter:
             )
         self.used += n
         if progress:
-            count_queries(n)  # advances the progress bar of the step that pays for them
+            count_queries(n, self)  # advances the progress bar of the step that pays for them
 
     def answered(self, n: int) -> None:
-        """``n`` images paid with ``charge(..., progress=False)`` were answered."""
-        count_queries(n)
+        """``n`` images paid with ``charge(..., progress=False)`` were answered (one model
+        batch): the progress task counting this target's queries advances by ``n``."""
+        count_queries(n, self)
 
 
 def check_images(images: torch.Tensor) -> None:

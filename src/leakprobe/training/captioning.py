@@ -68,6 +68,7 @@ def train_captioner(
     arch_kwargs: dict | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    description: str = "captioner training",
 ) -> tuple[CNNLSTMCaptioner, list[float]]:
     """Train a ``cnn-lstm`` captioner on ``data`` (images + ``extras["captions"]``).
 
@@ -78,6 +79,7 @@ def train_captioner(
         arch_kwargs: ``cnn-lstm`` overrides (``embed_dim``, ``hidden``, ``width``, ``max_len``).
         checkpoint_dir: where the Trainer checkpoints (None: no checkpoints).
         resume: continue from the checkpoint.
+        description: names the training's progress task.
     Returns:
         The trained model (eval mode, on the training device) and the loss per epoch.
     """
@@ -86,7 +88,7 @@ def train_captioner(
     model = create_model(ARCH, **captioner_kwargs(tokenizer, data.image_size, arch_kwargs))
     if not isinstance(model, CNNLSTMCaptioner):  # what ARCH registers
         raise LeakprobeError(f"architecture {ARCH!r} is not a CNNLSTMCaptioner")
-    trainer = Trainer(model, config, checkpoint_dir)
+    trainer = Trainer(model, config, checkpoint_dir, description=description)
     device = trainer.device
     seqs = encode_captions(tokenizer, [c for r in refs for c in r], model.max_len).to(device)
     count = torch.tensor([len(r) for r in refs], dtype=torch.long)

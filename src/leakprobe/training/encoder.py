@@ -98,6 +98,7 @@ def _ssl_trainer(
     config: TrainConfig,
     checkpoint_dir: str | Path | None,
     callbacks: list[EpochCallback] | None,
+    description: str = "encoder training",
 ) -> tuple[EncoderRecipe, SSLMethod, Trainer]:
     size = images.shape[-1]
     dp = config.dp is not None
@@ -105,7 +106,8 @@ def _ssl_trainer(
         recipe = dp_recipe(recipe, size)
     torch.manual_seed(config.seed)
     method = build_ssl_method(recipe, size, dp)
-    return recipe, method, Trainer(method, config, checkpoint_dir, list(callbacks or []))
+    return recipe, method, Trainer(method, config, checkpoint_dir, list(callbacks or []),
+                                   description=description)
 
 
 def train_ssl_encoder(
@@ -115,17 +117,19 @@ def train_ssl_encoder(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: list[EpochCallback] | None = None,
+    description: str = "encoder training",
 ) -> tuple[torch.nn.Module, list[float]]:
     """Train a backbone with an SSL method on ``images`` (N, 3, H, W) in [0, 1] (a tensor or
     a :class:`~leakprobe.data.stream.LazyImages`, read one batch per step).
 
     With ``config.dp`` the backbone is built with GroupNorm (:func:`dp_recipe`) and trained
-    with DP-SGD.
+    with DP-SGD. ``description`` names the training's progress task (``shadow training``).
 
     Returns:
         The trained backbone (eval mode, on the training device) and the loss per epoch.
     """
-    _, method, trainer = _ssl_trainer(images, recipe, config, checkpoint_dir, callbacks)
+    _, method, trainer = _ssl_trainer(images, recipe, config, checkpoint_dir, callbacks,
+                                      description)
     history = trainer.fit(images, method.loss, resume=resume)
     return export_backbone(method).eval(), history
 

@@ -157,7 +157,7 @@ def train_image2image(
               "output": "softmax" if segment else "sigmoid", "input_size": size,
               **(arch_kwargs or {})}
     model = create_model(arch, **kwargs)
-    trainer = Trainer(model, config, checkpoint_dir)
+    trainer = Trainer(model, config, checkpoint_dir, description=f"{task} model training")
     device = trainer.device
     inputs = pairs.images.to(device)
     truth = pairs.extras[key].to(device)

@@ -25,7 +25,7 @@ from leakprobe.evaluation.permutation import resolve_permutations
 from leakprobe.evaluation.plan import FeatureCache, build_plan, time_probe
 from leakprobe.evaluation.utility import knn_accuracy, linear_probe
 from leakprobe.preflight import check_out_dir
-from leakprobe.progress import log
+from leakprobe.progress import log, query_task, source_of
 from leakprobe.report.html import write_report
 from leakprobe.report.schema import MembershipKind, build_membership_report
 from leakprobe.targets.encoder import ModuleEncoder, embed_images
@@ -73,7 +73,8 @@ def encoder_utility(target, labelled: ImageSet, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(labelled), generator=g)
     half = len(perm) // 2
-    emb = embed_images(target, labelled.pixels)
+    with query_task("utility: querying", len(labelled), source_of(target)):
+        emb = embed_images(target, labelled.pixels)
     tr, te = perm[:half], perm[half:]
     y = labelled.labels
     probe, _ = linear_probe(emb[tr], y[tr], emb[te], y[te], seed)
@@ -88,7 +89,8 @@ def train_shadow(
     """Train a shadow encoder on half of the attacker's own data; return it and its split."""
     split = make_split(data, len(data) // 2, seed=seed)
     log(f"training shadow encoder ({recipe.method}, {recipe.arch}) on {len(split.members)} images")
-    backbone, _ = train_ssl_encoder(split.members.pixels, recipe, config)
+    backbone, _ = train_ssl_encoder(split.members.pixels, recipe, config,
+                                    description="shadow training")
     return ModuleEncoder(backbone, device=config.device, name="shadow"), split.members, \
         split.nonmembers
 
@@ -117,7 +119,8 @@ def audit_encoder(
 
     Args:
         target: an :class:`~leakprobe.targets.encoder.Encoder`.
-        members, nonmembers: evaluation images, identically preprocessed.
+        members: evaluation images the target trained on.
+        nonmembers: evaluation images it did not train on, preprocessed identically.
         attacks: attack names / aliases (``all``: partcrop, encodermi, lpla, baseline;
             ``partcrop-pooled`` replaces ``partcrop`` for a target without usable tokens), or
             attack objects.
@@ -146,7 +149,7 @@ def audit_encoder(
             ``"byol"``, ``"simclr,crop-scale=0.2:1"`` or a dict; see :mod:`leakprobe.views`).
             The report's context records ``views_setting`` and each attack's ``views``.
     Returns:
-        The report dictionary (the JSON schema of the README).
+        The report dictionary (its keys: docs/concepts.md).
     """
     if knowledge == "reference" and attacks == "all":
         attacks = "calibrated"  # fitted attacks need known samples; calibrated ones do not
@@ -490,7 +493,8 @@ def audit_captioner(
 
     Args:
         target: a :class:`~leakprobe.targets.captioner.Captioner`.
-        members, nonmembers: evaluation images with ``extras["captions"]``.
+        members: images the captioner trained on, with ``extras["captions"]``.
+        nonmembers: images it did not train on, likewise captioned.
         shadow_data: the attacker's own captioned images (required).
         attacks: attack names (``m4i-metric``, ``m4i-feature``, ``all``) or attack objects.
         permutations: label permutations of the test of "no leakage" (the M4I scorers are
@@ -538,7 +542,8 @@ def audit_captioner(
         refs = split.members.extras["captions"]
         tokenizer = Tokenizer.fit([c for cs in refs for c in cs])
         log(f"training shadow captioner on {len(split.members)} images")
-        model, _ = train_captioner(split.members, tokenizer, config)
+        model, _ = train_captioner(split.members, tokenizer, config,
+                                   description="shadow captioner training")
         shadow_target = ModuleCaptioner(model, tokenizer, device=config.device, name="shadow")
     for attack in attack_objs:
         if not attack.prepared:

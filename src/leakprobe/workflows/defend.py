@@ -55,8 +55,11 @@ def plan_settings(
         defence: ``early-stopping`` (values: epochs), ``dp`` (noise multipliers),
             ``dp-epsilon`` (target epsilons) or ``scsr`` (crop-scale lower bounds).
         values: the strengths.
-        recipe, config: the undefended recipe and training settings.
-        max_grad_norm, delta, accountant: DP-SGD settings shared by the DP runs.
+        recipe: the undefended training recipe.
+        config: the undefended training settings.
+        max_grad_norm: DP-SGD's per-sample clipping norm, shared by the DP runs.
+        delta: DP-SGD's delta, shared by the DP runs.
+        accountant: DP-SGD's privacy accountant (``rdp`` or ``prv``), shared by the DP runs.
     Raises:
         LeakprobeError: unknown defence, no values, or a value the defence rejects.
     """
@@ -129,15 +132,20 @@ def defend_encoder(
         defence: ``early-stopping``, ``dp``, ``dp-epsilon`` or ``scsr`` (see
             :mod:`leakprobe.defences.kinds`).
         values: strengths (see :func:`plan_settings`).
-        recipe, config: the undefended training recipe and settings (``config.seed`` also
+        recipe: the undefended training recipe.
+        config: the undefended training settings (``config.seed`` also
             seeds the audits).
         out_dir: output folder: ``report.json``/``report.html`` (combined), and one folder
             per setting with its audit report (and, except for early stopping, its target).
         attacks: attack names for :func:`leakprobe.workflows.audit.audit_encoder`.
         utility_set: labelled images for utility (default: the non-member split).
-        knowledge, folds, repeats: the audit protocol.
+        knowledge: the audit's knowledge setting (see ``audit_encoder``).
+        folds: cross-fitting folds of each audit.
+        repeats: cross-fitting repetitions of each audit.
         permutations: label permutations of each audit's test of "no leakage" (0: none).
-        max_grad_norm, delta, accountant: DP-SGD settings.
+        max_grad_norm: DP-SGD's per-sample clipping norm.
+        delta: DP-SGD's delta.
+        accountant: DP-SGD's privacy accountant (``rdp`` or ``prv``).
         resume: continue interrupted trainings from their checkpoints.
         **attack_options: attack parameters (``num_parts``, ``n_views``, ``views``: the view
             recipe, see :mod:`leakprobe.views`).

@@ -25,7 +25,7 @@ from leakprobe.workflows.audit import (
 )
 
 # Long training on few images without a projection head: a target that memorises its
-# members, so the audit has leakage to find (see the README's "demo" section).
+# members, so the audit has leakage to find (see docs/getting-started.md).
 DEMO_RECIPE = EncoderRecipe("simclr", "resnet-tiny", {}, (0.08, 1.0),
                             {"temperature": 0.2, "proj_dim": 0})
 

@@ -11,6 +11,8 @@ Its folder is named by a hash of everything that determines it (the pool's conte
 recipe, the training settings, r and the seed), so R = 8 reuses the four references of an
 R = 4 run, and a killed run retrains only the references that had not finished: a reference
 counts as done once its ``reference.json`` exists (written last, atomically).
+Progress: ``references: training`` counts the references trained; inside it each one's
+training shows its steps, ``reference 3 training (epoch 12/50)``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from leakprobe.data.splits import check_shadow_disjoint
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.references import ReferenceModels
 from leakprobe.io import write_json
-from leakprobe.progress import log
+from leakprobe.progress import log, task, track
 from leakprobe.training.encoder import EncoderRecipe, save_encoder, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig
 
@@ -87,7 +89,9 @@ def _train_one(pool: ImageSet, positions: np.ndarray, recipe: EncoderRecipe,
     t0 = time.time()
     torch.manual_seed(config.seed)
     chosen = pool.subset(positions.tolist())
-    backbone, history = train_ssl_encoder(chosen.pixels, recipe, config)
+    backbone, history = train_ssl_encoder(chosen.pixels, recipe, config,
+                                          description=f"reference {info['reference'] + 1} "
+                                                      "training")
     save_encoder(backbone.cpu(), recipe, tmp, {"train": config.to_dict(),
                                                "loss_history": history, **info})
     hashes = chosen.content_hashes()
@@ -162,7 +166,9 @@ def train_references(
     if workers > 1 and len(jobs) > 1 and train_fn is None:
         _train_on_ray(pool, jobs, recipe, config, infos, workers)
     else:
-        for (_, folder, positions), info in zip(jobs, infos, strict=True):
+        for (_, folder, positions), info in track(list(zip(jobs, infos, strict=True)),
+                                                  "references: training",
+                                                  unit="references"):
             train(pool, positions, recipe, config, str(folder), info)
     encoders = [load_target(str(f / "encoder.safetensors"), family="encoder", device=device)
                 for f in folders]
@@ -204,11 +210,15 @@ def _train_on_ray(pool: ImageSet, jobs: list, recipe: EncoderRecipe, config: Tra
 
         ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.ERROR,
                  runtime_env={"env_vars": env}, object_store_memory=256 * 2**20)
-    task = ray.remote(num_cpus=1, max_retries=0)(_train_one)
+    remote = ray.remote(num_cpus=1, max_retries=0)(_train_one)
     try:
-        refs = [task.remote(pool, positions, recipe, config, str(folder), info)
-                for (_, folder, positions), info in zip(jobs, infos, strict=True)]
-        ray.get(refs)
+        pending = [remote.remote(pool, positions, recipe, config, str(folder), info)
+                   for (_, folder, positions), info in zip(jobs, infos, strict=True)]
+        with task("references: training on Ray", len(pending), "references") as bar:
+            while pending:  # one step per reference trained
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+                bar.advance(len(done))
     finally:
         if started:
             ray.shutdown()

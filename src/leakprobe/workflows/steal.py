@@ -58,7 +58,7 @@ def train_surrogate(
     torch.manual_seed(config.seed)
     surrogate = create_model("surrogate", backbone=arch, out_dim=out_dim,
                              backbone_kwargs=arch_kwargs, input_size=cache.size)
-    trainer = Trainer(surrogate, config, checkpoint_dir)
+    trainer = Trainer(surrogate, config, checkpoint_dir, description="surrogate training")
     index = torch.arange(n_images)
     trainer.fit(index, lambda idx, g: method.loss(surrogate, cache, idx.cpu(), g), resume=True)
     return surrogate.cpu().eval()
@@ -314,10 +314,13 @@ def steal_encoder(
             Local targets only (a server applies its own).
         surrogate_arch: registered backbone of the surrogate.
         surrogate_kwargs: overrides of the surrogate backbone's arguments.
-        epochs, batch_size, lr: surrogate training.
+        epochs: training epochs of each surrogate.
+        batch_size: images per training step of the surrogates.
+        lr: learning rate of the surrogates' optimiser.
         amp: bf16 autocast of the surrogates' training (``auto``/``on``/``off``).
         device: where the surrogates train.
-        probe_train, probe_test: labelled sets for linear-probe judgement.
+        probe_train: labelled images the linear probes are fitted on.
+        probe_test: labelled images the probes are judged on.
         seed: fixes the query order, the views, the defences' noise, the surrogates and the
             probes.
         out_dir: where surrogates, the query caches and the report go (resumable).

@@ -21,6 +21,10 @@ Per network (the procedure of PartCrop's and EncoderMI's reference attackers):
   and is what makes the permutation test affordable). A network stopped early leaves the
   batch, so the others run on at full speed.
 
+Each batch of networks shows a progress task over its epochs (``scorer: training 64
+networks: 12/100 epochs``), inside the audit's ``cross-fitting`` task; its time left is an
+upper bound, as early stopping may end it sooner.
+
 Initialisation follows ``nn.Linear`` (uniform in +-1/sqrt(fan_in) for weights and biases).
 All random draws of a network come from a generator seeded with its own ``seed``.
 """
@@ -37,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from leakprobe.evaluation.results import FitTask
+from leakprobe.progress import track
 from leakprobe.threads import single_threaded
 
 # Parameters of one batch of networks (elements of the (M, D) tensor); bounds memory.
@@ -352,7 +357,8 @@ def _fit_batch(network, shapes, x_all, tasks, epochs, lr, weight_decay, batch_si
     patience_ref = torch.full((m_count,), float("inf"))
     alive = torch.arange(m_count)  # the task of each row of the training tensors
     n_tr = xtr.shape[1]
-    for _ in range(epochs):
+    what = f"scorer: training {m_count} network{'s' if m_count > 1 else ''}"
+    for _ in track(range(epochs), what, unit="epochs"):  # at most: early stopping ends it
         keys = torch.stack([torch.rand(n_tr, generator=gens[i]) for i in alive.tolist()])
         keys[~mtr] = 2.0  # padding last
         order = keys.argsort(dim=1)

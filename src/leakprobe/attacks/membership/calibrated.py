@@ -13,7 +13,9 @@ permutation test of fixed scores. The references come from
 :class:`~leakprobe.evaluation.references.ReferenceModels`, handed over by :meth:`prepare`;
 they are local models, so their statistics cost no target query. The target pays its usual
 queries for the candidates plus, once per statistic, the population samples' (RMIA's z and
-the estimate of a statistic's direction).
+the estimate of a statistic's direction). Each reference's queries (candidates and population)
+show as a progress task of their own, ``lira-encodermi: reference 3/8 querying``; the
+target's query task counts the target's queries only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from leakprobe.attacks.registry import create_attack, register_attack, route_opt
 from leakprobe.data.stream import Images
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation import calibration
+from leakprobe.progress import query_task, source_of
 
 METHODS = ("lira", "rmia")
 
@@ -169,13 +172,21 @@ class CalibratedAttack(MembershipAttack):
                 problem = token_problem(model)
                 if problem is not None:
                     raise needs_tokens_error(self.name, problem)
+        population = refs.population.pixels
         on_target = refs.statistic_of(stat, base, target, images)
-        on_refs = np.stack([refs.statistic_of(stat, base, m, images)
-                            for m in refs.encoders])
+        pop_target = refs.statistic_of(stat, base, target, population)
+        per_ref: list[tuple[np.ndarray, np.ndarray]] = []
+        n = int(images.shape[0]) + int(population.shape[0])
+        for i, model in enumerate(refs.encoders):
+            # each reference's queries advance a task of their own, never the target's
+            at_most = int(base.queries_per_image(model)) * n + 2 * int(base.extra_queries(model))
+            with query_task(f"{self.name}: reference {i + 1}/{len(refs.encoders)} querying",
+                            at_most, source_of(model)):
+                per_ref.append((refs.statistic_of(stat, base, model, images),
+                                refs.statistic_of(stat, base, model, population)))
+        on_refs = np.stack([on for on, _ in per_ref])
+        pop_refs = np.stack([pop for _, pop in per_ref])
         trained = refs.trained_on_mask(images)
-        pop_target = refs.statistic_of(stat, base, target, refs.population.pixels)
-        pop_refs = np.stack([refs.statistic_of(stat, base, m, refs.population.pixels)
-                             for m in refs.encoders])
         self.population_ = (pop_target, pop_refs, refs.population_in)
         return np.column_stack([on_target, on_refs.T, trained.T.astype(float)])
 

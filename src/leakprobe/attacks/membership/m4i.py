@@ -36,7 +36,7 @@ from leakprobe.attacks.membership._common import MembershipAttack, NeuralScorer,
 from leakprobe.attacks.registry import AttackTable, register_attack
 from leakprobe.data.images import ImageSet
 from leakprobe.errors import LeakprobeError
-from leakprobe.progress import track
+from leakprobe.progress import task
 
 
 def _references(samples: ImageSet) -> list[list[str]]:
@@ -212,7 +212,8 @@ class M4IFeature(MembershipAttack):
         contrastive: weight of the in-batch contrastive term (0: MSE only).
         temperature: of the contrastive logits.
         shift: largest random translation (pixels) of training images.
-        batch_size, lr: Adam settings of the extractor.
+        batch_size: images per Adam step of the extractor.
+        lr: Adam learning rate of the extractor.
         device: where the extractor trains and runs.
         seed: fixes the extractor and the MLP classifier.
     """
@@ -264,17 +265,22 @@ class M4IFeature(MembershipAttack):
         bows = bag_of_words([c for cs in refs for c in cs], self.tokenizer_).to(device)
         images = public.images.to(device)
         model.train()
-        for _ in track(range(self.epochs), "m4i-feature: training the extractor",
-                       unit="epochs"):
-            for idx in torch.randperm(len(owner), generator=g).split(self.batch_size):
-                if len(idx) < 2:  # BatchNorm needs two samples
-                    continue
-                who = owner[idx].to(device)
-                img, txt = model(_shift(images[who], self.shift, g), bows[idx.to(device)])
-                loss = alignment_loss(img, txt, who, self.contrastive, self.temperature)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        # every step of every epoch (a last batch of one caption is skipped: BatchNorm)
+        steps = sum(len(b) >= 2 for b in torch.arange(len(owner)).split(self.batch_size))
+        with task("m4i-feature: training the extractor", self.epochs * steps, "steps") as bar:
+            for epoch in range(self.epochs):
+                bar.describe(f"m4i-feature: training the extractor (epoch {epoch + 1}/"
+                             f"{self.epochs})")
+                for idx in torch.randperm(len(owner), generator=g).split(self.batch_size):
+                    if len(idx) < 2:  # BatchNorm needs two samples
+                        continue
+                    who = owner[idx].to(device)
+                    img, txt = model(_shift(images[who], self.shift, g), bows[idx.to(device)])
+                    loss = alignment_loss(img, txt, who, self.contrastive, self.temperature)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    bar.advance()
         self.extractor_ = model.eval()
         return self
 

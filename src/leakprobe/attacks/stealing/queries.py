@@ -26,7 +26,7 @@ from leakprobe.augment import SSLAugmentation
 from leakprobe.data.stream import Images, image_batches, take
 from leakprobe.errors import LeakprobeError
 from leakprobe.io import atomic_write
-from leakprobe.progress import log, task
+from leakprobe.progress import log, query_task, source_of, task
 from leakprobe.serving.wire import dequantise, quantise
 from leakprobe.targets.encoder import embed_images, resize
 
@@ -200,7 +200,8 @@ class QueryCache:
                 f"each, only {len(self.images)} given: add query images or raise --views")
         starts = range(self.n_done, n_images, chunk)
         total = (n_images - self.n_done) * self.views_per_image
-        with task("stealing: querying the target", max(total, 0), unit="queries"):
+        with task("stealing: querying the target", max(total, 0), "queries",
+                  source=source_of(target)):
             for start in starts:
                 self._fill_chunk(target, start, min(start + chunk, n_images))
 
@@ -277,7 +278,9 @@ def cached_embeddings(
             continue
         if name in stored:
             log(f"{path}: the {name} images or the target changed; embedding them again")
-        out[name] = embed_images(target, images).float().cpu()
+        with query_task(f"stealing: querying the {name} images", len(images),
+                        source_of(target)):
+            out[name] = embed_images(target, images).float().cpu()
         paid += len(images)
         stored[name], meta[name] = out[name], key
         if path is not None:

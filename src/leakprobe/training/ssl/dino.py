@@ -66,8 +66,9 @@ class DINO(SSLMethod):
     steps, lr 1e-4 to 2e-3, with or without local crops, BatchNorm in the head or not, even
     without augmentation) the loss first rises from a low start (the center starts at zero)
     and then settles at ``ln(out_dim)`` (uniform collapse) or just above it; the backbone
-    still learns (k-NN / probe utility close to SimCLR's, see the README). The paper's regime
-    (hundreds of thousands of steps, lr 5e-4 x batch / 256) is far from these runs.
+    still learns (k-NN / probe utility close to SimCLR's, see docs/guide/training.md). The
+    paper's regime (hundreds of thousands of steps, lr 5e-4 x batch / 256) is far from these
+    runs.
 
     Args:
         backbone: the encoder trained.

@@ -37,10 +37,10 @@ class MoCo(SSLMethod):
 
     Defaults, paper -> ours: queue 65536 -> ``queue_size`` 4096 (a queue longer than the
     data set holds older keys of each image among its own negatives; with 200 images it did
-    no harm in our runs, see the README); momentum 0.999 -> 0.99 (short runs); temperature
-    0.2; head 2048 -> ``hidden_dim`` 512 -> ``proj_dim`` 128; symmetric loss (MoCo v3's; the
-    paper's is one-sided). Shuffle-BN (multi-GPU) is not reproduced: the key encoder sees the
-    batch in training mode.
+    no harm in our runs, see docs/guide/training.md); momentum 0.999 -> 0.99 (short runs);
+    temperature 0.2; head 2048 -> ``hidden_dim`` 512 -> ``proj_dim`` 128; symmetric loss
+    (MoCo v3's; the paper's is one-sided). Shuffle-BN (multi-GPU) is not reproduced: the key
+    encoder sees the batch in training mode.
 
     ``dp_per_image_exact`` is False: within a step each query meets its own key and a queue
     snapshot from earlier steps, but every image's key (the momentum encoder's output on it,
