@@ -26,6 +26,7 @@ _EXPORTS = {
     "audit_captioner": "leakprobe.workflows.audit",
     "audit_encoder": "leakprobe.workflows.audit",
     "audit_image2image": "leakprobe.workflows.audit",
+    "audit_image_text": "leakprobe.workflows.image_text_audit",
     "audit_model": "leakprobe.workflows.audit",
     "encoder_utility": "leakprobe.workflows.audit",
     "load_coco_captions": "leakprobe.data.captions",
@@ -103,5 +104,6 @@ if TYPE_CHECKING:  # static analysers see the real names
         encoder_utility,
     )
     from leakprobe.workflows.defend import defend_encoder  # noqa: F401
+    from leakprobe.workflows.image_text_audit import audit_image_text  # noqa: F401
     from leakprobe.workflows.ownership import OwnershipSpec, run_ownership  # noqa: F401
     from leakprobe.workflows.steal import steal_encoder  # noqa: F401

@@ -72,6 +72,8 @@ def _model_inputs() -> dict[tuple[str, ...], tuple]:
         ("serve", "image2image"): o.model_forms("image2image", url=False),
         ("audit", "captioner"): o.model_forms("captioner"),
         ("serve", "captioner"): o.model_forms("captioner", url=False),
+        ("audit", "image-text"): o.model_forms("image-text"),
+        ("serve", "image-text"): o.model_forms("image-text", url=False),
     }
 
 
@@ -87,6 +89,8 @@ def _data_inputs() -> dict[tuple[str, ...], tuple]:
         ("train", "encoder"): o.DATA_FORMS,
         ("train", "image2image"): o.DATA_FORMS,
         ("train", "captioner"): o.CAPTION_FORMS,
+        ("audit", "image-text"): o.CAPTION_FORMS,
+        ("train", "image-text"): o.CAPTION_FORMS,
         ("defend", "encoder"): o.DATA_FORMS,
         ("study",): o.DATA_FORMS,
     }

@@ -15,20 +15,22 @@ from leakprobe.serving.server import ModelService
 from leakprobe.targets.encoder import ModuleEncoder
 from leakprobe.targets.families import FAMILIES, family, family_of_report, load_target
 
-QUERY_METHODS = {"embed", "tokens", "translate", "caption"}
+QUERY_METHODS = {"embed", "tokens", "translate", "caption", "embed_images", "embed_texts"}
 
 
-def test_the_three_families_and_their_defaults():
-    assert list(FAMILIES) == ["encoder", "image2image", "captioner"]
+def test_the_four_families_and_their_defaults():
+    assert list(FAMILIES) == ["encoder", "image2image", "captioner", "image-text"]
     assert [f.default_attacks for f in FAMILIES.values()] == [
-        "all", "reconstruction,predictability,membership-error", "m4i-metric,m4i-feature"]
+        "all", "reconstruction,predictability,membership-error", "m4i-metric,m4i-feature",
+        "clip-cosine,clip-rank,clip-augment"]
     assert [f.report_kind for f in FAMILIES.values()] == [
-        "encoder-membership", "image2image-membership", "captioner-membership"]
+        "encoder-membership", "image2image-membership", "captioner-membership",
+        "image-text-membership"]
     assert family_of_report("captioner-membership") is FAMILIES["captioner"]
     assert family_of_report("encoder-defence") is None
     assert family(" Encoder ") is family(FAMILIES["encoder"]) is FAMILIES["encoder"]
     with pytest.raises(LeakprobeError, match="unknown model family 'gan'; known: encoder, "
-                                             "image2image, captioner"):
+                                             "image2image, captioner, image-text"):
         family("gan")
 
 
@@ -40,7 +42,8 @@ def test_each_family_names_classes_of_its_own_kind(name):
     assert issubclass(client, HTTPTarget) and issubclass(service, ModelService)
     assert client.kind == service.kind == name and client.route == service.route
     own = {"encoder": {"embed", "tokens"}, "image2image": {"translate"},
-           "captioner": {"caption"}}[name]
+           "captioner": {"caption"},
+           "image-text": {"embed_images", "embed_texts"}}[name]
     assert {m for m in QUERY_METHODS if hasattr(client, m)} == own  # only its own methods
     assert callable(service.answer)
 

@@ -154,6 +154,24 @@ ATTACKS: tuple[AttackInfo, ...] = (
     AttackInfo("captioner", "m4i-feature", "M4I: |image - caption embedding| of a multimodal "
                "extractor trained on the attacker's data -> MLP; black box, shadow-fitted",
                ("all",), 1),
+    # image-text: queries count images and texts, C = 5 captions per image assumed
+    AttackInfo("image-text", "clip-cosine", "cosine similarity attack (Ko et al., ICCV 2023): "
+               "mean cosine of the image and its captions, nothing fitted; black box, 1 + C "
+               "queries per image", ("all",), 6),
+    AttackInfo("image-text", "clip-rank", "leakprobe's retrieval statistic: minus the "
+               "normalised rank of the true captions among the other audited (and population) "
+               "captions, nothing fitted; black box, 1 + C queries per image (shared with "
+               "clip-cosine)", ("all",), 6),
+    AttackInfo("image-text", "clip-augment", "leakprobe's statistic after Ko et al.'s "
+               "augmentation attack: sorted cosines of augmented views and perturbed captions "
+               "-> logistic regression; black box, fitted on known samples; 2 x n_views (16) "
+               "queries per image", ("all",), 16),
+    AttackInfo("image-text", "clip-augment-mean", "clip-augment's mean cosine of augmented "
+               "views and perturbed captions, nothing fitted; black box; the same 16 queries "
+               "per image", ("all",), 16),
+    AttackInfo("image-text", "blind", "blind floor (Das et al.), always run: image and caption "
+               "statistics only, no query; measures how the member and non-member sets "
+               "differ, not the model", (), 0),
     AttackInfo("stealing", "contsteal", "Cont-Steal (Sha et al., CVPR 2023) as its code does "
                "it: InfoNCE between the surrogate's and the target's embeddings of the same "
                "augmented view; black box", ("all",), 1),

@@ -5,6 +5,7 @@ Families (:data:`FAMILIES`):
 - ``encoder``: membership inference on encoders (``leakprobe audit encoder --attacks``);
 - ``image2image``: membership inference on image-to-image models (``audit image2image``);
 - ``captioner``: membership inference on image captioners (``audit captioner``);
+- ``image-text``: membership inference on image-text dual encoders (``audit image-text``);
 - ``stealing``: encoder stealing methods (``leakprobe steal encoder --method``).
 
 An attack module registers its classes with :func:`register_attack`. One class may be
@@ -83,6 +84,13 @@ FAMILIES: dict[str, AttackFamily] = {f.name: f for f in (
         all=("m4i-metric", "m4i-feature"),
         options=("classifier", "extractor_epochs", "device"),
         unknown="unknown captioning attack '{name}'; known: {listed}"),
+    AttackFamily(
+        "image-text",
+        "membership inference on image-text models (audit image-text --attacks)",
+        ("leakprobe.attacks.membership.image_text",),
+        all=("clip-cosine", "clip-rank", "clip-augment", "clip-augment-mean"),
+        options=("n_views", "views"),
+        unknown="unknown image-text attack '{name}'; known: {listed}"),
     AttackFamily(
         "stealing", "encoder stealing (steal encoder --method)",
         ("leakprobe.attacks.stealing",),

@@ -1,10 +1,10 @@
-"""``leakprobe audit encoder|image2image|captioner``: membership-inference audits (and
+"""``leakprobe audit encoder|image2image|captioner|image-text``: membership-inference audits (and
 ``audit ownership``, registered from :mod:`leakprobe.cli.ownership`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -323,4 +323,79 @@ def audit_captioner_cmd(
                              permutations=permutations, seed=seed, out_dir=out,
                              context={"model": model}, shadow_epochs=shadow_epochs, amp=amp,
                              device=resolved)
+    print_summary(report, out)
+
+
+@app.command("image-text")
+def audit_image_text_cmd(
+    *,
+    model: Annotated[str, model_option("image-text")],
+    members: Annotated[str, data_option(
+        "--members", "Captioned images the model trained on (image-caption pairs), in one of "
+        "these forms:", CAPTION_FORMS)],
+    nonmembers: Annotated[str, data_option(
+        "--nonmembers", "Captioned images it did not train on, from the same pool: any form "
+        "--members takes.", ())],
+    out: ReportOut,
+    images: Annotated[str | None, typer.Option(
+        rich_help_panel=INPUTS_PANEL, metavar="FOLDER",
+        help="Folder the JSON file_names resolve against (default: each JSON file's "
+             "folder).")] = None,
+    population: Annotated[str | None, data_option(
+        "--population", "Attacker's own captioned images, sharing none with the audited "
+        "sets: their captions join clip-rank's distractors; any form --members takes.", (),
+        panel=ATTACKS_PANEL)] = None,
+    image_size: InputSize = None,
+    batch_size: QueryBatchSize = "auto",
+    query_precision: QueryPrecision = "auto",
+    budget: Annotated[int | None, typer.Option(
+        rich_help_panel=MODEL_PANEL, min=1,
+        help="Most queries sent to the target (each image and each text is one).")] = None,
+    attacks: Annotated[str, typer.Option(
+        show_default=False,  # a long default typer cuts: in the help
+        rich_help_panel=ATTACKS_PANEL,
+        help="Comma list (`leakprobe attacks` lists them with their queries per image); "
+             "default: clip-cosine, clip-rank, clip-augment. Also clip-augment-mean; all = "
+             "the four; encoder:NAME runs an encoder attack or alias on the image tower, "
+             "e.g. encoder:all. The blind floor always runs.")
+    ] = FAMILIES["image-text"].default_attacks,
+    n_views: Annotated[int | None, typer.Option(
+        "--n-views", rich_help_panel=ATTACKS_PANEL, min=1,
+        help="clip-augment's (view, perturbed caption) pairs per image (default 8); "
+             "EncoderMI's views for encoder: attacks.")] = None,
+    views: Annotated[str | None, typer.Option(
+        "--views", rich_help_panel=ATTACKS_PANEL,
+        help="View recipe of clip-augment (default: mild,jitter-p=0: crops of 0.5-1 of the "
+             "image and flips) and of the encoder: attacks, e.g. 'simclr' or "
+             "'mild,crop-scale=0.8:1'.")] = None,
+    num_parts: NumParts = None,
+    folds: Folds = 2,
+    repeats: Repeats = 1,
+    permutations: Permutations = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = "auto",
+) -> None:
+    """Audit an image-text (CLIP-style) model: cosine, retrieval rank and augmentation
+    stability of image-caption pairs, with the blind floor; write report.json and report.html.
+    """
+    use_threads(threads)
+    from leakprobe.data.captions import load_captioned_dataset
+    from leakprobe.targets.families import load_target
+    from leakprobe.workflows.image_text_audit import audit_image_text, build_image_text_attacks
+
+    given: dict[str, Any] = {"n_views": n_views, "views": views, "num_parts": num_parts}
+    options = {k: v for k, v in given.items() if v is not None}
+    build_image_text_attacks(attacks, seed, **options)  # names fail before loading
+    target = load_target(model, family="image-text", device=device, budget=budget,
+                         image_size=image_size, batch_size=batch_size,
+                         query_precision=query_precision)
+    size = image_size or target.input_size
+    mem = load_captioned_dataset(members, size, seed, images)
+    non = load_captioned_dataset(nonmembers, size, seed, images)
+    pop = load_captioned_dataset(population, size, seed, images) if population else None
+    # audit_image_text checks captions, sizes, overlap and the budget before any query
+    report = audit_image_text(target, mem, non, attacks=attacks, folds=folds, repeats=repeats,
+                              permutations=permutations, seed=seed, out_dir=out,
+                              context={"model": model}, population=pop, **options)
     print_summary(report, out)

@@ -55,16 +55,25 @@ def model_forms(family: str, *, url: bool = True) -> tuple[Form, ...]:
     """Every form ``--model`` takes for a model of ``family``, in the loader's order.
 
     Args:
-        family: ``encoder``, ``image2image`` or ``captioner``
+        family: ``encoder``, ``image2image``, ``captioner`` or ``image-text``
             (:func:`leakprobe.targets.families.load_target`).
         url: whether an ``http(s)://`` service is accepted (``serve`` needs a local model).
     """
-    train = {"encoder": "runs/enc", "image2image": "runs/unet", "captioner": "runs/cap"}[family]
-    forms = [Form(train, f"a folder written by `leakprobe train {family}`")]
+    train = {"encoder": "runs/enc", "image2image": "runs/unet", "captioner": "runs/cap",
+             "image-text": "runs/clip"}[family]
+    if family == "image-text":
+        forms = [Form(train, "a folder written by `leakprobe train image-text` "
+                      "(image_text.safetensors, tokenizer.json)"),
+                 Form("hf:models/clip-vit-base-patch32",
+                      "a Hugging Face CLIP or SigLIP save_pretrained folder with its tokenizer "
+                      "(config.json model_type clip or siglip; hf:OWNER/NAME reads the local "
+                      "Hugging Face cache; needs transformers, the hf extra; never downloads)")]
+    else:
+        forms = [Form(train, f"a folder written by `leakprobe train {family}`")]
     if family == "captioner":
         forms.append(Form("captioner.pt", "TorchScript exporting generate(images), with "
                           "tokenizer.json beside it"))
-    else:
+    elif family != "image-text":
         forms.append(Form("model.pt", "a TorchScript file (torch.jit.save)"))
         arch = "vit-tiny" if family == "encoder" else "unet-small"
         forms.append(Form(f"weights.safetensors --arch {arch}",
@@ -85,7 +94,9 @@ def model_forms(family: str, *, url: bool = True) -> tuple[Form, ...]:
                           "architecture"))
     returns = {"encoder": "an nn.Module or an object with embed(images)",
                "image2image": "an nn.Module or an object with translate(images)",
-               "captioner": "an object with caption(images) -> list of str"}[family]
+               "captioner": "an object with caption(images) -> list of str",
+               "image-text": "an object or nn.Module with embed_images(images) and "
+               "embed_texts(texts)"}[family]
     forms.append(Form("my_pkg.models:build", f"package.module:factory returning {returns}"))
     forms.append(Form("my_model.py:build", "file.py:factory, the same from a Python file"))
     if url:
@@ -421,7 +432,7 @@ def model_option(family: str, *, url: bool = True, name: str = "--model",
     """``--model`` (or ``name``) of ``family`` in the Inputs panel, its help listing every form
     (:func:`model_forms`)."""
     what = {"encoder": "encoder", "image2image": "image-to-image model",
-            "captioner": "captioner"}[family]
+            "captioner": "captioner", "image-text": "image-text model"}[family]
     return typer.Option(name, metavar="MODEL", rich_help_panel=INPUTS_PANEL, help=forms_help(
         lead or f"The {what}{'' if url else ' (local)'}, in one of these forms:",
         model_forms(family, url=url)))

@@ -1,4 +1,4 @@
-"""``leakprobe serve encoder|image2image|captioner``: a model behind an HTTP API.
+"""``leakprobe serve encoder|image2image|captioner|image-text``: a model behind an HTTP API.
 
 The service announces its limits at ``/v1/info`` (``max_batch``, ``max_body_bytes``,
 ``max_image_side``) and leakprobe's clients size their requests under them; a request over a
@@ -52,6 +52,12 @@ MaxBodyMB = Annotated[float, typer.Option(
     "under it; 224-px images take 0.19 MiB each as uint8, 0.77 as float32).")]
 MaxImageSide = Annotated[int, typer.Option(min=1, help="Largest accepted image side.",
                                            rich_help_panel=SERVICE_PANEL)]
+MaxTexts = Annotated[int, typer.Option(
+    min=1, help="Texts per request to /v1/embed_texts (announced at /v1/info).",
+    rich_help_panel=SERVICE_PANEL)]
+MaxTextChars = Annotated[int, typer.Option(
+    min=1, rich_help_panel=SERVICE_PANEL,
+    help="Characters of a request's texts in all (announced at /v1/info).")]
 NoLogRequests = Annotated[bool, typer.Option(
     "--no-log-requests", rich_help_panel=SERVICE_PANEL,
     help="Do not write the JSON line per request to stderr (client, path, status, body bytes, "
@@ -214,4 +220,40 @@ def serve_captioner_cmd(
                   max_image_side=max_image_side, max_queries=max_queries, rate=rate)
     _serve("captioner", _local(model), config, host=host, port=port, arch=None,
            image_size=image_size, device=device, log_requests=not no_log_requests,
+           api_keys=api_keys, state=state, admin_key=admin_key)
+
+
+@app.command("image-text")
+def serve_image_text_cmd(
+    *,
+    model: Annotated[str, model_option("image-text", url=False)],
+    image_size: InputSize = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    max_queries: Annotated[int | None, typer.Option(
+        help="Total images and texts the service will answer (default: no limit).",
+        rich_help_panel=SERVICE_PANEL)] = None,
+    rate: Rate = None,
+    max_batch: MaxBatch = 64,
+    max_body_mb: MaxBodyMB = 64.0,
+    max_image_side: MaxImageSide = 512,
+    max_texts: MaxTexts = 256,
+    max_text_chars: MaxTextChars = 256 * 1024,
+    no_log_requests: NoLogRequests = False,
+    api_keys: ApiKeys = None,
+    state: StateFile = None,
+    admin_key: AdminKey = None,
+    device: Device = "auto",
+    threads: Threads = "auto",
+) -> None:
+    """Serve an image-text (CLIP-style) model at http://HOST:PORT (/v1/info,
+    /v1/embed_images, /v1/embed_texts, /v1/usage) until interrupted; each image and each
+    text is one query."""
+    use_threads(threads)
+    config = dict(max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
+                  max_image_side=max_image_side, max_queries=max_queries, rate=rate,
+                  max_texts=max_texts, max_text_chars=max_text_chars)
+    _serve("image-text", _local(model), config, host=host, port=port, arch=None,
+           image_size=image_size, device=device, log_requests=not no_log_requests,
+           banner=" (input {target.input_size}, embedding {target.embed_dim})",
            api_keys=api_keys, state=state, admin_key=admin_key)

@@ -1,4 +1,5 @@
-"""``leakprobe train encoder|image2image|captioner``: train a target on a member split."""
+"""``leakprobe train encoder|image2image|captioner|image-text``: train a target on a member
+split."""
 
 from __future__ import annotations
 
@@ -221,5 +222,49 @@ def train_captioner_cmd(
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, amp=amp, seed=seed,
                          device=device)
     paths = train_target_captioner(split, config, out, resume=resume)
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command("image-text")
+def train_image_text_cmd(
+    *,
+    data: Annotated[str, data_option(
+        "--data", "Captioned images the member split is drawn from, in one of these forms:",
+        CAPTION_FORMS)] = "synthetic:400",
+    members: MemberCount = 100,
+    nonmembers: NonmemberCount = None,
+    out: Out,
+    arch: Annotated[str, typer.Option(
+        rich_help_panel=TRAINING_PANEL,
+        help="Image tower backbone (`leakprobe models`).")] = "resnet-tiny",
+    arch_kwargs: ArchKwargs = None,
+    embed_dim: Annotated[int, typer.Option(
+        rich_help_panel=TRAINING_PANEL, min=1,
+        help="Size of the joint image-text embedding.")] = 64,
+    epochs: Epochs = 100,
+    batch_size: BatchSize = 64,
+    lr: LearningRate = 2e-3,
+    image_size: ImageSize = 32,
+    resume: Resume = False,
+    amp: Amp = "auto",
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = "auto",
+) -> None:
+    """Train a CLIP-style image-text model (image tower + text transformer, symmetric
+    InfoNCE) on a member split; export it with its tokenizer and both sides as COCO JSON."""
+    use_threads(threads)
+    from leakprobe.data.captions import load_captioned_dataset
+    from leakprobe.data.splits import make_split
+    from leakprobe.training.image_text import train_target_image_text
+
+    dataset = load_captioned_dataset(data, image_size, seed)
+    split = make_split(dataset, members, nonmembers, seed=seed)
+    paths = train_target_image_text(
+        split.members, out_dir=out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        device=device, arch=arch, embed_dim=embed_dim,
+        arch_kwargs=parse_json_object(arch_kwargs, "--arch-kwargs"), amp=amp,
+        nonmembers=split.nonmembers, resume=resume)
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")

@@ -122,6 +122,12 @@ KIND_BLURBS = {
         "captions the model writes (trained on a shadow captioner of its own) tell the images "
         "it was trained on from unseen ones? " + _SCORES_NOTE
     ),
+    "image-text-membership": (
+        "<strong>Image-text membership inference.</strong> Can an attacker who queries both "
+        "towers of a CLIP-style model (image and text embeddings) tell the image-caption pairs "
+        "it was trained on from unseen ones, by how well it aligns each image with its own "
+        "caption? " + _SCORES_NOTE
+    ),
     "encoder-stealing": (
         "<strong>Encoder stealing.</strong> How much of the target encoder an attacker copies "
         "by training a surrogate on the target's embeddings of the attacker's own images, for "

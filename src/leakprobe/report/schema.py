@@ -43,7 +43,8 @@ __all__ = [
 
 BLIND_ATTACK = "blind"
 # The ``kind`` of each report leakprobe writes.
-MembershipKind = Literal["encoder-membership", "image2image-membership", "captioner-membership"]
+MembershipKind = Literal["encoder-membership", "image2image-membership", "captioner-membership",
+                         "image-text-membership"]
 STEALING_KIND = "encoder-stealing"
 DEFENCE_KIND = "encoder-defence"
 OWNERSHIP_KIND = "encoder-ownership"

@@ -31,7 +31,7 @@ own budget (403).
 
 The family clients expose their own family's query methods only: :class:`HTTPEncoder`
 (``embed``, ``tokens``), :class:`HTTPTranslator` (``translate``), :class:`HTTPCaptioner`
-(``caption``).
+(``caption``), :class:`HTTPImageText` (``embed_images``, ``embed_texts``).
 """
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ from leakprobe.serving.wire import (
     encode_uint8,
     on_grid,
     quantise,
+    text_chunks,
 )
 from leakprobe.targets.base import QueryCounter, check_images, resize
+from leakprobe.targets.image_text import check_texts
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 #: The environment variable holding the API key sent as ``Authorization: Bearer KEY``.
@@ -417,6 +419,105 @@ class HTTPCaptioner(HTTPTarget):
     def caption(self, images: torch.Tensor) -> list[str]:
         """One caption per image, from the service in batches."""
         return [c for part in self.query(images, self._read_captions) for c in part]
+
+
+class HTTPImageText(HTTPTarget):
+    """:class:`~leakprobe.targets.image_text.ImageTextModel` behind ``/v1/embed_images`` and
+    ``/v1/embed_texts`` (a black box; ``leakprobe serve image-text``).
+
+    Images are resized to the server's ``input_size`` before they are sent (as the local
+    target does); texts go as JSON in requests within the server's ``max_texts``,
+    ``max_text_chars`` and body limit. Each image and each text is one query, all of a call
+    paid for (``budget``) before its first request. Every answer is checked (shape, the
+    embedding size the server declared, NaN) and L2-normalised where the server did not.
+
+    Args:
+        url: base URL, e.g. ``http://127.0.0.1:8080``.
+        batch_size: images (or texts) per request at most (capped by the server's limits).
+        budget: local budget of images and texts on top of the server's.
+        image_size: override the server's declared input size.
+        timeout, retries, backoff, encoding: as for :class:`HTTPTarget`.
+    """
+
+    kind = "image-text"
+    route = "/v1/embed_images"
+    text_route = "/v1/embed_texts"
+    resizes_queries = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_size: int = 64,
+        budget: int | None = None,
+        image_size: int | None = None,
+        timeout: float = 60.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        encoding: str = "auto",
+    ) -> None:
+        super().__init__(url, batch_size=batch_size, timeout=timeout, retries=retries,
+                         backoff=backoff, encoding=encoding, budget=budget,
+                         image_size=image_size)
+
+    def _read_info(self, info: dict) -> None:
+        self.embed_dim = int(info.get("embed_dim") or 0)
+        max_texts, max_chars = info.get("max_texts"), info.get("max_text_chars")
+        self.max_texts = max_texts if isinstance(max_texts, int) and max_texts > 0 else None
+        self.max_text_chars = max_chars if isinstance(max_chars, int) and max_chars > 0 \
+            else None
+
+    def _options(self) -> dict:  # type: ignore[override]
+        return {"response_encoding": "npy"}
+
+    def _read_embeddings(self, answer: dict, n: int) -> torch.Tensor:
+        emb = self._check_array(_field(answer, "embeddings"), n, 2, "embeddings",
+                                declared_width=self.embed_dim)
+        norms = emb.norm(dim=1, keepdim=True)
+        if n and not bool((norms > 0).all()):
+            raise LeakprobeError(f"{self.url}: the answer holds an all-zero embedding")
+        if bool(((norms - 1).abs() > 1e-4).any()):  # a server that does not normalise
+            emb = emb / norms
+        return emb
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, D) L2-normalised float32, from the service."""
+        check_images(images)
+        if images.shape[0] == 0:
+            return torch.empty(0, self.embed_dim)
+        return torch.cat(self.query(images, self._read_embeddings))
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """B strings -> (B, D) L2-normalised float32, from the service in requests sized to
+        its limits; all of them paid for before the first request."""
+        texts = check_texts(texts)
+        room = self.max_body_bytes - self.max_body_bytes // 64 - 4096
+        per_request = min(self.batch_size, self.max_texts or self.batch_size)
+        chunks = text_chunks(texts, max_texts=per_request, max_chars=self.max_text_chars,
+                             max_bytes=room)
+        self.counter.charge(len(texts), progress=False)
+        pieces: list[torch.Tensor] = []
+        for chunk in chunks:
+            self._send_texts(chunk, pieces)
+        return torch.cat(pieces) if pieces else torch.empty(0, self.embed_dim)
+
+    def _send_texts(self, chunk: list[str], pieces: list[torch.Tensor]) -> None:
+        """POST ``chunk`` to :attr:`text_route` (halved while answered 413); keep pieces."""
+        body = json.dumps({"texts": chunk, **self._options()}).encode()
+        try:
+            answer = self._request("POST", self.text_route, body)
+        except RequestTooLarge:
+            if len(chunk) == 1:
+                raise
+            half = (len(chunk) + 1) // 2  # a stricter limit than announced (a proxy)
+            self.batch_size = min(self.batch_size, half)
+            for start in range(0, len(chunk), half):
+                self._send_texts(chunk[start:start + half], pieces)
+            return
+        self.requests += 1
+        self.server_queries_used = int(answer.get("queries_used", 0))
+        pieces.append(self._read_embeddings(answer, len(chunk)))
+        self.counter.answered(len(chunk))
 
 
 def _field(answer: dict, name: str) -> object:

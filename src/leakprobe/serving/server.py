@@ -23,6 +23,9 @@ Protocol (docs/ARCHITECTURE.md, "HTTP"), spoken by the clients of :mod:`leakprob
   ``{"outputs_npy": base64 float32 .npy (B, C, H, W), "queries_used": n}``
 - ``POST /v1/caption`` (captioning services) takes the same requests and answers
   ``{"captions": ["a red circle ...", ...], "queries_used": n}``
+- ``POST /v1/embed_images`` and ``POST /v1/embed_texts`` (image-text services,
+  :mod:`leakprobe.serving.image_text`): images as above, texts as ``{"texts": [...]}``; both
+  answer L2-normalised ``embeddings`` (or ``embeddings_npy``) and ``queries_used``
 - ``GET /v1/usage`` -> the caller's usage (:meth:`~leakprobe.serving.keys.Clients.usage`:
   ``name``, ``queries``, ``budget``, ``remaining``, ``first_seen``, ``last_seen``,
   ``coverage``, ``noise_std``); for the admin key ``{"clients": [...]}``, every key's. Without
@@ -57,9 +60,11 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from starlette.applications import Starlette
@@ -84,7 +89,8 @@ request_log = logging.getLogger("leakprobe.serve")
 
 #: The ``leakprobe serve`` option behind each limit, named in 413 answers.
 LIMIT_OPTIONS = {"max_body_bytes": "--max-body-mb", "max_batch": "--max-batch",
-                 "max_image_side": "--max-image-side"}
+                 "max_image_side": "--max-image-side", "max_texts": "--max-texts",
+                 "max_text_chars": "--max-text-chars"}
 
 #: The client of the request being answered (set by :meth:`ModelService.handle`).
 _CLIENT: contextvars.ContextVar[Client | None] = contextvars.ContextVar("leakprobe_client",
@@ -109,6 +115,9 @@ class ServeConfig:
         defence: an answer defence spec (``leakprobe serve encoder --defence``, e.g.
             ``b4b`` or ``b4b:alpha=0.8+round:3``; see
             :func:`~leakprobe.defences.answers.parse_answer_defence`).
+        max_texts: texts per request (image-text services; announced at ``/v1/info``).
+        max_text_chars: characters of a request's texts in all (image-text services;
+            announced at ``/v1/info``).
 
     ``defence``, ``noise``, ``top_k`` and ``round_decimals`` make the service's
     :class:`~leakprobe.defences.answers.AnswerDefence` (:func:`answer_defence`).
@@ -124,6 +133,8 @@ class ServeConfig:
     round_decimals: int | None = None
     seed: int = 0
     defence: str | None = None
+    max_texts: int = 256
+    max_text_chars: int = 256 * 1024
 
 
 def answer_defence(config: ServeConfig) -> AnswerDefence:
@@ -253,6 +264,22 @@ class ModelService:
         """The JSON answer to one request's parsed ``images`` (``options``: the request)."""
         raise NotImplementedError(f"{type(self).__name__} must define respond")
 
+    def routes(self) -> dict[str, Callable[..., dict]]:
+        """Each POST route and its handler (``handler(payload, record, client=)``, as
+        :meth:`handle`): ``route`` and :meth:`handle` unless a family has more."""
+        return {self.route: self.handle}
+
+    @contextmanager
+    def acting_for(self, client: Client | None) -> Iterator[Client]:
+        """Answer for ``client`` (default: the anonymous one) within the block: what
+        :attr:`client` and :meth:`run_model` see."""
+        client = client if client is not None else self.clients.anonymous
+        token = _CLIENT.set(client)
+        try:
+            yield client
+        finally:
+            _CLIENT.reset(token)
+
     def handle(self, payload: object, record: dict | None = None, *,
                client: Client | None = None) -> dict:
         """The JSON answer to one request at ``route``: parse, limit, charge, run.
@@ -265,20 +292,17 @@ class ModelService:
                 Its budget is checked on the image count the payload announces before any
                 pixel is decoded.
         """
-        client = client if client is not None else self.clients.anonymous
-        token = _CLIENT.set(client)
-        try:
-            announced = count_images(payload)
-            if announced is not None:
-                self.clients.check(client, announced)
-            images = self.parse_images(payload)
-            if record is not None:
-                record["images"] = int(images.shape[0])
-            return self.respond(images, payload if isinstance(payload, dict) else {})
-        except ClientRefused as e:
-            raise ServiceError.refused(e) from e
-        finally:
-            _CLIENT.reset(token)
+        with self.acting_for(client) as who:
+            try:
+                announced = count_images(payload)
+                if announced is not None:
+                    self.clients.check(who, announced)
+                images = self.parse_images(payload)
+                if record is not None:
+                    record["images"] = int(images.shape[0])
+                return self.respond(images, payload if isinstance(payload, dict) else {})
+            except ClientRefused as e:
+                raise ServiceError.refused(e) from e
 
     def answer(self, payload: object) -> dict:
         """The JSON answer to one request at ``route`` (see :meth:`handle`)."""
@@ -332,15 +356,16 @@ class ModelService:
         """The client of the request being answered (the anonymous one outside a request)."""
         return _CLIENT.get() or self.clients.anonymous
 
-    def run_model(self, fn, images: torch.Tensor):
-        """Charge the budgets for ``images`` and run ``fn(images)``; returns (output, used).
+    def run_model(self, fn: Callable[[Any], Any], images: torch.Tensor | Sequence[str]):
+        """Charge the budgets for ``images`` (or texts: one query each) and run
+        ``fn(images)``; returns (output, used).
 
         The client's budget (429) and the service's (403) are checked, and both charged,
         before the model runs; the client's usage is saved after it. A bad input becomes a
         400 and any other model failure a 500: the service stays up.
         """
         client = self.client
-        n = int(images.shape[0])
+        n = len(images)
         with self.lock:
             try:
                 self.clients.check(client, n)
@@ -463,7 +488,7 @@ class CaptionerService(ModelService):
 
 def create_app(service: ModelService) -> Starlette:
     """The Starlette application serving ``service`` (``/v1/info``, ``/v1/usage`` and its
-    ``route``).
+    POST routes, :meth:`ModelService.routes`).
 
     Each request is answered in this order, so nothing is decoded or run for a request that
     is refused: rate limit (429), API key (401; the admin key may not query, 403), the key's
@@ -521,7 +546,7 @@ def create_app(service: ModelService) -> Starlette:
     async def usage(request: Request) -> JSONResponse:
         return await read_only(request, usage_answer)
 
-    async def answer(request: Request) -> JSONResponse:
+    async def answer(request: Request, handler: Callable[..., dict]) -> JSONResponse:
         start = time.perf_counter()
         record: dict = {"images": None}
         size = 0
@@ -554,30 +579,37 @@ def create_app(service: ModelService) -> Starlette:
             from starlette.concurrency import run_in_threadpool
 
             response = JSONResponse(await run_in_threadpool(
-                service.handle, payload, record, client=client))
+                handler, payload, record, client=client))
             message = None
         except ServiceError as e:
             response, message = error(e), str(e)
         log_request(request, service, status=response.status_code, body_bytes=size,
                     images=record["images"], start=start, error=message,
-                    client_key=key_name(client))
+                    client_key=key_name(client), texts=record.get("texts"))
         return response
+
+    def endpoint(handler: Callable[..., dict]) -> Callable:
+        async def post(request: Request) -> JSONResponse:
+            return await answer(request, handler)
+        return post
 
     return Starlette(routes=[Route("/v1/info", info, methods=["GET"]),
                              Route("/v1/usage", usage, methods=["GET"]),
-                             Route(service.route, answer, methods=["POST"])])
+                             *(Route(path, endpoint(handler), methods=["POST"])
+                               for path, handler in service.routes().items())])
 
 
 def log_request(request: Request, service: ModelService, *, status: int, body_bytes: int,
                 images: int | None, start: float, error: str | None = None,
-                client_key: str | None = None) -> None:
+                client_key: str | None = None, texts: int | None = None) -> None:
     """One JSON line on :data:`request_log` for one request.
 
     Fields: ``time`` (UTC, ISO 8601), ``client`` (address), ``method``, ``path``, ``status``,
     ``body_bytes``, ``images`` (null when the request was refused before it was parsed),
     ``ms``, ``queries_used`` (the service's total), ``client_key`` (the API key's name; null
-    without keys or before the key was recognised) and ``error`` (failures only). No header
-    is logged: an ``Authorization`` header or API key never reaches the log.
+    without keys or before the key was recognised), ``texts`` (requests of texts only: how
+    many) and ``error`` (failures only). No header is logged: an ``Authorization`` header or
+    API key never reaches the log.
     """
     if not request_log.isEnabledFor(logging.INFO):
         return
@@ -587,6 +619,8 @@ def log_request(request: Request, service: ModelService, *, status: int, body_by
                    "body_bytes": body_bytes, "images": images,
                    "ms": round((time.perf_counter() - start) * 1000, 2),
                    "queries_used": service.queries_used, "client_key": client_key}
+    if texts is not None:
+        entry["texts"] = texts
     if error is not None:
         entry["error"] = error
     request_log.info(json.dumps(entry, separators=(",", ":")))
@@ -615,3 +649,12 @@ def run_server(service: ModelService, host: str = "127.0.0.1", port: int = 8080,
 def config_dict(config: ServeConfig) -> dict:
     return {k: (None if isinstance(v, float) and math.isinf(v) else v)
             for k, v in asdict(config).items()}
+
+
+def __getattr__(name: str) -> Any:
+    """``ImageTextService`` lives in :mod:`leakprobe.serving.image_text` (imported on use)."""
+    if name == "ImageTextService":
+        from leakprobe.serving.image_text import ImageTextService
+
+        return ImageTextService
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,11 @@ PNGs (8-bit, one per image, ``png``) are accepted too. Answers (embeddings, outp
 as float32 ``.npy`` or JSON numbers. Every ``.npy`` payload is read with
 ``allow_pickle=False`` (no object arrays, no code), and the server checks its header (shape,
 dtype, byte count) against its limits before a byte of pixel data is decoded.
+
+Texts (image-text services, ``POST /v1/embed_texts``) travel as a JSON list of strings,
+``{"texts": [...]}``, under two limits: the number of texts (``max_texts``) and their total
+length in characters (``max_text_chars``). :func:`decode_texts` checks a request against both;
+:func:`text_chunks` splits a client's texts into requests within them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import math
 
 import numpy as np
@@ -43,7 +49,8 @@ class PayloadTooLarge(LeakprobeError):
 
     Attributes:
         limit: the :class:`~leakprobe.serving.server.ServeConfig` field exceeded
-            (``max_body_bytes``, ``max_batch`` or ``max_image_side``).
+            (``max_body_bytes``, ``max_batch``, ``max_image_side``, ``max_texts`` or
+            ``max_text_chars``).
     """
 
     def __init__(self, message: str, *, limit: str) -> None:
@@ -211,3 +218,69 @@ def decode_png(text: str, max_pixels: int, max_side: int | None = None) -> torch
     except (binascii.Error, ValueError, TypeError, UnidentifiedImageError, OSError) as e:
         raise LeakprobeError("an image payload is not a decodable base64 image") from e
     return dequantise(torch.from_numpy(levels).permute(2, 0, 1)).contiguous()
+
+
+def count_texts(payload: object) -> int | None:
+    """The texts a request carries (the length of its ``texts`` list), None when malformed."""
+    if isinstance(payload, dict) and isinstance(payload.get("texts"), list):
+        return len(payload["texts"])
+    return None
+
+
+def decode_texts(payload: object, *, max_texts: int | None = None,
+                 max_chars: int | None = None) -> list[str]:
+    """The ``texts`` of a request, checked: a non-empty list of strings, at most
+    ``max_texts`` of them, at most ``max_chars`` characters in all.
+
+    Raises:
+        PayloadTooLarge: over ``max_texts`` or ``max_chars`` (a 413).
+        LeakprobeError: anything malformed (a 400).
+    """
+    if not isinstance(payload, dict):
+        raise LeakprobeError("request body must be a JSON object")
+    texts = payload.get("texts")
+    if not isinstance(texts, list):
+        raise LeakprobeError("request needs 'texts': a list of strings")
+    if not texts:
+        raise LeakprobeError("'texts' must hold at least one string")
+    if max_texts is not None and len(texts) > max_texts:
+        raise PayloadTooLarge(f"{len(texts)} texts exceed max_texts {max_texts}",
+                              limit="max_texts")
+    if not all(isinstance(t, str) for t in texts):
+        kinds = sorted({type(t).__name__ for t in texts if not isinstance(t, str)})
+        raise LeakprobeError(f"'texts' must hold strings only, got {', '.join(kinds)}")
+    total = sum(len(t) for t in texts)
+    if max_chars is not None and total > max_chars:
+        raise PayloadTooLarge(f"texts of {total} characters exceed max_text_chars {max_chars}",
+                              limit="max_text_chars")
+    return texts
+
+
+def text_chunks(texts: list[str], *, max_texts: int, max_chars: int | None,
+                max_bytes: int) -> list[list[str]]:
+    """``texts`` in order, split into requests of at most ``max_texts`` texts, ``max_chars``
+    characters and ``max_bytes`` bytes of JSON-encoded strings each.
+
+    Raises:
+        LeakprobeError: one text alone over ``max_chars`` or ``max_bytes``.
+    """
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    chars = size = 0
+    for i, text in enumerate(texts):
+        n = len(json.dumps(text)) + 2  # its JSON string and the ", " after it
+        if (max_chars is not None and len(text) > max_chars) or n > max_bytes:
+            limit = (f"max_text_chars {max_chars}" if max_chars is not None
+                     and len(text) > max_chars else f"max_body_bytes {max_bytes}")
+            raise LeakprobeError(f"text {i} ({len(text)} characters) is over the server's "
+                                 f"{limit} on its own")
+        if chunk and (len(chunk) >= max_texts or size + n > max_bytes
+                      or (max_chars is not None and chars + len(text) > max_chars)):
+            chunks.append(chunk)
+            chunk, chars, size = [], 0, 0
+        chunk.append(text)
+        chars += len(text)
+        size += n
+    if chunk:
+        chunks.append(chunk)
+    return chunks

@@ -1,4 +1,4 @@
-"""Each model family, described once: encoder, image2image, captioner.
+"""Each model family, described once: encoder, image2image, captioner, image-text.
 
 A :class:`Family` says what the rest of leakprobe picks per family: the target protocol a
 model of the family follows and the method the attacks query, the loader that turns
@@ -41,9 +41,10 @@ class Family:
 
     Attributes:
         name: the family, as ``/v1/info`` declares it and the CLI names it (``encoder``,
-            ``image2image``, ``captioner``).
+            ``image2image``, ``captioner``, ``image-text``).
         what: the family in a sentence ("an encoder"), for errors.
-        method: the query method of its targets (``embed``, ``translate``, ``caption``).
+        method: the query method of its targets (``embed``, ``translate``, ``caption``,
+            ``embed_images``).
         target_path: ``module:name`` of its target protocol.
         loader_path: ``module:name`` of the function loading ``--model SPEC``.
         client_path: ``module:name`` of its HTTP client class.
@@ -123,6 +124,18 @@ FAMILIES: dict[str, Family] = {
             report_kind="captioner-membership",
             loader_takes_arch=False,
         ),
+        Family(
+            name="image-text",
+            what="an image-text model",
+            method="embed_images",
+            target_path="leakprobe.targets.image_text:ImageTextModel",
+            loader_path="leakprobe.targets.image_text:load_image_text",
+            client_path="leakprobe.serving.client:HTTPImageText",
+            service_path="leakprobe.serving.server:ImageTextService",
+            default_attacks="clip-cosine,clip-rank,clip-augment",
+            report_kind="image-text-membership",
+            loader_takes_arch=False,
+        ),
     )
 }
 
@@ -174,8 +187,8 @@ def load_target(
 
     Args:
         spec: what the user passed as ``--model``.
-        family: the family's name (``encoder``, ``image2image``, ``captioner``) or
-            :class:`Family`.
+        family: the family's name (``encoder``, ``image2image``, ``captioner``,
+            ``image-text``) or :class:`Family`.
         device: where a local model runs.
         arch: registered architecture of ``.safetensors`` weights (not for captioners).
         image_size: input side (default: what the model declares, else 32).

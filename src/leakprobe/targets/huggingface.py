@@ -141,12 +141,13 @@ def _side(value: object) -> int | None:
     return None
 
 
-def _preprocessing(folder: Path, config: Any) -> tuple[int, tuple, tuple]:
-    """(input side, mean, std) from ``preprocessor_config.json``, else defaults."""
+def _preprocessing(folder: Path, config: Any, *, mean: tuple = IMAGENET_MEAN,
+                   std: tuple = IMAGENET_STD) -> tuple[int, tuple, tuple]:
+    """(input side, mean, std) from ``preprocessor_config.json``, else defaults (the
+    config's ``image_size``; ``mean`` and ``std``: the model family's, ImageNet's unless
+    given)."""
     native = getattr(config, "image_size", None)
     size = native if isinstance(native, int) and native > 0 else DEFAULT_SIZE
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
     file = folder / "preprocessor_config.json"
     if not file.is_file():
         return size, mean, std

@@ -408,9 +408,10 @@ def audit_model(
 ) -> dict:
     """Audit a model of any family registered in :mod:`leakprobe.targets.families`.
 
-    The three built-in families go to their own audit (:func:`audit_encoder`,
-    :func:`audit_image2image`, :func:`audit_captioner`: their extra context, shadows and
-    utility); any other family gets the generic audit: its attacks from
+    The built-in families go to their own audit (:func:`audit_encoder`,
+    :func:`audit_image2image`, :func:`audit_captioner`,
+    :func:`~leakprobe.workflows.image_text_audit.audit_image_text`: their extra context,
+    shadows, utility and blind floors); any other family gets the generic audit: its attacks from
     :mod:`leakprobe.attacks.registry` (``attacks`` None: the family's ``default_attacks``;
     ``attack_options`` routed by constructor signature), the blind floor, the audit protocol,
     and a report of the family's ``report_kind``. This is what makes a new family one
@@ -424,9 +425,11 @@ def audit_model(
     common: dict[str, Any] = dict(knowledge=knowledge, folds=folds, repeats=repeats,
                                   permutations=permutations, seed=seed, out_dir=out_dir,
                                   context=context)
+    from leakprobe.workflows.image_text_audit import audit_image_text
+
     builtin: dict[str, Callable[..., dict]] = {
         "encoder": audit_encoder, "image2image": audit_image2image,
-        "captioner": audit_captioner}
+        "captioner": audit_captioner, "image-text": audit_image_text}
     if fam.name in builtin:
         return builtin[fam.name](target, members, nonmembers, attacks=names, **common,
                                  **attack_options)
