@@ -154,3 +154,23 @@ def test_a_report_of_the_blind_floor_alone_says_nothing_about_leakage() -> None:
     assert membership_verdict(rep).outcome == "no-attacks"
     assert rep["summary"].startswith("No attack ran, so nothing is said about leakage; the "
                                      "model-free floor does not beat chance (AUC 0.")
+
+
+def test_predictability_is_image_to_image_floor_not_an_attack() -> None:
+    """Image-to-image audits run no ``blind``: their model-free ``predictability`` is the
+    floor, so it is neither counted among the attacks nor called evidence of leakage."""
+    rep = _report({"reconstruction": 3.0, "membership-error": 3.0, "predictability": 0.0},
+                  blind=None)
+    verdict = membership_verdict(rep)
+    assert verdict.n_attacks == 2 and "predictability" not in verdict.detected
+    assert rep["summary"].startswith("Leakage detected: 2 of 2 attacks"), rep["summary"]
+    assert "the model-free floor does not beat chance" in rep["summary"]
+
+
+def test_the_model_free_floors_are_the_registry_model_free_attacks() -> None:
+    from leakprobe.attacks.registry import create_attack, entries
+    from leakprobe.report.summary import MODEL_FREE_FLOORS
+
+    model_free = {e.name for e in entries("image2image")
+                  if create_attack(e.name, family="image2image").model_free}
+    assert model_free == set(MODEL_FREE_FLOORS)

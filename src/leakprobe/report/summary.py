@@ -134,6 +134,17 @@ def _sizes(attacks: list[Mapping[str, Any]]) -> tuple[int, int]:
     return min(n(r, "n_members") for r in attacks), min(n(r, "n_nonmembers") for r in attacks)
 
 
+#: Model-free attacks that are a family's floor where it has no ``blind``: they judge the
+#: audited sets alone, never the model (``model_free`` on the attack class; image-to-image's
+#: ``predictability`` measures how hard each image is), so they are no evidence of leakage.
+MODEL_FREE_FLOORS = ("predictability",)
+
+
+def _is_floor(attack: str) -> bool:
+    """Whether a result is a model-free floor (``blind`` or a :data:`MODEL_FREE_FLOORS`)."""
+    return is_blind(attack) or attack.lower() in MODEL_FREE_FLOORS
+
+
 def _blind_clause(blind: Mapping[str, Any]) -> str:
     m = blind["metrics"]
     p = m.get("p_value")
@@ -152,8 +163,8 @@ def membership_verdict(report: Mapping[str, Any], *,
         The :class:`MembershipVerdict`; its ``sentence`` is the report's ``summary``.
     """
     results = list(report.get("results") or [])
-    attacks = [r for r in results if not is_blind(str(r["attack"]))]
-    blinds = [r for r in results if is_blind(str(r["attack"]))]
+    attacks = [r for r in results if not _is_floor(str(r["attack"]))]
+    blinds = [r for r in results if _is_floor(str(r["attack"]))]
     blind = blinds[0] if blinds else None
     shift = None if blind is None else _shift_detected(blind["metrics"])
     if not attacks:
