@@ -156,7 +156,7 @@ def test_a_spent_budget_is_429_with_the_remaining_count_and_runs_nothing(tmp_pat
         assert over.status_code == 429
         assert over.json() | {"error": ""} == {"error": "", "remaining": 1, "budget": 5,
                                                 "used": 4}
-        assert "'alice' allows 1 more images" in over.json()["error"]
+        assert "'alice' allows 1 more queries" in over.json()["error"]
         assert "retry-after" not in over.headers  # not a rate limit: do not retry
         assert embed(url, ALICE, n=1).status_code == 200
         spent = httpx.post(url + "/v1/embed", headers=auth(ALICE), content=b"{junk")
@@ -280,7 +280,7 @@ def test_the_client_sends_the_key_from_the_environment(tmp_path, monkeypatch):
         assert torch.equal(client.embed(x), service.encoder.embed(x))
         with pytest.raises(BudgetExceededError) as spent:
             client.embed(x)
-        assert "budget allows 2 more images (3 of 5 used)" in str(spent.value)
+        assert "budget allows 2 more queries (3 of 5 used)" in str(spent.value)
         assert ALICE not in str(spent.value)
 
 

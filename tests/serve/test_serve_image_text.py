@@ -114,7 +114,7 @@ def test_keys_401_and_429_before_the_model_runs(tmp_path, monkeypatch):
         monkeypatch.setenv("LEAKPROBE_API_KEY", ALICE)
         client = HTTPImageText(url)
         client.embed_texts(["a", "b", "c"])  # 3 of 5
-        with pytest.raises(BudgetExceededError, match="allows 2 more images"):
+        with pytest.raises(BudgetExceededError, match="allows 2 more queries"):
             client.embed_texts(["d", "e", "f"])
         headers = {"Authorization": f"Bearer {ALICE}"}
         x = torch.rand(3, 3, 16, 16)

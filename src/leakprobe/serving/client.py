@@ -180,7 +180,7 @@ class HTTPTarget:
                 if spent is not None:
                     raise BudgetExceededError(
                         f"{self.url}: the API key's query budget allows {spent['remaining']} "
-                        f"more images ({spent['used']} of {spent['budget']} used): "
+                        f"more queries ({spent['used']} of {spent['budget']} used): "
                         f"{message}")
                 if resp.status_code == 413:
                     raise RequestTooLarge(f"{self.url}{path}: HTTP 413: {message}")

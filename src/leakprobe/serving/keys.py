@@ -337,7 +337,7 @@ class Clients:
             if budget is None or (used < budget and used + images <= budget):
                 return
             left = max(budget - used, 0)
-            what = "is spent" if left == 0 else f"allows {left} more images"
+            what = "is spent" if left == 0 else f"allows {left} more queries"  # images or texts
             raise ClientRefused(429, f"the query budget of key '{client.name}' {what} "
                                      f"({used} of {budget} used, {images} requested)",
                                 fields={"remaining": left, "budget": budget, "used": used})
