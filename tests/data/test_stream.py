@@ -61,6 +61,20 @@ def test_streamed_folder_equals_in_memory(folder: Path, workers: int) -> None:
                        resize(eager.images, 12).clamp_(0, 1))
 
 
+def test_relative_paths_survive_a_change_of_directory(folder: Path, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    """The decoding processes are shared and keep the directory they started in: a folder
+    given relative to a later working directory still decodes (it failed before)."""
+    set_data_workers(2)
+    assert load_image_folder(folder, 20).images.shape[0] == 70  # the pool starts here
+    (tmp_path / "work").mkdir()
+    link = tmp_path / "work" / "imgs"
+    link.symlink_to(folder, target_is_directory=True)
+    monkeypatch.chdir(tmp_path / "work")
+    relative = load_image_folder("imgs", 20)
+    assert torch.equal(relative.images, load_image_folder(folder, 20, stream=False).images)
+
+
 def test_batches_resize_like_the_whole_tensor(folder: Path) -> None:
     eager = load_image_folder(folder, 20, stream=False).images
     lazy = load_image_folder(folder, 20).pixels

@@ -212,7 +212,9 @@ class LazyImages:
 
     @classmethod
     def from_files(cls, paths: Sequence[str | os.PathLike], image_size: int) -> LazyImages:
-        return cls([FileSource(tuple(str(p) for p in paths), int(image_size))])
+        """Images decoded from ``paths`` on demand. Relative paths are made absolute now: the
+        decoding processes are shared and keep the working directory they started in."""
+        return cls([FileSource(tuple(os.path.abspath(p) for p in paths), int(image_size))])
 
     @classmethod
     def from_array(cls, base: torch.Tensor, image_size: int, scale: float = 1.0) -> LazyImages:
