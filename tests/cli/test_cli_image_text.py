@@ -106,3 +106,58 @@ def test_the_attack_listing_shows_the_family():
     assert "image-text: membership inference on image-text models" in stdout
     for name in ("clip-cosine", "clip-rank", "clip-augment", "clip-augment-mean"):
         assert f"  {name} " in stdout
+
+
+@pytest.fixture(scope="module")
+def reference_model(tmp_path_factory):
+    """Another small CLIP, trained on the attacker's own data (another seed): a reference
+    the user brings."""
+    out = tmp_path_factory.mktemp("given")
+    code, _, err = cli("train", "image-text", "--data", "synthetic:16:9", "--members", "8",
+                       "--epochs", "1", "--batch-size", "8", "--image-size", "16",
+                       "--embed-dim", "16", "--device", "cpu", "--out", str(out))
+    assert code == 0, err
+    return out
+
+
+def test_reference_knowledge_trains_references_and_takes_given_ones(trained, reference_model,
+                                                                    tmp_path):
+    out = tmp_path / "report"
+    args = audit_args(trained, "--knowledge", "reference", "--reference-data",
+                      "synthetic:24:7", "--references", "2", "--reference-epochs", "1",
+                      "--reference-model", str(reference_model), "--population-samples",
+                      "8", "--out", str(out))
+    code, stdout, err = cli(*args)
+    assert code == 0, err
+    report = load_report(out / "report.json")
+    assert report["knowledge"] == "reference"
+    assert [r["attack"] for r in report["results"]] == [
+        "clip-cosine", "clip-rank", "clip-augment-mean", "lira-clip-cosine",
+        "rmia-clip-cosine", "lira-clip-augment-mean", "rmia-clip-augment-mean", "blind"]
+    refs = report["context"]["references"]
+    assert refs["count"] == 3 and refs["source"] == "trained+given"
+    assert refs["models"] == [str(reference_model)]
+    assert len(list((out / "references").glob("reference-*"))) == 2
+    assert refs["trained_now"] == 2
+    # the same command again reuses the trained references
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert load_report(out / "report.json")["context"]["references"]["trained_now"] == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--knowledge", "reference"], "needs --reference-data"),
+    (["--reference-data", "synthetic:24:7"], "need --knowledge reference"),
+    (["--knowledge", "reference", "--reference-data", "MEMBERS"], "reference data shares"),
+    (["--knowledge", "reference", "--reference-data", "synthetic:24:7", "--attacks",
+      "clip-augment"], "clip-augment fit on known samples"),
+    (["--attacks", "lira-clip-cosine"], "need --knowledge reference"),
+])
+def test_bad_reference_settings_fail_before_anything_trains(trained, tmp_path, extra, message):
+    extra = [str(trained / "members.json") if e == "MEMBERS" else e for e in extra]
+    out = tmp_path / "report"
+    code, stdout, err = cli(*audit_args(trained, *extra, "--out", str(out)))
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert not out.exists() and stdout == ""

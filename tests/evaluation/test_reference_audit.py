@@ -53,7 +53,7 @@ def test_calibrated_attacks_on_a_memorising_target(memorising_target, references
     assert ctx["references"]["count"] == 2 and ctx["references"]["online"] is False
     assert ctx["references"]["recipe"]["method"] == "simclr"
     row = next(r for r in report["results"] if r["attack"] == "rmia-encodermi")
-    assert any("RMIA on an encoder statistic" in n for n in row["notes"])
+    assert any("RMIA on a per-sample statistic" in n for n in row["notes"])
     # the population samples were queried once per statistic
     assert row["queries"] == 0 or row["queries"] >= 128 * 10
 

@@ -91,7 +91,9 @@ def test_every_problem_is_refused_before_the_first_query(clip, tmp_path):
         ((members.subset(range(19)), nonmembers), {}, "at least 20 per side"),
         ((members, nonmembers), {}, "the target's budget allows 500"),
         ((members, nonmembers), {"attacks": "clip-cosine,clip-rnk"}, "did you mean"),
-        ((members, nonmembers), {"knowledge": "shadow"}, "known-subset only"),
+        ((members, nonmembers), {"knowledge": "shadow"}, "known-subset or reference"),
+        ((members, nonmembers), {"knowledge": "reference"}, "needs reference image-text"),
+        ((members, nonmembers), {"attacks": "lira-clip-cosine"}, "need --knowledge reference"),
         ((members, nonmembers), {"population": members}, "population data shares"),
     ]
     for (mem, non), options, message in cases:
@@ -101,3 +103,84 @@ def test_every_problem_is_refused_before_the_first_query(clip, tmp_path):
         assert target.queries == 0 and not out.exists(), message
     with pytest.raises(LeakprobeError, match="not an image-text model"):
         audit_image_text(torch.nn.Linear(2, 2), members, nonmembers, out_dir=out)
+
+
+@pytest.fixture(scope="module")
+def references(clip, tmp_path_factory):
+    """Two reference CLIPs trained (the target's recipe, 30 epochs) on random halves of 128
+    captioned images of the attacker's own (another seed of the same generator)."""
+    from leakprobe.workflows.image_text_audit import image_text_references
+
+    population = make_synthetic_captioned(2 * MEMBERS, 32, seed=1)
+    return image_text_references(population, count=2, epochs=30, lr=3e-3,
+                                 out_dir=tmp_path_factory.mktemp("refs"), seed=0,
+                                 population_samples=64)
+
+
+def test_calibrated_attacks_detect_the_memorised_pairs(clip, references):
+    target = target_of(clip)
+    report = audit_image_text(target, clip["members"], clip["nonmembers"],
+                              knowledge="reference", references=references, permutations=99,
+                              seed=0)
+    rows = {r["attack"]: r["metrics"] for r in report["results"]}
+    assert list(rows) == ["clip-cosine", "clip-rank", "clip-augment-mean", "lira-clip-cosine",
+                          "rmia-clip-cosine", "lira-clip-augment-mean",
+                          "rmia-clip-augment-mean", "blind"]
+    assert rows["lira-clip-cosine"]["auc"] >= 0.9, rows["lira-clip-cosine"]
+    for name in ("lira-clip-cosine", "rmia-clip-cosine", "lira-clip-augment-mean",
+                 "rmia-clip-augment-mean"):
+        assert rows[name]["p_value"] <= ALPHA, (name, rows[name])
+    assert report["knowledge"] == "reference"
+    ctx = report["context"]
+    assert ctx["references"]["count"] == 2 and ctx["references"]["recipe"]["method"] == "clip"
+    # audited pairs once (shared with the uncalibrated attacks), each statistic's 64
+    # population pairs once (lira and rmia share them): the plan and the count are exact
+    pairs = 2 * MEMBERS
+    assert ctx["total_queries"] == target.queries == (
+        pairs * 6 + pairs * 16 + 64 * 6 + 64 * 16)
+    assert ctx["query_plan"]["total_queries"] == target.queries
+
+
+def test_calibrated_attacks_find_nothing_on_images_the_model_never_saw(clip, references):
+    report = audit_image_text(target_of(clip), clip["unseen_a"], clip["unseen_b"],
+                              knowledge="reference", references=references, permutations=99,
+                              seed=0, attacks="calibrated")
+    rows = {r["attack"]: r["metrics"] for r in report["results"]}
+    attacks = [n for n in rows if n != "blind"]
+    assert len(attacks) == 4
+    for name in attacks:  # family-wise: Bonferroni over the attacks
+        assert rows[name]["p_value"] >= ALPHA / len(attacks), (name, rows[name])
+    assert not report["summary"].startswith("Leakage detected")
+
+
+def test_encoder_attacks_on_the_image_tower_calibrate_against_the_references_towers(
+        clip, references):
+    report = audit_image_text(target_of(clip), clip["members"], clip["nonmembers"],
+                              knowledge="reference", references=references, permutations=0,
+                              seed=0, attacks="lira-clip-cosine,encoder:lira-baseline-norm")
+    names = [r["attack"] for r in report["results"]]
+    assert names == ["lira-clip-cosine", "lira-baseline-norm", "blind"]
+    notes = next(r["notes"] for r in report["results"] if r["attack"] == "lira-baseline-norm")
+    assert any("2 reference encoders" in n for n in notes)
+
+
+def test_reference_data_sharing_an_audited_image_is_refused_before_anything_trains(
+        clip, tmp_path):
+    from leakprobe.data.images import concat
+    from leakprobe.workflows.image_text_audit import check_image_text_audit
+
+    target = target_of(clip)
+    leaky = concat([make_synthetic_captioned(30, 32, seed=1), clip["members"].subset([0])])
+    with pytest.raises(LeakprobeError, match="reference data shares 1 images"):
+        check_image_text_audit(target, clip["members"], clip["nonmembers"],
+                               knowledge="reference", reference_data=leaky)
+    with pytest.raises(LeakprobeError, match="clip-augment fit on known samples"):
+        check_image_text_audit(target, clip["members"], clip["nonmembers"],
+                               knowledge="reference", attacks="clip-augment",
+                               reference_data=make_synthetic_captioned(30, 32, seed=1))
+    budgeted = target_of(clip, budget=2 * MEMBERS * 22)  # the audited pairs, no population
+    with pytest.raises(LeakprobeError, match="2992 queries.*population-sample queries"):
+        check_image_text_audit(budgeted, clip["members"], clip["nonmembers"],
+                               knowledge="reference", population_samples=8,
+                               reference_data=make_synthetic_captioned(30, 32, seed=1))
+    assert target.queries == 0 and budgeted.queries == 0

@@ -23,6 +23,8 @@ from typing import Any
 
 #: Every ``--knowledge`` setting of ``audit encoder``.
 KNOWLEDGE = ("known-subset", "shadow", "reference")
+#: The ``--knowledge`` settings of each family whose audit takes the option.
+FAMILY_KNOWLEDGE = {"encoder": KNOWLEDGE, "image-text": ("known-subset", "reference")}
 #: The families whose audits run the query plan (their aliases' costs are in the table).
 PLANNED_FAMILIES = ("encoder",)
 
@@ -39,8 +41,8 @@ class AttackInfo:
         queries: queries per audited image at default options (stealing: target views each
             query image buys).
         extra: queries beyond the audited images, at most (InfoNCE's bank of views).
-        knowledge: the ``--knowledge`` settings it runs under (empty outside the encoder
-            family, whose audit alone takes ``--knowledge``).
+        knowledge: the ``--knowledge`` settings it runs under (empty in a family whose audit
+            takes no ``--knowledge``: :data:`FAMILY_KNOWLEDGE`).
         statistic: calibrated attacks: the per-sample statistic they calibrate.
         base: calibrated attacks: the attack whose features carry that statistic.
         tokens: whether it needs the target's tokens (a calibrated attack: its base does).
@@ -73,15 +75,19 @@ CALIBRATIONS = {"lira": "LiRA (Carlini et al., S&P 2022)",
 _KS = ("known-subset", "shadow")
 _ANY = KNOWLEDGE
 _REF = ("reference",)
+_IT = ("known-subset", "reference")  # an image-text attack that fits nothing
 
 
 def _calibrated(statistic: str, base: str, queries: int, *, in_aliases: bool = True,
-                tokens: bool = False) -> tuple[AttackInfo, AttackInfo]:
-    """``lira-STATISTIC`` and ``rmia-STATISTIC``, as the calibrated module registers them."""
+                tokens: bool = False, family: str = "encoder") -> tuple[AttackInfo, AttackInfo]:
+    """``lira-STATISTIC`` and ``rmia-STATISTIC``, as the calibrated modules register them
+    (:mod:`leakprobe.attacks.membership.calibrated`, and the image-text family's in
+    :mod:`leakprobe.attacks.membership.image_text`)."""
+    what = ("per-sample statistic against reference encoders" if family == "encoder"
+            else "per-pair statistic against reference image-text models")
     lira, rmia = (
-        AttackInfo("encoder", f"{method}-{statistic}",
-                   f"{title} on {statistic}'s per-sample statistic against reference "
-                   "encoders; --knowledge reference",
+        AttackInfo(family, f"{method}-{statistic}",
+                   f"{title} on {statistic}'s {what}; --knowledge reference",
                    ((method, "calibrated") if method == "lira" else ("calibrated", method))
                    if in_aliases else (),
                    queries, 0, _REF, statistic, base, tokens)
@@ -126,6 +132,9 @@ ATTACKS: tuple[AttackInfo, ...] = (
     AttackInfo("encoder", "partcrop-pooled", "PartCrop's parts against the whole image's "
                "embedding (leakprobe variant for targets without usable tokens); black box",
                ("partcrop-variants",), 129, 0, _KS),
+    AttackInfo("encoder", "partcrop-v2", "PartCrop-v2 (Zhu et al., arXiv 2505.10351): PartCrop's "
+               "features, the extension's attacker (RMSNorm + Tanh MLP); black box, needs "
+               "tokens, fitted", ("partcrop-variants",), 129, 0, _KS, tokens=True),
     AttackInfo("encoder", "sslmem", "SSLMem-style alignment (Wang et al., ICLR 2024): minus the "
                "mean L2 distance of augmented views' embeddings over their norm, nothing "
                "fitted; black box", (), 8, 0, _ANY),
@@ -157,21 +166,23 @@ ATTACKS: tuple[AttackInfo, ...] = (
     # image-text: queries count images and texts, C = 5 captions per image assumed
     AttackInfo("image-text", "clip-cosine", "cosine similarity attack (Ko et al., ICCV 2023): "
                "mean cosine of the image and its captions, nothing fitted; black box, 1 + C "
-               "queries per image", ("all",), 6),
+               "queries per image", ("all",), 6, 0, _IT),
     AttackInfo("image-text", "clip-rank", "leakprobe's retrieval statistic: minus the "
                "normalised rank of the true captions among the other audited (and population) "
                "captions, nothing fitted; black box, 1 + C queries per image (shared with "
-               "clip-cosine)", ("all",), 6),
+               "clip-cosine)", ("all",), 6, 0, _IT),
     AttackInfo("image-text", "clip-augment", "leakprobe's statistic after Ko et al.'s "
                "augmentation attack: sorted cosines of augmented views and perturbed captions "
                "-> logistic regression; black box, fitted on known samples; 2 x n_views (16) "
-               "queries per image", ("all",), 16),
+               "queries per image", ("all",), 16, 0, ("known-subset",)),
     AttackInfo("image-text", "clip-augment-mean", "clip-augment's mean cosine of augmented "
                "views and perturbed captions, nothing fitted; black box; the same 16 queries "
-               "per image", ("all",), 16),
+               "per image", ("all",), 16, 0, _IT),
     AttackInfo("image-text", "blind", "blind floor (Das et al.), always run: image and caption "
                "statistics only, no query; measures how the member and non-member sets "
-               "differ, not the model", (), 0),
+               "differ, not the model", (), 0, 0, _IT),
+    *_calibrated("clip-cosine", "clip-cosine", 6, family="image-text"),
+    *_calibrated("clip-augment-mean", "clip-augment-mean", 16, family="image-text"),
     AttackInfo("stealing", "contsteal", "Cont-Steal (Sha et al., CVPR 2023) as its code does "
                "it: InfoNCE between the surrogate's and the target's embeddings of the same "
                "augmented view; black box", ("all",), 1),
@@ -213,14 +224,18 @@ class _PlanTarget:
     has_tokens = True
 
 
-def _knowledge(attack: Any) -> tuple[str, ...]:
-    """The ``--knowledge`` settings an encoder attack runs under (as the audit checks them:
-    :func:`leakprobe.evaluation.audit.check_audit_plan`)."""
+def _knowledge(attack: Any, family: str) -> tuple[str, ...]:
+    """The ``--knowledge`` settings an attack runs under (as the audit checks them:
+    :func:`leakprobe.evaluation.audit.check_audit_plan`); empty in a family whose audit takes
+    no ``--knowledge``."""
+    settings = FAMILY_KNOWLEDGE.get(family, ())
+    if not settings:
+        return ()
     if attack.needs_references:
         return ("reference",)
     if attack.needs_fit and not attack.model_free:
-        return ("known-subset", "shadow")
-    return KNOWLEDGE
+        return tuple(k for k in settings if k != "reference")
+    return settings
 
 
 def live_catalog() -> tuple[tuple[AttackInfo, ...], dict[str, dict[str, int]]]:
@@ -245,14 +260,12 @@ def live_catalog() -> tuple[tuple[AttackInfo, ...], dict[str, dict[str, int]]]:
             statistic = base = None
             tokens = bool(getattr(attack, "needs_tokens", False))
             if getattr(attack, "needs_references", False):
-                from leakprobe.attacks.membership.calibrated import STATISTICS
-
                 statistic = attack.statistic
-                base = STATISTICS[statistic].attack
-                tokens = bool(attack.base().needs_tokens)
+                base = attack.statistics[statistic].attack
+                tokens = bool(getattr(attack.base(), "needs_tokens", False))
             rows.append(AttackInfo(
                 family, entry.name, row["summary"], tuple(row["aliases"]), queries, extra,
-                _knowledge(attack) if family == "encoder" else (), statistic, base, tokens))
+                _knowledge(attack, family), statistic, base, tokens))
     costs: dict[str, dict[str, int]] = {}
     for family in PLANNED_FAMILIES:
         costs[family] = {}

@@ -45,6 +45,7 @@ from leakprobe.targets.families import FAMILIES
 app = typer.Typer(no_args_is_help=True, help="Run membership-inference audits.")
 SHADOW_PANEL = "Shadow encoder (--knowledge shadow)"
 REFERENCE_PANEL = "Reference encoders (--knowledge reference)"
+IMAGE_TEXT_REFERENCE_PANEL = "Reference image-text models (--knowledge reference)"
 SCALE_PANEL = "Scale and resuming"
 app.command("ownership")(audit_ownership_cmd)
 
@@ -351,14 +352,20 @@ def audit_image_text_cmd(
     budget: Annotated[int | None, typer.Option(
         rich_help_panel=MODEL_PANEL, min=1,
         help="Most queries sent to the target (each image and each text is one).")] = None,
-    attacks: Annotated[str, typer.Option(
+    attacks: Annotated[str | None, typer.Option(
         show_default=False,  # a long default typer cuts: in the help
         rich_help_panel=ATTACKS_PANEL,
         help="Comma list (`leakprobe attacks` lists them with their queries per image); "
-             "default: clip-cosine, clip-rank, clip-augment. Also clip-augment-mean; all = "
-             "the four; encoder:NAME runs an encoder attack or alias on the image tower, "
-             "e.g. encoder:all. The blind floor always runs.")
-    ] = FAMILIES["image-text"].default_attacks,
+             "default: clip-cosine, clip-rank, clip-augment (under --knowledge reference: "
+             "clip-cosine, clip-rank, clip-augment-mean, calibrated). Also "
+             "clip-augment-mean; all = the four; calibrated = lira-clip-cosine, "
+             "rmia-clip-cosine, lira-clip-augment-mean, rmia-clip-augment-mean; "
+             "encoder:NAME runs an encoder attack or alias on the image tower, e.g. "
+             "encoder:all. The blind floor always runs.")] = None,
+    knowledge: Annotated[str, typer.Option(
+        rich_help_panel=ATTACKS_PANEL,
+        help="known-subset (fitted attacks cross-fit on the audited pairs) or reference "
+             "(calibrated attacks against reference image-text models).")] = "known-subset",
     n_views: Annotated[int | None, typer.Option(
         "--n-views", rich_help_panel=ATTACKS_PANEL, min=1,
         help="clip-augment's (view, perturbed caption) pairs per image (default 8); "
@@ -372,21 +379,72 @@ def audit_image_text_cmd(
     folds: Folds = 2,
     repeats: Repeats = 1,
     permutations: Permutations = None,
+    reference_data: Annotated[str | None, data_option(
+        "--reference-data", "Attacker's own captioned images for reference models; must "
+        "not share images with the audited sets: any form --members takes.", (),
+        panel=IMAGE_TEXT_REFERENCE_PANEL)] = None,
+    references: Annotated[int | None, typer.Option(
+        rich_help_panel=IMAGE_TEXT_REFERENCE_PANEL, min=0,
+        help="Reference models to train (CLIP recipe of `leakprobe train image-text`) on "
+             "random halves of --reference-data (default 4, or 0 with "
+             "--reference-model).")] = None,
+    reference_epochs: Annotated[int, typer.Option(
+        rich_help_panel=IMAGE_TEXT_REFERENCE_PANEL, min=1,
+        help="Training epochs of each reference.")] = 50,
+    reference_lr: Annotated[float, typer.Option(
+        rich_help_panel=IMAGE_TEXT_REFERENCE_PANEL, min=0.0,
+        help="Learning rate of each reference.")] = 2e-3,
+    reference_arch: Annotated[str, typer.Option(
+        rich_help_panel=IMAGE_TEXT_REFERENCE_PANEL,
+        help="Image backbone of the references.")] = "resnet-tiny",
+    reference_model: Annotated[list[str] | None, typer.Option(
+        rich_help_panel=IMAGE_TEXT_REFERENCE_PANEL, metavar="MODEL",
+        help="An image-text model that did not train on the audited pairs, as a reference "
+             "(repeatable): any --model form, e.g. hf:DIR.")] = None,
+    population_samples: Annotated[int, typer.Option(
+        rich_help_panel=IMAGE_TEXT_REFERENCE_PANEL, min=2,
+        help="Reference-data pairs queried on the target too (RMIA's z).")] = 500,
+    reference_dir: Annotated[Path | None, typer.Option(
+        rich_help_panel=IMAGE_TEXT_REFERENCE_PANEL,
+        help="Cache of trained references (default OUT/references); reused and resumed by "
+             "content hash.")] = None,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
 ) -> None:
     """Audit an image-text (CLIP-style) model: cosine, retrieval rank and augmentation
-    stability of image-caption pairs, with the blind floor; write report.json and report.html.
+    stability of image-caption pairs (calibrated against reference models under --knowledge
+    reference), with the blind floor; write report.json and report.html.
     """
     use_threads(threads)
     from leakprobe.data.captions import load_captioned_dataset
+    from leakprobe.device import resolve_device
+    from leakprobe.errors import LeakprobeError
+    from leakprobe.preflight import check_out_dir
     from leakprobe.targets.families import load_target
-    from leakprobe.workflows.image_text_audit import audit_image_text, build_image_text_attacks
+    from leakprobe.workflows.image_text_audit import (
+        DEFAULT_ATTACKS,
+        DEFAULT_REFERENCE_ATTACKS,
+        audit_image_text,
+        build_image_text_attacks,
+        check_image_text_audit,
+        image_text_references,
+    )
 
     given: dict[str, Any] = {"n_views": n_views, "views": views, "num_parts": num_parts}
     options = {k: v for k, v in given.items() if v is not None}
+    reference = knowledge == "reference"
+    if not reference and (reference_data or reference_model or references is not None):
+        raise LeakprobeError("--reference-data/--reference-model/--references need "
+                             "--knowledge reference")
+    if reference and not reference_data:
+        raise LeakprobeError("--knowledge reference needs --reference-data (the attacker's "
+                             "captioned images: references train on it and its pairs "
+                             "calibrate)")
+    if attacks is None:
+        attacks = DEFAULT_REFERENCE_ATTACKS if reference else DEFAULT_ATTACKS
     build_image_text_attacks(attacks, seed, **options)  # names fail before loading
+    check_out_dir(out, "--out")
     target = load_target(model, family="image-text", device=device, budget=budget,
                          image_size=image_size, batch_size=batch_size,
                          query_precision=query_precision)
@@ -394,8 +452,22 @@ def audit_image_text_cmd(
     mem = load_captioned_dataset(members, size, seed, images)
     non = load_captioned_dataset(nonmembers, size, seed, images)
     pop = load_captioned_dataset(population, size, seed, images) if population else None
-    # audit_image_text checks captions, sizes, overlap and the budget before any query
-    report = audit_image_text(target, mem, non, attacks=attacks, folds=folds, repeats=repeats,
-                              permutations=permutations, seed=seed, out_dir=out,
-                              context={"model": model}, population=pop, **options)
+    ref_data = load_captioned_dataset(reference_data, size, seed, images) \
+        if reference_data else None
+    common: dict[str, Any] = dict(attacks=attacks, folds=folds, repeats=repeats, seed=seed,
+                                  knowledge=knowledge, population=pop, **options)
+    # captions, sizes, overlap (reference data too) and the budget, before references train
+    check_image_text_audit(target, mem, non, reference_data=ref_data,
+                           population_samples=population_samples, **common)
+    refs = None
+    if ref_data is not None:
+        count = references if references is not None else (0 if reference_model else 4)
+        refs = image_text_references(
+            ref_data, count=count, models=tuple(reference_model or ()),
+            epochs=reference_epochs, lr=reference_lr, arch=reference_arch,
+            out_dir=reference_dir or Path(out) / "references", seed=seed,
+            population_samples=population_samples, device=str(resolve_device(device)),
+            image_size=size)
+    report = audit_image_text(target, mem, non, permutations=permutations, out_dir=out,
+                              context={"model": model}, references=refs, **common)
     print_summary(report, out)

@@ -98,8 +98,8 @@ def attacks_cmd() -> None:
     typer.echo("queries/image: what the target answers per audited image at default options "
                "(--n-views, --num-parts, --views-per-image change it; +N: once per audit, at "
                "most); attacks asking the same views pay them once.\nknowledge: the "
-               "--knowledge settings of audit encoder an attack runs under (any: "
-               "known-subset, shadow or reference).")
+               "--knowledge settings of audit encoder / audit image-text an attack runs "
+               "under (any: known-subset, shadow or reference).")
     for family, spec in FAMILIES.items():
         rows = attacks_of(family)
         plain = [a for a in rows if not a.calibrated]
@@ -130,7 +130,8 @@ def _print_calibrated(family: str, attacks: list[AttackInfo], methods: dict[str,
                       costs: dict[str, int]) -> None:
     """The calibrated attacks of ``family``, one row per statistic and the attack it comes
     from."""
-    typer.echo(f"\n{family}, calibrated against reference encoders: --knowledge reference "
+    models = "encoders" if family == "encoder" else f"{family} models"
+    typer.echo(f"\n{family}, calibrated against reference {models}: --knowledge reference "
                "(with --reference-data or --reference-model)")
     typer.echo("  " + "; ".join(f"{m}-STAT: {title}" for m, title in methods.items())
                + ", on the statistic STAT of the attack it comes from; lira-STAT and "
@@ -207,20 +208,22 @@ def demo_cmd(
     epochs: Annotated[int, typer.Option(
         rich_help_panel=TRAINING_PANEL, help="Training epochs of the demo target.")] = 500,
     families: Annotated[bool, typer.Option(
-        rich_help_panel=TRAINING_PANEL, help="Also audit a U-Net and a captioner.")] = True,
+        rich_help_panel=TRAINING_PANEL,
+        help="Also audit a U-Net, a captioner and a CLIP-style image-text model.")] = True,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = "auto",
     amp: Amp = "auto",
 ) -> None:
-    """Train small targets on built-in data (encoder, U-Net, captioner), audit, report."""
+    """Train small targets on built-in data (encoder, U-Net, captioner, image-text model),
+    audit, report."""
     use_threads(threads)
     from leakprobe.workflows.demo import run_demo
 
     report = run_demo(out, members=members, epochs=epochs, seed=seed, device=device,
                       families=families, amp=amp)
     print_summary(report, None)
-    for family in ("image2image", "captioner") if families else ():
+    for family in ("image2image", "captioner", "image-text") if families else ():
         typer.echo(f"\n{family}:")
         print_summary(json.loads((out / family / "report.json").read_text()), None)
     typer.echo(f"report: {out / 'report.html'}")

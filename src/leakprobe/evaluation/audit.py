@@ -122,8 +122,8 @@ def check_audit_plan(
         if fitted:
             raise LeakprobeError(
                 f"{', '.join(fitted)} fit on known samples: under --knowledge reference run "
-                "calibrated attacks (lira-*, rmia-*; alias calibrated) or unfitted ones "
-                "(baseline-norm, baseline-consistency, sslmem, infonce)")
+                "calibrated attacks (lira-*, rmia-*; alias calibrated) or ones that fit "
+                "nothing (`leakprobe attacks` shows the knowledge each runs under)")
     else:
         calibrated = [a.name for a in attacks if a.needs_references]
         if calibrated:

@@ -346,6 +346,10 @@ class QueryPlan:
             more = f" + {extra} population samples (at most)" if extra else ""
             also = [a for a, b in self.shared_with.items() if b == name]
             readers = f", shared by {', '.join(also)}" if also else ""
+            if not per:
+                out.append(f"  {extra:>9}  {name}: population samples (at most; its audited "
+                           f"images' answers shared with {self.shared_with.get(name, '-')})")
+                continue
             out.append(f"  {per * self.n_images + extra:>9}  {name} (queries on its own"
                        f"{readers}){more}")
         if seconds_per_query is not None:
@@ -381,12 +385,23 @@ def build_plan(attacks: Sequence, target, n_images: int) -> QueryPlan:
         if requests is None:
             share = getattr(attack, "query_share_key", None)
             key = share(target) if share is not None else None
+            # extras shared apart from the per-image answers (an image-text calibrated
+            # attack reads the uncalibrated one's answers and pays its population once)
+            extra_share = getattr(attack, "extra_share_key", None)
+            extra_key = extra_share(target) if extra_share is not None else None
+            extra_paid = extra_key is not None and extra_key in shared
+            if extra_key is not None and not extra_paid:
+                shared[extra_key] = attack.name
             if key is not None and key in shared:  # e.g. lira-X and rmia-X: one statistic
                 plan.shared_with[attack.name] = shared[key]
+                extra = 0 if extra_paid or extra_key is None else int(
+                    attack.extra_queries(target))
+                if extra:
+                    plan.unplanned[attack.name] = (0, extra)
                 continue
             if key is not None:
                 shared[key] = attack.name
-            extra = int(attack.extra_queries(target))
+            extra = 0 if extra_paid else int(attack.extra_queries(target))
             if per or extra:
                 plan.unplanned[attack.name] = (per, extra)
             continue
@@ -446,8 +461,9 @@ class FeatureCache:
 
     Each entry is one ``.npy`` file written atomically, named by the SHA-256 of what decides
     the features: ``identity`` (the target: model spec, file size and time, input size,
-    precision), the images' ids, their query order, the attack's name and parameters and its
-    requests. The cache never holds images, only features.
+    precision), the images' ids, their query order, the attack's ``features_key()`` (its name
+    and parameters, or those of the attack whose features it reuses) and its requests. The
+    cache never holds images, only features.
     """
 
     def __init__(self, folder: str | Path, identity: dict) -> None:
@@ -461,7 +477,7 @@ class FeatureCache:
                            "order": order, "requests": _jsonable(
                                [asdict(r) for r in requests] if requests else None),
                            "attack": None if attack is None else
-                           [attack.name, _jsonable(attack.get_params())]},
+                           _jsonable(attack.features_key())},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 

@@ -260,6 +260,7 @@ def train_target_image_text(
     amp: str | bool = "auto",
     nonmembers: ImageSet | None = None,
     resume: bool = False,
+    description: str = "image-text training",
 ) -> dict[str, Path]:
     """Train an image-text target on ``data`` (its members) and save what an audit needs.
 
@@ -280,6 +281,7 @@ def train_target_image_text(
         embed_dim: the joint embedding's size.
         nonmembers: held-out captioned images to save beside the model.
         resume: continue from ``out_dir/checkpoints``.
+        description: names the training's progress task.
     Returns:
         Paths keyed ``weights``, ``tokenizer``, ``model`` (and ``members``, ``nonmembers``,
         ``images``, ``split`` with ``nonmembers``).
@@ -298,7 +300,8 @@ def train_target_image_text(
                          device=device)
     tokenizer = Tokenizer.fit([c for r in refs for c in r])
     model, history = train_image_text(data, tokenizer, config, recipe,
-                                      checkpoint_dir=out / "checkpoints", resume=resume)
+                                      checkpoint_dir=out / "checkpoints", resume=resume,
+                                      description=description)
     model = model.cpu().eval()
     kwargs = model.constructor_kwargs()
     paths: dict[str, Path] = {

@@ -45,9 +45,10 @@ def run_demo(
     attacks have leakage to find; the blind attack shows the sets do not differ otherwise.
     Writes ``out/target/`` (weights, TorchScript, split) and ``out/report.json`` (the
     encoder audit). With ``families`` it also trains and audits a memorising U-Net
-    (``out/image2image/``) and captioner (``out/captioner/``), and ``out/report.html``
-    shows all three audits on one page. ``amp``: bf16 autocast of every training
-    (``auto``/``on``/``off``, see :mod:`leakprobe.precision`).
+    (``out/image2image/``), captioner (``out/captioner/``) and CLIP-style image-text model
+    (``out/image-text/``), and ``out/report.html`` shows the four audits on one page.
+    ``amp``: bf16 autocast of every training (``auto``/``on``/``off``, see
+    :mod:`leakprobe.precision`).
 
     Returns:
         The encoder audit report.
@@ -72,6 +73,7 @@ def run_demo(
     if families:
         sections += _demo_image2image(out / "image2image", seed, device, amp)
         sections += _demo_captioner(out / "captioner", seed, device, amp)
+        sections += _demo_image_text(out / "image-text", seed, device, amp)
         render_reports(sections, out)  # one page: every family's section
     log(f"demo finished in {time.time() - t0:.0f}s")
     return report
@@ -107,4 +109,27 @@ def _demo_captioner(out: Path, seed: int, device: str, amp: str | bool,
     audit_captioner(target, split.members, split.nonmembers, shadow_data=shadow, seed=seed,
                     out_dir=out, shadow_epochs=epochs, amp=amp, extractor_epochs=extractor_epochs,
                     context={"model": str(paths["model"].parent), "demo": True})
+    return [out / "report.json"]
+
+
+def _demo_image_text(out: Path, seed: int, device: str, amp: str | bool,
+                     epochs: int = 60) -> list[Path]:
+    """A small CLIP (resnet-tiny image tower, one-layer text transformer) trained ``epochs``
+    on 64 synthetic image-caption pairs; clip-cosine, clip-rank and clip-augment against 96
+    pairs it never saw, with the image-and-caption blind floor."""
+    from leakprobe.data.captions import load_captioned_dataset
+    from leakprobe.targets.families import load_target
+    from leakprobe.training.image_text import train_target_image_text
+    from leakprobe.workflows.image_text_audit import audit_image_text
+
+    data = make_synthetic_captioned(160, 32, seed)
+    split = make_split(data, 64, seed=seed)
+    log("demo: training a CLIP-style image-text model on 64 synthetic captioned images")
+    paths = train_target_image_text(split.members, out_dir=out / "target", epochs=epochs,
+                                    lr=3e-3, seed=seed, device=device, amp=amp,
+                                    nonmembers=split.nonmembers, resume=True)
+    target = load_target(str(out / "target"), family="image-text", device=device)
+    audit_image_text(target, load_captioned_dataset(str(paths["members"]), 32, seed),
+                     load_captioned_dataset(str(paths["nonmembers"]), 32, seed), seed=seed,
+                     out_dir=out, context={"model": str(out / "target"), "demo": True})
     return [out / "report.json"]

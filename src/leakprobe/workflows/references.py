@@ -57,13 +57,19 @@ def check_reference_data(population: ImageSet, members: ImageSet, nonmembers: Im
     check_shadow_disjoint(population, members, nonmembers, what="reference")
 
 
-def _key(pool_hashes: list[str], recipe: EncoderRecipe, config: TrainConfig, index: int,
-         seed: int, online: bool) -> str:
+def _recipe_dict(recipe: Any) -> dict[str, Any]:
+    """A recipe's fields, tuples as lists (what the cache key and the report record)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(recipe).items()}
+
+
+def _key(pool_hashes: list[str], recipe: Any, config: TrainConfig, index: int,
+         seed: int, online: bool, family: str = "encoder") -> str:
     settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "extra")}
     blob = json.dumps({"pool": hashlib.sha256("".join(pool_hashes).encode()).hexdigest(),
-                       "recipe": {**recipe.__dict__, "crop_scale": list(recipe.crop_scale)},
+                       "recipe": _recipe_dict(recipe),
                        "train": settings, "index": index, "seed": seed, "online": online,
-                       **({"halves": "paired"} if online else {})},
+                       **({"halves": "paired"} if online else {}),
+                       **({"family": family} if family != "encoder" else {})},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -102,11 +108,51 @@ def _train_one(pool: ImageSet, positions: np.ndarray, recipe: EncoderRecipe,
     return str(out)
 
 
+def _train_one_image_text(pool: ImageSet, positions: np.ndarray, recipe: Any,
+                          config: TrainConfig, folder: str, info: dict) -> str:
+    """Train and save one reference image-text model into ``folder`` (the CLIP recipe of
+    :mod:`leakprobe.training.image_text`; its tokenizer fitted on its own half's captions)."""
+    from leakprobe.training.image_text import train_target_image_text
+
+    out = Path(folder)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.time()
+    chosen = pool.subset(positions.tolist())
+    train_target_image_text(
+        chosen, out_dir=tmp, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+        seed=config.seed, device=config.device, arch=recipe.arch,
+        embed_dim=recipe.embed_dim, arch_kwargs=recipe.arch_kwargs, amp=config.amp,
+        description=f"reference {info['reference'] + 1} training")
+    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+    write_json(tmp / "trained_on.json", chosen.content_hashes())
+    write_json(tmp / DONE, {**info, "train_seconds": round(time.time() - t0, 2)})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return str(out)
+
+
+def _describe_recipe(recipe: Any, config: TrainConfig, family: str) -> dict[str, Any]:
+    """What the report records of the references' recipe."""
+    train = {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr}
+    if family == "image-text":
+        return {"method": "clip", "arch": recipe.arch, "embed_dim": recipe.embed_dim, **train}
+    return {"method": recipe.method, "arch": recipe.arch,
+            "crop_scale": list(recipe.crop_scale), **train}
+
+
+def population_sample(population: ImageSet, n_population: int, seed: int) -> ImageSet:
+    """The population samples Z: a seeded draw of ``n_population`` of ``population``."""
+    n_pop = min(n_population, len(population))
+    pick = torch.randperm(len(population), generator=torch.Generator().manual_seed(seed))
+    return population.subset(pick[:n_pop])
+
+
 def train_references(
     population: ImageSet,
     *,
     count: int = DEFAULT_REFERENCES,
-    recipe: EncoderRecipe | None = None,
+    recipe: Any = None,
     config: TrainConfig | None = None,
     out_dir: str | Path,
     seed: int = 0,
@@ -115,13 +161,18 @@ def train_references(
     workers: int = 1,
     device: str = "cpu",
     train_fn: Callable[..., str] | None = None,
+    family: str = "encoder",
 ) -> ReferenceModels:
-    """Train (or reuse) ``count`` reference encoders and return them with the population.
+    """Train (or reuse) ``count`` reference models and return them with the population.
 
     Args:
-        population: the attacker's own images (disjoint from the audited sets).
+        population: the attacker's own images (disjoint from the audited sets); captioned
+            for ``family="image-text"``.
         count: references R.
-        recipe: their SSL recipe (default SimCLR on resnet-tiny).
+        recipe: their recipe: an :class:`~leakprobe.training.encoder.EncoderRecipe` (default
+            SimCLR on resnet-tiny), or for image-text an
+            :class:`~leakprobe.training.image_text.ImageTextRecipe` (default: the CLIP
+            recipe of ``leakprobe train image-text``).
         config: their training settings (default 50 epochs).
         out_dir: the cache folder (one sub-folder per reference).
         seed: seeds the halves, the population sample and training.
@@ -130,6 +181,7 @@ def train_references(
         workers: > 1 trains that many references at once as Ray tasks (Ray required).
         device: where references train and run.
         train_fn: replaces the training of one reference (tests).
+        family: ``encoder`` (SSL encoders) or ``image-text`` (CLIP-style dual encoders).
     Returns:
         The :class:`ReferenceModels`.
     """
@@ -140,7 +192,12 @@ def train_references(
     if len(population) < 4:
         raise LeakprobeError(f"reference data: {len(population)} images; references need "
                              "at least 4")
-    recipe = recipe or EncoderRecipe()
+    if family not in ("encoder", "image-text"):
+        raise ValueError(f"references of family {family!r}: encoder or image-text")
+    if recipe is None:
+        from leakprobe.training.image_text import ImageTextRecipe
+
+        recipe = EncoderRecipe() if family == "encoder" else ImageTextRecipe()
     config = config or TrainConfig(epochs=50, seed=seed, device=device)
     pool = population if candidates is None else concat([population, candidates])
     pool_hashes = pool.content_hashes()
@@ -148,42 +205,40 @@ def train_references(
     jobs: list[tuple[int, Path, np.ndarray]] = []
     folders: list[Path] = []
     for r in range(count):
-        key = _key(pool_hashes, recipe, config, r, seed, candidates is not None)
+        key = _key(pool_hashes, recipe, config, r, seed, candidates is not None, family)
         folder = out / f"reference-{r:02d}-{key}"
         folders.append(folder)
         if not (folder / DONE).exists():
             jobs.append((r, folder, reference_half(len(pool), r, seed,
                                                      paired=candidates is not None)))
     if jobs:
-        log(f"references: training {len(jobs)} of {count} ({recipe.method}, {recipe.arch}, "
+        log(f"references: training {len(jobs)} of {count} "
+            f"({getattr(recipe, 'method', 'clip')}, {recipe.arch}, "
             f"{config.epochs} epochs, {len(pool) // 2} images each)"
             + (f"; {count - len(jobs)} cached" if count > len(jobs) else ""))
     else:
         log(f"references: all {count} cached in {out}")
-    train = train_fn or _train_one
+    train = train_fn or (_train_one if family == "encoder" else _train_one_image_text)
     infos = [{"reference": job[0], "seed": seed, "online": candidates is not None,
               "pool_size": len(pool)} for job in jobs]
     if workers > 1 and len(jobs) > 1 and train_fn is None:
-        _train_on_ray(pool, jobs, recipe, config, infos, workers)
+        _train_on_ray(pool, jobs, recipe, config, infos, workers, train)
     else:
         for (_, folder, positions), info in track(list(zip(jobs, infos, strict=True)),
                                                   "references: training",
                                                   unit="references"):
             train(pool, positions, recipe, config, str(folder), info)
-    encoders = [load_target(str(f / "encoder.safetensors"), family="encoder", device=device)
+    encoders = [load_target(str(f / "encoder.safetensors") if family == "encoder" else str(f),
+                            family=family, device=device)
                 for f in folders]
     trained_on: list[frozenset[str] | None] = [
         frozenset(json.loads((f / "trained_on.json").read_text())) for f in folders]
-    n_pop = min(n_population, len(population))
-    pick = torch.randperm(len(population), generator=torch.Generator().manual_seed(seed))
-    z = population.subset(pick[:n_pop])
+    z = population_sample(population, n_population, seed)
+    n_pop = len(z)
     return ReferenceModels(
         encoders, trained_on, z, online=candidates is not None,
         description={"count": count, "source": "trained", "online": candidates is not None,
-                     "recipe": {"method": recipe.method, "arch": recipe.arch,
-                                "crop_scale": list(recipe.crop_scale),
-                                "epochs": config.epochs, "batch_size": config.batch_size,
-                                "lr": config.lr},
+                     "recipe": _describe_recipe(recipe, config, family),
                      "data": population.source, "pool_size": len(pool),
                      "population_samples": n_pop, "trained_now": len(jobs),
                      "train_seconds": round(sum(
@@ -192,8 +247,9 @@ def train_references(
                      "folder": str(out)})
 
 
-def _train_on_ray(pool: ImageSet, jobs: list, recipe: EncoderRecipe, config: TrainConfig,
-                  infos: list[dict], workers: int) -> None:
+def _train_on_ray(pool: ImageSet, jobs: list, recipe: Any, config: TrainConfig,
+                  infos: list[dict], workers: int, train: Callable[..., str] = _train_one
+                  ) -> None:
     """Train ``jobs`` as Ray tasks of one CPU each on a local cluster of ``workers``."""
     import os
 
@@ -210,7 +266,7 @@ def _train_on_ray(pool: ImageSet, jobs: list, recipe: EncoderRecipe, config: Tra
 
         ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.ERROR,
                  runtime_env={"env_vars": env}, object_store_memory=256 * 2**20)
-    remote = ray.remote(num_cpus=1, max_retries=0)(_train_one)
+    remote = ray.remote(num_cpus=1, max_retries=0)(train)
     try:
         pending = [remote.remote(pool, positions, recipe, config, str(folder), info)
                    for (_, folder, positions), info in zip(jobs, infos, strict=True)]
@@ -226,17 +282,19 @@ def _train_on_ray(pool: ImageSet, jobs: list, recipe: EncoderRecipe, config: Tra
 
 def load_references(specs: list[str], population: ImageSet, *, device: str = "cpu",
                     n_population: int = DEFAULT_POPULATION, seed: int = 0,
-                    image_size: int | None = None) -> ReferenceModels:
-    """Encoders the user brings (``--reference-model``), declared not to have trained on the
-    audited images; their training data is unknown (OUT for every image)."""
+                    image_size: int | None = None, family: str = "encoder"
+                    ) -> ReferenceModels:
+    """Models the user brings (``--reference-model``; encoders, or image-text models for
+    ``family="image-text"``), declared not to have trained on the audited images; their
+    training data is unknown (OUT for every image)."""
     from leakprobe.targets.families import load_target
 
-    encoders: list[Any] = [load_target(s, family="encoder", device=device,
+    encoders: list[Any] = [load_target(s, family=family, device=device,
                                        image_size=image_size) for s in specs]
-    n_pop = min(n_population, len(population))
-    pick = torch.randperm(len(population), generator=torch.Generator().manual_seed(seed))
+    z = population_sample(population, n_population, seed)
+    n_pop = len(z)
     return ReferenceModels(
-        encoders, [None] * len(encoders), population.subset(pick[:n_pop]),
+        encoders, [None] * len(encoders), z,
         description={"count": len(encoders), "source": "given", "online": False,
                      "models": list(specs), "data": population.source,
                      "population_samples": n_pop})

@@ -21,7 +21,7 @@ target's query task counts the target's queries only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -87,6 +87,11 @@ class CalibratedAttack(MembershipAttack):
 
     needs_fit = False
     needs_references = True
+    #: The statistics this class calibrates, and the family of their base attacks.
+    statistics: ClassVar[dict[str, Statistic]] = STATISTICS
+    base_family: ClassVar[str] = "encoder"
+    #: What the references are, in errors and notes.
+    models_word: ClassVar[str] = "reference encoders"
 
     def __init__(self, method: str = "lira", statistic: str = "encodermi",
                  n_views: int | None = None, num_parts: int | None = None,
@@ -94,8 +99,9 @@ class CalibratedAttack(MembershipAttack):
                  rmia_a: float | None = None, seed: int = 0) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if statistic not in STATISTICS:
-            raise ValueError(f"unknown statistic {statistic!r}; known: {', '.join(STATISTICS)}")
+        if statistic not in self.statistics:
+            raise ValueError(f"unknown statistic {statistic!r}; known: "
+                             f"{', '.join(self.statistics)}")
         self.method = method
         self.statistic = statistic
         self.n_views = n_views
@@ -113,11 +119,11 @@ class CalibratedAttack(MembershipAttack):
 
     def base(self) -> MembershipAttack:
         """The uncalibrated attack whose features carry the statistic."""
-        stat = STATISTICS[self.statistic]
+        stat = self.statistics[self.statistic]
         given = {k: v for k, v in (("n_views", self.n_views), ("num_parts", self.num_parts),
                                    ("views", self.views)) if v is not None}
-        return create_attack(stat.attack, family="encoder", seed=self.seed,
-                             **route_options(stat.attack, given, family="encoder"))
+        return create_attack(stat.attack, family=self.base_family, seed=self.seed,
+                             **route_options(stat.attack, given, family=self.base_family))
 
     # -- references ---------------------------------------------------------------------------
 
@@ -128,15 +134,15 @@ class CalibratedAttack(MembershipAttack):
     def prepare(self, public: Any) -> CalibratedAttack:
         """Take the :class:`~leakprobe.evaluation.references.ReferenceModels`."""
         if not hasattr(public, "statistic_of"):
-            raise LeakprobeError(f"{self.name} needs reference encoders (--knowledge "
+            raise LeakprobeError(f"{self.name} needs {self.models_word} (--knowledge "
                                  "reference with --reference-data or --reference-model)")
         self.references_ = public
         return self
 
     def _references(self):
         if not self.prepared:
-            raise LeakprobeError(f"{self.name} needs --knowledge reference (reference "
-                                 "encoders to calibrate against)")
+            raise LeakprobeError(f"{self.name} needs --knowledge reference ({self.models_word} "
+                                 "to calibrate against)")
         return self.references_
 
     def queries_per_image(self, target) -> int:
@@ -159,11 +165,15 @@ class CalibratedAttack(MembershipAttack):
 
     # -- features and scores ------------------------------------------------------------------
 
+    def population_samples(self, references: Any) -> Any:
+        """The population samples as the base attack takes them (here: their pixels)."""
+        return references.population.pixels
+
     def features(self, target, images: Images) -> np.ndarray:
         """Columns: the target's statistic, then each reference's, then each reference's IN
         flag for the sample (1 = that reference trained on it)."""
         refs = self._references()
-        stat = STATISTICS[self.statistic]
+        stat = self.statistics[self.statistic]
         base = self.base()
         if self.statistic == "partcrop":
             from leakprobe.attacks.membership.partcrop import needs_tokens_error, token_problem
@@ -172,11 +182,11 @@ class CalibratedAttack(MembershipAttack):
                 problem = token_problem(model)
                 if problem is not None:
                     raise needs_tokens_error(self.name, problem)
-        population = refs.population.pixels
+        population = self.population_samples(refs)
         on_target = refs.statistic_of(stat, base, target, images)
         pop_target = refs.statistic_of(stat, base, target, population)
         per_ref: list[tuple[np.ndarray, np.ndarray]] = []
-        n = int(images.shape[0]) + int(population.shape[0])
+        n = len(images) + len(population)
         for i, model in enumerate(refs.encoders):
             # each reference's queries advance a task of their own, never the target's
             at_most = int(base.queries_per_image(model)) * n + 2 * int(base.extra_queries(model))
@@ -193,7 +203,7 @@ class CalibratedAttack(MembershipAttack):
     def direction(self) -> int:
         """The statistic's member direction: the paper's, else the references' (IN vs OUT on
         their own training data), else 0 (unknown: LiRA scores both ways)."""
-        fixed = STATISTICS[self.statistic].direction
+        fixed = self.statistics[self.statistic].direction
         if fixed:
             return fixed
         _, pop_refs, pop_in = self.population_
@@ -236,15 +246,15 @@ class CalibratedAttack(MembershipAttack):
         if refs is None:
             return []
         d = getattr(self, "direction_", None)
-        notes = [f"calibrated against {len(refs.encoders)} reference encoders "
+        notes = [f"calibrated against {len(refs.encoders)} {self.models_word} "
                  f"({'online: IN and OUT' if refs.online else 'offline: OUT only'}); "
                  f"{len(refs.population)} population samples"]
-        if d is not None and not STATISTICS[self.statistic].direction:
+        if d is not None and not self.statistics[self.statistic].direction:
             notes.append("member direction of the statistic "
                          + ({1: "higher (from the references)", -1: "lower (from the "
                              "references)"}.get(d, "unknown: two-sided")))
         if self.method == "rmia":
-            notes.append("RMIA on an encoder statistic: Pr(x|model) = Phi(standardised "
+            notes.append("RMIA on a per-sample statistic: Pr(x|model) = Phi(standardised "
                          "statistic over the population samples) (leakprobe's adaptation)"
                          + (f"; offline a = {self.rmia_a_}" if hasattr(self, "rmia_a_")
                             else ""))

@@ -60,6 +60,7 @@ from sklearn.preprocessing import StandardScaler
 
 from leakprobe.attacks.membership._common import MembershipAttack, check_features
 from leakprobe.attacks.membership.blind import Blind
+from leakprobe.attacks.membership.calibrated import CalibratedAttack, Statistic
 from leakprobe.attacks.registry import AttackTable, register_attack
 from leakprobe.data.images import ImageSet
 from leakprobe.data.stream import image_batches
@@ -114,7 +115,7 @@ def share_answers(attacks: Iterable[Any]) -> SharedAnswers:
     """Give the image-text attacks among ``attacks`` one :class:`SharedAnswers`."""
     shared = SharedAnswers()
     for a in attacks:
-        if isinstance(a, ImageTextAttack):
+        if isinstance(a, (ImageTextAttack, CalibratedImageText)):
             a.answers = shared
     return shared
 
@@ -489,13 +490,109 @@ class ImageTextBlind(Blind):
         return 0
 
 
+#: The image-text statistics the calibrated attacks calibrate (each nothing-fitted attack's
+#: per-sample score; members score higher on both).
+CALIBRATED_STATISTICS: dict[str, Statistic] = {s.name: s for s in (
+    Statistic("clip-cosine", "clip-cosine", direction=1),
+    Statistic("clip-augment-mean", "clip-augment-mean", reduce="mean", direction=1),
+)}
+
+
+class CalibratedImageText(CalibratedAttack):
+    """LiRA or RMIA on an image-text statistic, against reference image-text models.
+
+    ``lira-clip-cosine`` is the offline LiRA of Carlini et al. on Ko et al.'s cosine: the
+    target's image-caption cosine of a pair is compared with the same pair's cosine on
+    reference models that did not train on it (per-pair Gaussian, pooled variance with few
+    references), which separates "the model trained on this pair" from "this pair is easy to
+    align for any model" (a short, literal caption). Ko et al.'s own shadow variants
+    threshold the cosine with a shadow model's distribution, not per pair; the per-pair
+    calibration is LiRA's. ``rmia-clip-cosine``: RMIA with the same adaptation as the encoder
+    statistics (:mod:`leakprobe.attacks.membership.calibrated`). ``clip-augment-mean``: the
+    same for the mean cosine of augmented views and perturbed captions.
+
+    The references come from :func:`leakprobe.workflows.image_text_audit.image_text_references`
+    (trained by leakprobe on the attacker's captioned population with the CLIP recipe of
+    :mod:`leakprobe.training.image_text`, or given). The target pays the audited pairs'
+    queries (shared with the uncalibrated attack of the statistic when both run) and, once
+    per statistic, the population pairs'.
+    """
+
+    statistics: ClassVar[dict[str, Statistic]] = CALIBRATED_STATISTICS
+    base_family: ClassVar[str] = FAMILY
+    models_word: ClassVar[str] = "reference image-text models"
+    sample_kind = "pairs"
+    target_kind = FAMILY
+    answers: SharedAnswers | None = None
+    assumed_captions: int = ASSUMED_CAPTIONS
+
+    def __init__(self, method: str = "lira", statistic: str = "clip-cosine",
+                 n_views: int | None = None, views: str | dict | None = None,
+                 gamma: float = 1.0, rmia_a: float | None = None, seed: int = 0) -> None:
+        super().__init__(method=method, statistic=statistic, n_views=n_views, views=views,
+                         gamma=gamma, rmia_a=rmia_a, seed=seed)
+
+    def base(self) -> Any:
+        """The uncalibrated image-text attack of the statistic, sharing this audit's
+        answers (its target queries are paid once with the uncalibrated attack's)."""
+        attack: Any = super().base()
+        attack.answers = self.answers
+        attack.assumed_captions = self.assumed_captions
+        return attack
+
+    def population_samples(self, references: Any) -> ImageSet:
+        """The population pairs (images and captions)."""
+        return references.population
+
+    def queries_per_image(self, target: Any) -> int:
+        return int(self.base().queries_per_image(target))
+
+    def query_count(self, samples: ImageSet) -> int:
+        """The audited pairs' images and texts (shared with the base attack's)."""
+        return int(self.base().query_count(samples))
+
+    def share_key(self) -> tuple | None:
+        return self.base().share_key()
+
+    def query_share_key(self, target: Any) -> tuple:
+        """The audited pairs' answers are the uncalibrated attack's (shared when the audit
+        shares answers); the population's are counted by :meth:`extra_share_key`."""
+        key = self.share_key()
+        if key is not None and self.answers is not None:
+            return key
+        return super().query_share_key(target)
+
+    def extra_share_key(self, target: Any) -> Hashable | None:
+        """lira-X and rmia-X pay the population pairs of statistic X once."""
+        return ("population", self.statistic, self.share_key())
+
+    def population_query_count(self) -> int:
+        """The population pairs' images and texts, paid once per statistic and target."""
+        refs = getattr(self, "references_", None)
+        return 0 if refs is None else int(self.base().query_count(refs.population))
+
+    def extra_queries(self, target: Any) -> int:
+        return self.population_query_count()
+
+
+for _stat in CALIBRATED_STATISTICS.values():
+    for _method, _title in (("lira", "LiRA (Carlini et al., S&P 2022)"),
+                            ("rmia", "RMIA (Zarifzadeh et al., ICML 2024)")):
+        register_attack(
+            f"{_method}-{_stat.name}", family=FAMILY, aliases=(_method, "calibrated"),
+            fixed={"method": _method, "statistic": _stat.name},
+            summary=f"{_title} on {_stat.name}'s per-pair statistic against reference "
+                    "image-text models; --knowledge reference")(CalibratedImageText)
+
+
 # name -> class, a view of the registry (leakprobe.attacks.registry)
 IMAGE_TEXT_ATTACKS = AttackTable(FAMILY)
 
 
 def audit_query_count(attacks: Iterable[Any], samples: ImageSet) -> int:
     """Images and texts ``attacks`` send the target for ``samples``: shared answers once,
-    population captions (``extra_queries``) on top."""
+    population captions (``extra_queries``) and the calibrated attacks' population pairs
+    (once per statistic) on top."""
     attacks = list(attacks)
     total = 0
     seen: set[Hashable] = set()
@@ -503,8 +600,13 @@ def audit_query_count(attacks: Iterable[Any], samples: ImageSet) -> int:
         count = getattr(a, "query_count", None)
         if count is None:
             continue
-        key = a.share_key() if isinstance(a, ImageTextAttack) and a.answers is not None \
-            else None
+        shares = isinstance(a, (ImageTextAttack, CalibratedImageText)) and a.answers is not None
+        key = a.share_key() if shares else None
+        if isinstance(a, CalibratedImageText):
+            population_key = ("population", a.statistic, a.share_key())
+            if population_key not in seen:
+                seen.add(population_key)
+                total += a.population_query_count()
         if key is not None:
             if key in seen:
                 continue
