@@ -135,3 +135,31 @@ def test_serve_image_text_help_lists_the_model_forms(monkeypatch):
         assert form.example in text, form.example
     assert "--max-texts" in text and "--max-text-chars" in text and "--api-keys" in text
     assert "http://127.0.0.1:8080 " not in text  # serve needs a local model
+
+
+def test_a_whole_audit_over_http_equals_the_local_audit():
+    """Every attack of the family (views, perturbed captions, ranks, the blind floor) gives
+    the same AUCs and p-values through `serve image-text` as on the local model, and the
+    queries counted on both sides agree."""
+    from leakprobe.data.captions import make_synthetic_captioned
+    from leakprobe.data.splits import make_split
+    from leakprobe.workflows.image_text_audit import audit_image_text
+
+    split = make_split(make_synthetic_captioned(48, 16, seed=0), 24, seed=0)
+    options = dict(attacks="all", permutations=19, seed=0, n_views=2)
+    on_local = local()
+    local_report = audit_image_text(on_local, split.members, split.nonmembers, **options)
+    service = ImageTextService(local(), ServeConfig(max_batch=16, max_texts=40))
+    with running(create_app(service)) as url:
+        client = load_target(url, family="image-text")
+        http_report = audit_image_text(client, split.members, split.nonmembers, **options)
+    rows = {r["attack"]: r["metrics"] for r in local_report["results"]}
+    over_http = {r["attack"]: r["metrics"] for r in http_report["results"]}
+    assert list(rows) == list(over_http) == [
+        "clip-cosine", "clip-rank", "clip-augment", "clip-augment-mean", "blind"]
+    for name, metrics in rows.items():
+        assert over_http[name]["auc"] == pytest.approx(metrics["auc"], abs=1e-9), name
+        assert over_http[name]["p_value"] == pytest.approx(metrics["p_value"], abs=1e-9), name
+    assert http_report["summary"] == local_report["summary"]
+    assert client.queries == on_local.queries == service.queries_used
+    assert local_report["context"]["total_queries"] == on_local.queries
