@@ -120,12 +120,16 @@ def test_readme_is_the_front_door() -> None:
         lines[:8]), "the README opens with the two set-up commands"
 
 
-def _front_door_block() -> str:
-    """The README's block titled as run by this file: the audit of one's own model."""
+RUN_HERE = "run by tests/docs/test_docs_commands.py"
+
+
+def _front_door_block(what: str = "") -> str:
+    """The README's block titled as run by this file (``what``: the title's words after it,
+    e.g. ``(image-text)``; empty: the audit of one's own model)."""
     for path, _, title, body in _blocks():
-        if path.name == "README.md" and "run by tests/docs/test_docs_commands.py" in title:
+        if path.name == "README.md" and title.strip() == f"{RUN_HERE} {what}".strip():
             return body
-    raise AssertionError("README.md has no block run by tests/docs/test_docs_commands.py")
+    raise AssertionError(f"README.md has no block titled {RUN_HERE} {what}")
 
 
 def _memorising_torchscript(path: Path, members) -> None:
@@ -190,4 +194,25 @@ def test_the_readme_audit_runs_as_written(tmp_path, monkeypatch) -> None:
     report = json.loads((tmp_path / "runs" / "my-audit" / "report.json").read_text())
     assert report["summary"].startswith("Leakage detected"), report["summary"]
     assert (tmp_path / "runs" / "my-audit" / "report.html").is_file()
+    print(out)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_readme_image_text_audit_runs_as_written(tmp_path, monkeypatch) -> None:
+    """The README's image-text commands, word for word: train a small CLIP on built-in
+    captioned data, audit it; the audit finds its members and the floor stays at chance."""
+    import json
+
+    from cli_runner import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEAKPROBE_PERMUTATIONS", raising=False)  # the defaults, as written
+    commands = _leakprobe_commands(_front_door_block("(image-text)"))
+    assert [w[:2] for w in commands] == [["train", "image-text"], ["audit", "image-text"]]
+    for words in commands:
+        code, out, err = run_cli(*words)
+        assert code == 0, err[-2000:]
+    report = json.loads((tmp_path / "runs" / "clip-audit" / "report.json").read_text())
+    assert report["summary"].startswith("Leakage detected"), report["summary"]
+    assert "the model-free floor does not beat chance" in report["summary"]
     print(out)
