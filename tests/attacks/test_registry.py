@@ -48,8 +48,8 @@ def test_every_family_keeps_its_names_and_its_all():
     assert expand_attacks("all", family="captioner") == ["m4i-metric", "m4i-feature"]
     calibrated = [f"{m}-{s}" for s in STATISTICS for m in ("lira", "rmia")]
     assert sorted(ENCODER_ATTACKS) == sorted([*ENCODER_ALL, "partcrop-cosine",
-                                              "partcrop-pooled", "blind", "sslmem", "infonce",
-                                              *calibrated])
+                                              "partcrop-pooled", "partcrop-v2", "blind",
+                                              "sslmem", "infonce", *calibrated])
     assert expand_attacks("calibrated", family="encoder") == [
         n for n in calibrated if not n.endswith("-partcrop")]  # token statistic: by name
     assert [e.name for e in registry.entries("image2image")] == list(SCORES)
@@ -66,7 +66,7 @@ def test_every_family_keeps_its_names_and_its_all():
         "baseline": ["baseline-norm", "baseline-consistency"],
         "encodermi": ["encodermi-vector", "encodermi-set", "encodermi-threshold"],
         "lpla": ["lpla-p1", "lpla-p2", "lpla-pinf"],
-        "partcrop-variants": ["partcrop", "partcrop-cosine", "partcrop-pooled"],
+        "partcrop-variants": ["partcrop", "partcrop-cosine", "partcrop-pooled", "partcrop-v2"],
         "all": ["partcrop", "encodermi", "lpla", "baseline"],
     }
     assert aliases("stealing") == {"all": ["contsteal", "contsteal-fresh", "rda", "stolenencoder",
@@ -81,7 +81,7 @@ def test_the_expander_keeps_order_drops_repeats_and_reads_any_case():
     assert expand_attacks("All,reconstruction,membership-error-weighted",
                           family="image2image") == [*SCORES[:3], "membership-error-weighted"]
     assert expand_attack_names("all,partcrop-variants") == \
-        [*ENCODER_ALL, "partcrop-cosine", "partcrop-pooled"]
+        [*ENCODER_ALL, "partcrop-cosine", "partcrop-pooled", "partcrop-v2"]
 
 
 def test_a_token_attack_becomes_pooled_through_an_alias_and_is_refused_by_name():
@@ -89,7 +89,7 @@ def test_a_token_attack_becomes_pooled_through_an_alias_and_is_refused_by_name()
         ["partcrop-pooled", *ENCODER_ALL[1:]]
     assert expand_attacks("partcrop-variants", family="encoder", no_tokens=NO_TOKENS) == \
         ["partcrop-pooled"]
-    for explicit in ("partcrop", "all,partcrop-cosine"):
+    for explicit in ("partcrop", "all,partcrop-cosine", "partcrop-v2"):
         with pytest.raises(LeakprobeError, match="use partcrop-pooled"):
             expand_attacks(explicit, family="encoder", no_tokens=NO_TOKENS)
 

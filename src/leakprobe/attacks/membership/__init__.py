@@ -17,7 +17,12 @@ from leakprobe.attacks.membership.blind import Blind
 from leakprobe.attacks.membership.encodermi import EncoderMI
 from leakprobe.attacks.membership.infonce import ContrastiveLoss
 from leakprobe.attacks.membership.lpla import LpLA
-from leakprobe.attacks.membership.partcrop import PartCrop, PartCropPooled, token_problem
+from leakprobe.attacks.membership.partcrop import (
+    PartCrop,
+    PartCropPooled,
+    PartCropV2,
+    token_problem,
+)
 from leakprobe.attacks.membership.sslmem import SSLMemAlignment
 
 # isort: split
@@ -47,5 +52,5 @@ __all__ = [
     "ALIASES", "ENCODER_ATTACKS", "AugmentationConsistency", "Blind", "CalibratedAttack",
     "ContrastiveLoss", "EmbeddingNorm", "SSLMemAlignment",
     "EncoderMI", "LabeledImages", "LpLA", "MembershipAttack", "PartCrop", "PartCropPooled",
-    "ViewAttack", "create_attack", "expand_attack_names", "token_problem",
+    "PartCropV2", "ViewAttack", "create_attack", "expand_attack_names", "token_problem",
 ]

@@ -25,8 +25,13 @@ Each batch of networks shows a progress task over its epochs (``scorer: training
 networks: 12/100 epochs``), inside the audit's ``cross-fitting`` task; its time left is an
 upper bound, as early stopping may end it sooner.
 
-Initialisation follows ``nn.Linear`` (uniform in +-1/sqrt(fan_in) for weights and biases).
-All random draws of a network come from a generator seeded with its own ``seed``.
+Networks: ``mlp`` (F-512-256-128-1, ReLU: PartCrop's and EncoderMI's attacker), ``mlp-rmsnorm``
+(the same widths with Tanh, and a parameter-free RMSNorm on the input and after every hidden
+linear layer: PartCrop-v2's attacker, see :class:`~leakprobe.attacks.membership.partcrop.
+PartCropV2`) and ``deepset`` (EncoderMI's set network). Initialisation follows ``nn.Linear``
+(uniform in +-1/sqrt(fan_in) for weights and biases). All random draws of a network come from
+a generator seeded with its own ``seed``. :meth:`TrainedNetworks.module` gives a trained MLP
+as a plain ``nn.Sequential`` (the same function, for inspection).
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ _MAX_BATCH_PARAMETERS = 24_000_000
 # several (see leakprobe.threads): ~16 MLPs or ~16 set networks.
 _MULTITHREAD_MACS = 3_000_000
 MLP_HIDDEN = (512, 256, 128)
+# PartCrop-v2's attacker: MLP_HIDDEN with RMSNorm (no gain, eps inside the root) and Tanh.
+RMS_MLP, RMS_EPS = "mlp-rmsnorm", 1e-6
+MLPS = ("mlp", RMS_MLP)
 # Validation-loss decrease (BCE, nats) that counts as progress for early stopping.
 MIN_IMPROVEMENT = 1e-3
 # Epochs without a real improvement after which a network stops (see the module docstring).
@@ -59,7 +67,7 @@ DEEPSET_WIDTH = 64
 
 def _layer_shapes(network: str, in_dim: int) -> list[tuple[int, int]]:
     """(fan_in, fan_out) of each linear layer, in order."""
-    if network == "mlp":
+    if network in MLPS:
         dims = (in_dim, *MLP_HIDDEN, 1)
         return list(zip(dims[:-1], dims[1:], strict=True))
     w = DEEPSET_WIDTH
@@ -72,7 +80,7 @@ def _n_params(shapes: list[tuple[int, int]]) -> int:
 
 def _macs_per_sample(network: str, shapes: list[tuple[int, int]], in_dim: int) -> int:
     """Multiply-adds of one network's forward pass on one sample."""
-    if network == "mlp":
+    if network in MLPS:
         return sum(a * b for a, b in shapes)
     (_, w), (_, _), (a3, b3), (a4, b4) = shapes
     return in_dim * (2 * w + w * w) + a3 * b3 + a4 * b4
@@ -91,12 +99,14 @@ def _unflatten(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.
 
 def _forward(network: str, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
     """Logits (M, B) of M networks on their inputs x: (M, B, F) (mlp) or (M, B, S) (set)."""
-    if network == "mlp":
-        h = x
+    if network in MLPS:
+        rms = network == RMS_MLP
+        h = F.rms_norm(x, (x.shape[-1],), eps=RMS_EPS) if rms else x
         for i in range(0, len(params), 2):
             h = torch.baddbmm(params[i + 1], h, params[i])
             if i < len(params) - 2:
-                h = torch.relu(h)
+                h = torch.tanh(F.rms_norm(h, (h.shape[-1],), eps=RMS_EPS)) if rms \
+                    else torch.relu(h)
         return h.squeeze(-1)
     w1, b1, w2, b2, w3, b3, w4, b4 = params
     pooled = _SetPool.apply(x, w1, b1, w2, b2, torch.is_grad_enabled())  # (M, B, 2W)
@@ -207,8 +217,8 @@ def fit_score_networks(
     """Train one network per task (all at once, in memory-bounded batches); score its test part.
 
     Args:
-        network: ``mlp`` (F-512-256-128-1, ReLU) or ``deepset`` (a permutation-invariant
-            network over a set of scalars).
+        network: ``mlp`` (F-512-256-128-1, ReLU), ``mlp-rmsnorm`` (the same widths, RMSNorm
+            and Tanh) or ``deepset`` (a permutation-invariant network over a set of scalars).
         features: (N, F) features shared by all tasks.
         tasks: what each network fits on and scores.
         epochs, lr, weight_decay, batch_size, val_fraction, patience: the training recipe.
@@ -276,6 +286,28 @@ class TrainedNetworks:
                                                                  self.shapes))
         return torch.sigmoid(logits[0]).double().numpy()
 
+    def module(self, index: int = 0) -> torch.nn.Sequential:
+        """MLP ``index`` as a plain torch module from standardised features to logits: the
+        function :meth:`score` computes before its sigmoid (``mlp`` or ``mlp-rmsnorm``)."""
+        if self.network not in MLPS:
+            raise ValueError(f"no module view of a {self.network!r} network")
+        rms = self.network == RMS_MLP
+        nn = torch.nn
+        layers: list[torch.nn.Module] = []
+        if rms:
+            layers.append(nn.RMSNorm(self.shapes[0][0], eps=RMS_EPS, elementwise_affine=False))
+        weights = _unflatten(self.params[index:index + 1], self.shapes)
+        for j, (a, b) in enumerate(self.shapes):
+            linear = nn.utils.skip_init(nn.Linear, a, b)  # no draw from the global RNG
+            with torch.no_grad():
+                linear.weight.copy_(weights[2 * j][0].T)
+                linear.bias.copy_(weights[2 * j + 1][0, 0])
+            layers.append(linear)
+            if j < len(self.shapes) - 1:
+                layers += [nn.RMSNorm(b, eps=RMS_EPS, elementwise_affine=False), nn.Tanh()] \
+                    if rms else [nn.ReLU()]
+        return nn.Sequential(*layers)
+
 
 def _optimizer(params: list[torch.Tensor], lr: float, weight_decay: float):
     """Adam over the batched parameters: the fused kernel where this torch has it.
@@ -311,7 +343,7 @@ def _fit_batch(network, shapes, x_all, tasks, epochs, lr, weight_decay, batch_si
     for t in tasks:
         x = x_all[np.asarray(t.train)]
         y = np.asarray(t.labels, dtype=np.float32)
-        if network == "mlp":
+        if network in MLPS:
             mean, std = x.mean(axis=0), x.std(axis=0)
             std = np.where(std > 1e-12, std, 1.0)
         else:  # a set's elements share one scale

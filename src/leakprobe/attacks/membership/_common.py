@@ -104,6 +104,12 @@ class MembershipAttack:
         sig = inspect.signature(type(self).__init__)
         return {k: getattr(self, k) for k in sig.parameters if k != "self"}
 
+    def features_key(self) -> list[Any]:
+        """What decides the attack's features, for the feature cache's key: its name and
+        parameters. An attack that refits another's features (partcrop-v2: partcrop's)
+        returns that attack's, so both read one cache entry."""
+        return [self.name, self.get_params()]
+
     def clone(self) -> MembershipAttack:
         """A fresh, unfitted copy with the same hyper-parameters."""
         return type(self)(**copy.deepcopy(self.get_params()))
@@ -254,7 +260,7 @@ class NeuralScorer:
     (:meth:`fit_score_many`, used by cross-fitting and the permutation test).
     """
 
-    network: str = "mlp"  # "mlp" or "deepset"
+    network: str = "mlp"  # "mlp", "mlp-rmsnorm" (PartCrop-v2's) or "deepset"
     epochs: int = 100
     lr: float = 1e-3
     weight_decay: float = 5e-4

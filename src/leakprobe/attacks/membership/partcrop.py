@@ -36,6 +36,9 @@ Variants (leakprobe's, not the paper's; each reports under its own name):
   response of a part is the cosine of its embedding with the whole image's embedding, and the
   K sorted cosines are the features: part-vs-whole cosines, not the paper's token KL.
 
+The authors' extension, ``partcrop-v2`` (:class:`PartCropV2`, arXiv 2505.10351), keeps these
+features and changes the attacker network (see its docstring).
+
 Tokens must live in the embedding space (the parts are embeddings, the whole is tokens): the
 token attacks refuse a target that exposes no tokens, one that declares
 ``tokens_in_embedding_space = False`` (e.g. tokens taken before a projection head), and one
@@ -55,6 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from leakprobe.attacks.membership._batched import RMS_MLP
 from leakprobe.attacks.membership._common import MembershipAttack, NeuralScorer
 from leakprobe.attacks.registry import register_attack
 from leakprobe.data.stream import Images
@@ -164,12 +168,16 @@ class PartCrop(MembershipAttack):
 
     @property
     def name(self) -> str:
+        return self._named("partcrop")
+
+    def _named(self, base: str) -> str:
+        """``base`` for the paper's settings, ``base-cosine``, or ``base-{sim}-t{temp}``."""
         setting = (self.similarity, float(self.temperature))
         if setting == (PAPER_SIMILARITY, PAPER_TEMPERATURE):
-            return "partcrop"
+            return base
         if setting == (COSINE_SIMILARITY, COSINE_TEMPERATURE):
-            return "partcrop-cosine"
-        return f"partcrop-{self.similarity}-t{self.temperature:g}"
+            return f"{base}-cosine"
+        return f"{base}-{self.similarity}-t{self.temperature:g}"
 
     def queries_per_image(self, target) -> int:
         return self.num_parts + 1
@@ -270,3 +278,47 @@ class PartCropPooled(PartCrop):
         why = token_problem(target)
         what = f"part-vs-whole embedding cosines ({POOLED}), not the paper's part-vs-token KL"
         return [f"{why}: {what}" if why else f"{what} (chosen by name)"]
+
+
+@register_attack("partcrop-v2", family="encoder", aliases=("partcrop-variants",),
+                 summary="PartCrop-v2 (Zhu et al., arXiv 2505.10351): PartCrop's features, the "
+                 "extension's attacker (RMSNorm + Tanh MLP); black box, needs tokens, fitted")
+class PartCropV2(PartCrop):
+    """``partcrop-v2``: PartCrop's features scored by the attacker of the authors' extension.
+
+    The extension ("A Unified and Scalable Membership Inference Method for Visual
+    Self-supervised Encoder via Part-aware Capability", arXiv 2505.10351) keeps PartCrop's
+    queries and features; its reference code (``mia_lib/mia_model.py``, ``Adversary_v2``,
+    added in Nov. 2024) changes the attacker "for stabilising training": Tanh in place of
+    ReLU, and a parameter-free RMSNorm (``x / sqrt(mean(x^2) + 1e-6)``) "to scale the input"
+    and after every hidden linear layer. Here: RMSNorm(2K) -> [Linear -> RMSNorm -> Tanh] for
+    the widths 512, 256, 128 -> Linear -> 1 (the ``mlp-rmsnorm`` network of
+    :mod:`leakprobe.attacks.membership._batched`).
+
+    Departures from the reference code:
+    - the shipped class cannot be built (its ``__init__`` calls ``super(Adversary, self)``
+      from ``Adversary_v2``, a TypeError) and creates an input RMSNorm that ``forward`` never
+      applies; leakprobe builds the network its docstring describes and applies that norm;
+    - the reference scripts (``mia_test.py``) still build ``Adversary`` (v1), so v2's training
+      recipe is v1's (BCE, Adam 1e-3, weight decay 5e-4, 100 epochs, best epoch kept), which
+      is partcrop's here: standardised features, the epoch picked by validation loss on the
+      fit data, partcrop's early stopping; ``nn.Linear``'s initialisation instead of
+      N(0, 0.01) weights and zero biases (every hidden layer is normalised, so only the
+      output layer's scale differs).
+
+    The requests are partcrop's (an audit running both pays the parts once) and so are the
+    features: the feature cache keeps one entry for both (:meth:`features_key`). Same
+    arguments as :class:`PartCrop`; the name follows the feature settings as partcrop's does
+    (``partcrop-v2``, ``partcrop-v2-cosine``...).
+    """
+
+    @property
+    def name(self) -> str:
+        return self._named("partcrop-v2")
+
+    def features_key(self) -> list:
+        """PartCrop's key for the same settings: the features are the same floats."""
+        return [self._named("partcrop"), self.get_params()]
+
+    def neural_scorer(self) -> NeuralScorer:
+        return NeuralScorer(RMS_MLP, epochs=self.epochs, seed=self.seed)
