@@ -12,8 +12,18 @@ queries. It prints AUC and TPR
 at 1% and 0.1% FPR per attack (``-`` where the non-members cannot resolve that FPR: fewer than
 10 false positives allowed), the best of each kind, and the references' training seconds;
 and writes JSON. Target and references are cached in ``--out`` (rerunning reuses them).
+``lira-joint`` (the multivariate LiRA over the statistics the calibrated attacks pay for
+anyway) runs with them, and ``partcrop-v2`` with the uncalibrated attacks.
+
+The recipe mismatch an auditor usually faces: ``--reference-arch`` gives the references
+another architecture (a registered name or ``file.py:factory``, e.g. the plain CNN of
+``benchmarks/small_cnn.py``) and ``--reference-epochs`` a shorter schedule than the
+target's; ``--reference-init`` starts them from given weights.
 
     python benchmarks/calibration.py --references 4,8 --json benchmarks/results/calibration.json
+    python benchmarks/calibration.py --references 4 --target-epochs 300 --reference-epochs 100 \
+        --reference-arch benchmarks/small_cnn.py:build \
+        --json benchmarks/results/calibration_mismatch.json
 """
 
 from __future__ import annotations
@@ -53,6 +63,11 @@ def main() -> None:
     parser.add_argument("--target-epochs", type=int, default=200)
     parser.add_argument("--reference-epochs", type=int, default=200)
     parser.add_argument("--references", default="4,8")
+    parser.add_argument("--reference-arch", default=None,
+                        help="the references' architecture (default: the target's, "
+                             "resnet-tiny): a registered name or file.py:factory")
+    parser.add_argument("--reference-init", default=None,
+                        help="weights the references start from (default: random)")
     parser.add_argument("--out", default="runs/bench-calibration")
     parser.add_argument("--json", default="benchmarks/results/calibration.json")
     parser.add_argument("--device", default="cpu")
@@ -96,8 +111,8 @@ def main() -> None:
 
     rows: dict[str, dict] = {}
     t0 = time.time()
-    report = audit_encoder(target, members, nonmembers, attacks="all,sslmem,infonce",
-                           permutations=0, seed=0)
+    report = audit_encoder(target, members, nonmembers,
+                           attacks="all,sslmem,infonce,partcrop-v2", permutations=0, seed=0)
     rows["uncalibrated (known-subset)"] = {"attacks": _metrics(report),
                                            "audit_seconds": round(time.time() - t0, 1)}
     # the same attacks with as many views as the calibrated infonce statistic queries (16),
@@ -109,17 +124,22 @@ def main() -> None:
         "attacks": {f"{a}@{args.matched_views}": m for a, m in _metrics(report).items()
                     if a != "blind"},
         "audit_seconds": round(time.time() - t0, 1)}
+    from dataclasses import replace
+
+    ref_recipe = replace(recipe, arch=args.reference_arch or recipe.arch,
+                         init=args.reference_init)
     for r in sorted(int(x) for x in args.references.split(",")):
         config = TrainConfig(epochs=args.reference_epochs, batch_size=256, lr=3e-3, seed=0,
                              device=args.device)
         t0 = time.time()
-        refs = train_references(population, count=r, recipe=recipe, config=config,
+        refs = train_references(population, count=r, recipe=ref_recipe, config=config,
                                 out_dir=out / "references", seed=0, n_population=1000,
                                 device=args.device)
         train_seconds = time.time() - t0
         t0 = time.time()
         report = audit_encoder(target, members, nonmembers, knowledge="reference",
-                               references=refs, attacks="calibrated", permutations=0, seed=0)
+                               references=refs, attacks="calibrated,lira-joint",
+                               permutations=0, seed=0)
         rows[f"calibrated, R={r}"] = {
             "attacks": _metrics(report), "audit_seconds": round(time.time() - t0, 1),
             # the R references' recorded training time (cached ones included)
@@ -130,7 +150,10 @@ def main() -> None:
 
     print(f"\ndata {spec} at {args.image_size} px: {args.members} members, {args.nonmembers} "
           f"non-members, {args.population} population images; target {args.target_epochs} "
-          f"epochs, references {args.reference_epochs} epochs (same recipe)\n")
+          f"epochs, references {args.reference_epochs} epochs, {ref_recipe.arch}"
+          + (f" from {ref_recipe.init}" if ref_recipe.init else "")
+          + (" (the target's recipe)" if ref_recipe == recipe
+             and args.reference_epochs == args.target_epochs else "") + "\n")
     print(f"{'setting':<28} {'attack':<28} {'AUC':>6} {'TPR@1%':>7} {'TPR@0.1%':>9}")
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for setting, row in rows.items():
@@ -159,6 +182,8 @@ def main() -> None:
     result = {"data": spec, "image_size": args.image_size, "members": args.members,
               "nonmembers": args.nonmembers, "population": args.population,
               "target_epochs": args.target_epochs, "reference_epochs": args.reference_epochs,
+              "target_arch": recipe.arch, "reference_arch": ref_recipe.arch,
+              "reference_init": ref_recipe.init,
               "target_training_seconds": round(target_seconds, 1), "settings": rows,
               "best_uncalibrated": {"tpr_at_1pct": [u_name, u_tpr], "auc": [u_auc_name, u_auc]},
               "summary": summary, "cpu": os.cpu_count()}

@@ -49,7 +49,7 @@ def test_every_family_keeps_its_names_and_its_all():
     calibrated = [f"{m}-{s}" for s in STATISTICS for m in ("lira", "rmia")]
     assert sorted(ENCODER_ATTACKS) == sorted([*ENCODER_ALL, "partcrop-cosine",
                                               "partcrop-pooled", "partcrop-v2", "blind",
-                                              "sslmem", "infonce", *calibrated])
+                                              "sslmem", "infonce", *calibrated, "lira-joint"])
     assert expand_attacks("calibrated", family="encoder") == [
         n for n in calibrated if not n.endswith("-partcrop")]  # token statistic: by name
     assert [e.name for e in registry.entries("image2image")] == list(SCORES)

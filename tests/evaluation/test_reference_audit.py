@@ -42,10 +42,16 @@ def test_calibrated_attacks_on_a_memorising_target(memorising_target, references
     t = memorising_target
     report = audit_encoder(t["target"], t["members"], t["nonmembers"], knowledge="reference",
                            references=references, attacks="lira-encodermi,rmia-encodermi,"
-                           "lira-sslmem,lira-infonce,lira-baseline-norm", permutations=9,
-                           seed=0)
+                           "lira-sslmem,lira-infonce,lira-baseline-norm,lira-joint",
+                           permutations=9, seed=0)
     aucs = _aucs(report)
     assert aucs["lira-encodermi"] > 0.85 and aucs["rmia-encodermi"] > 0.75
+    # the joint score reads the same statistics (no query of its own beyond lpla-p2's and
+    # baseline-consistency's) and is at least as good as the best single one, give or take
+    assert aucs["lira-joint"] > 0.85
+    assert aucs["lira-joint"] >= max(aucs["lira-encodermi"], aucs["lira-infonce"]) - 0.05
+    joint = next(r for r in report["results"] if r["attack"] == "lira-joint")
+    assert any("member shifts encodermi +" in n for n in joint["notes"])
     assert aucs["lira-sslmem"] > 0.7 and aucs["lira-infonce"] > 0.85
     assert "blind" in aucs  # every audit runs the floor
     ctx = report["context"]
@@ -62,8 +68,9 @@ def test_calibrated_attacks_stay_at_chance_on_unseen_members(memorising_target, 
                                                              one_torch_thread) -> None:
     t = memorising_target
     report = audit_encoder(t["target"], t["unseen_a"], t["nonmembers"], knowledge="reference",
-                           references=references, attacks="lira-encodermi,rmia-encodermi",
-                           permutations=19, seed=0)
+                           references=references, attacks="lira-encodermi,rmia-encodermi,"
+                           "lira-joint", permutations=19, seed=0)
+    assert len(report["results"]) == 4
     for r in report["results"]:
         if r["attack"] != "blind":
             assert 0.3 < r["metrics"]["auc"] < 0.7
@@ -223,3 +230,18 @@ def test_reference_models_the_user_brings_from_the_cli(memorising_target, refere
                            "--out", str(tmp_path / "bad"))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad" / "report.json").exists()
+
+
+def test_lira_joint_on_one_statistic_equals_lira_of_that_statistic(
+        memorising_target, references, one_torch_thread) -> None:
+    from leakprobe.attacks.membership.calibrated import CalibratedAttack, JointCalibratedAttack
+
+    t = memorising_target
+    images = concat([t["members"], t["nonmembers"]]).pixels
+    joint = JointCalibratedAttack(statistics=("infonce",)).prepare(references)
+    single = CalibratedAttack("lira", "infonce").prepare(references)
+    scores_joint = joint.score_features(joint.features(t["target"], images))
+    scores_single = single.score_features(single.features(t["target"], images))
+    np.testing.assert_allclose(scores_joint, scores_single, rtol=1e-9, atol=1e-12)
+    with pytest.raises(LeakprobeError, match="unknown statistics"):
+        JointCalibratedAttack(statistics=("encodermi", "nope"))

@@ -148,6 +148,10 @@ ATTACKS: tuple[AttackInfo, ...] = (
     *_calibrated("baseline-consistency", "baseline-consistency", 5),
     *_calibrated("partcrop-pooled", "partcrop-pooled", 129),
     *_calibrated("partcrop", "partcrop", 129, in_aliases=False, tokens=True),
+    AttackInfo("encoder", "lira-joint", "leakprobe's multivariate LiRA: the encodermi, sslmem, "
+               "infonce, baseline and lpla-p2 statistics at once against reference encoders "
+               "(Gaussian, pooled correlation, weighted by the references' member shifts); "
+               "--knowledge reference", (), 44, 0, _REF, "joint"),
     AttackInfo("image2image", "reconstruction", "reconstruction error of the model's output "
                "(Shafran et al., ICCV 2021); black box, ground truth held, 1 query", ("all",),
                1),
@@ -259,10 +263,12 @@ def live_catalog() -> tuple[tuple[AttackInfo, ...], dict[str, dict[str, int]]]:
                 extra = int(attack.extra_queries(target))
             statistic = base = None
             tokens = bool(getattr(attack, "needs_tokens", False))
-            if getattr(attack, "needs_references", False):
+            if getattr(attack, "needs_references", False) and hasattr(attack, "statistic"):
                 statistic = attack.statistic
                 base = attack.statistics[statistic].attack
                 tokens = bool(getattr(attack.base(), "needs_tokens", False))
+            elif getattr(attack, "needs_references", False):  # lira-joint: several at once
+                statistic = "joint"
             rows.append(AttackInfo(
                 family, entry.name, row["summary"], tuple(row["aliases"]), queries, extra,
                 _knowledge(attack, family), statistic, base, tokens))

@@ -107,7 +107,17 @@ def audit_encoder_cmd(
     reference_method: Annotated[str, typer.Option(
         rich_help_panel=REFERENCE_PANEL, help="SSL method of the references.")] = "simclr",
     reference_arch: Annotated[str, typer.Option(
-        rich_help_panel=REFERENCE_PANEL, help="Backbone of the references.")] = "resnet-tiny",
+        rich_help_panel=REFERENCE_PANEL,
+        help="Backbone of the references: a registered name (`leakprobe models`), or "
+             "file.py:factory / package.module:factory returning a fresh nn.Module that maps "
+             "images (B,3,H,W) to embeddings (B,D), e.g. the target's own architecture.")
+    ] = "resnet-tiny",
+    reference_init: Annotated[str | None, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, metavar="MODEL",
+        help="Weights every reference starts from instead of random init (e.g. the public "
+             "checkpoint the target was fine-tuned from), then fine-tunes on its half: a "
+             "train folder, .safetensors of --reference-arch, a published .pth of a public "
+             "--reference-arch, TorchScript, or file.py:factory.")] = None,
     reference_epochs: Annotated[int, typer.Option(
         rich_help_panel=REFERENCE_PANEL, min=1,
         help="Training epochs of each reference.")] = 50,
@@ -163,6 +173,7 @@ def audit_encoder_cmd(
         shadow_arch=shadow_arch, shadow_method=shadow_method, shadow_epochs=shadow_epochs,
         reference_data=reference_data, references=references,
         reference_method=reference_method, reference_arch=reference_arch,
+        reference_init=reference_init,
         reference_epochs=reference_epochs, reference_model=tuple(reference_model or ()),
         online=online, population_samples=population_samples, reference_dir=reference_dir,
         reference_workers=reference_workers, num_parts=num_parts, n_views=n_views,

@@ -5,7 +5,8 @@ Accepted, in this order of detection:
 - encoders only: ``hf:DIR``, or a folder with a transformers ``config.json`` (see
   :mod:`leakprobe.targets.huggingface`; needs ``leakprobe[hf]``, never downloads);
 - ``*.safetensors``: weights of a registered architecture (``--arch``, or the architecture
-  recorded in the file's metadata by leakprobe);
+  recorded in the file's metadata by leakprobe), or of the module a factory builds
+  (``--arch file.py:factory``; a factory recorded in the file is run only when named so);
 - ``*.pth`` / ``*.pth.tar`` / ``*.pt`` with ``--arch`` (and ``*.safetensors`` with a public
   architecture such as ``resnet50`` or ``vit-small-patch16``): a published self-supervised
   checkpoint (MoCo, DINO, MAE...), read with ``weights_only=True``
@@ -57,12 +58,21 @@ def load_safetensors_module(path: str | Path, arch: str | None = None) -> torch.
     name = arch or recorded
     if not name:
         raise LeakprobeError(f"{path}: no architecture recorded in the file; pass --arch NAME")
-    if arch and recorded and arch != recorded:
-        kwargs = {}
-    model = create_model(name, **kwargs)
-    mismatch = _state_mismatch(model.state_dict(), state)
+    if is_factory_arch(name):
+        if not arch:  # code a file names runs only when the user names it too
+            raise LeakprobeError(f"{path}: weights of the factory architecture {name}; pass "
+                                 f"--arch {name} to rebuild it (leakprobe runs no code that a "
+                                 "model file names)")
+        model = factory_module(name)
+        if getattr(model, "input_size", None) is None and "input_size" in kwargs:
+            model.input_size = int(kwargs["input_size"])  # type: ignore[assignment]  # an int
+    else:
+        if arch and recorded and arch != recorded:
+            kwargs = {}
+        model = create_model(name, **kwargs)
+    mismatch = state_mismatch(model.state_dict(), state)
     if mismatch:
-        fits = _fitting_archs(state)
+        fits = fitting_archs(state)
         hint = (f"they fit --arch {' or '.join(fits)}" if fits else
                 "for your own architecture use --model file.py:factory")
         raise LeakprobeError(f"{path}: weights do not fit architecture '{name}': {mismatch}; "
@@ -76,7 +86,27 @@ def load_safetensors_module(path: str | Path, arch: str | None = None) -> torch.
     return model
 
 
-def _fitting_archs(state: dict) -> list[str]:
+def is_factory_arch(arch: str | None) -> bool:
+    """Whether ``arch`` names a factory (``file.py:factory``, ``package.module:factory``)
+    rather than a registered architecture (whose names hold no colon)."""
+    return bool(arch) and ":" in str(arch)
+
+
+def factory_module(spec: str, option: str = "--arch") -> torch.nn.Module:
+    """The fresh ``nn.Module`` the factory ``spec`` builds (errors start with ``option``)."""
+    try:
+        built = load_entry_point(spec)
+    except LeakprobeError as e:
+        raise LeakprobeError(f"{option} {e}") from e
+    if not isinstance(built, torch.nn.Module):
+        kind = "None (did the factory forget to return?)" if built is None \
+            else type(built).__name__
+        raise LeakprobeError(f"{option} {spec}: the factory returned {kind}, not an nn.Module "
+                             "(an architecture to train and load weights into)")
+    return built
+
+
+def fitting_archs(state: dict) -> list[str]:
     """The registered architectures (default options) whose every key and shape ``state``
     matches: built on the meta device, so no memory is allocated and none is initialised."""
     from leakprobe.models.registry import list_models
@@ -88,7 +118,7 @@ def _fitting_archs(state: dict) -> list[str]:
                 expected = create_model(name).state_dict()
         except Exception:  # an architecture that cannot be built bare is no candidate
             continue
-        if not _state_mismatch(expected, state):
+        if not state_mismatch(expected, state):
             fits.append(name)
     return fits
 
@@ -98,7 +128,7 @@ def _keys(names: list[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + more
 
 
-def _state_mismatch(expected: dict, given: dict, shown: int = 5) -> str:
+def state_mismatch(expected: dict, given: dict, shown: int = 5) -> str:
     """What keeps ``given`` from loading into a model whose state is ``expected`` ('' if ok)."""
     missing = [k for k in expected if k not in given]
     unexpected = sorted(k for k in given if k not in expected)

@@ -20,6 +20,8 @@ from leakprobe.models import create_model
 from leakprobe.models.registry import int_attribute
 from leakprobe.models.serialization import export_torchscript, save_weights
 from leakprobe.progress import log
+from leakprobe.targets.loading import is_factory_arch
+from leakprobe.training.backbone import build_backbone
 from leakprobe.training.dp import batchnorm_modules, check_dp_compatible, replace_batchnorm
 from leakprobe.training.ssl.base import SSLMethod, create_method
 from leakprobe.training.trainer import EpochCallback, TrainConfig, Trainer
@@ -31,10 +33,14 @@ class EncoderRecipe:
 
     Attributes:
         method: SSL method name (``simclr``...).
-        arch: registered backbone name.
-        arch_kwargs: backbone overrides (``width``, ``norm``...).
+        arch: registered backbone name, or ``file.py:factory`` / ``package.module:factory``
+            (a fresh module, images (B, 3, H, W) -> embeddings (B, D);
+            :mod:`leakprobe.training.backbone`).
+        arch_kwargs: backbone overrides (``width``, ``norm``...; registered names only).
         crop_scale: random-resized-crop area range (SCSR narrows it).
         method_kwargs: SSL method overrides (``temperature``...).
+        init: weights the backbone starts from (a train folder, ``.safetensors``, published
+            checkpoint, TorchScript file or entry point); None: random initialisation.
     """
 
     method: str = "simclr"
@@ -42,6 +48,7 @@ class EncoderRecipe:
     arch_kwargs: dict = field(default_factory=dict)
     crop_scale: tuple[float, float] = (0.08, 1.0)
     method_kwargs: dict = field(default_factory=dict)
+    init: str | None = None
 
 
 def dp_recipe(recipe: EncoderRecipe, input_size: int = 32) -> EncoderRecipe:
@@ -50,8 +57,8 @@ def dp_recipe(recipe: EncoderRecipe, input_size: int = 32) -> EncoderRecipe:
     The ResNets take ``norm``; a backbone without BatchNorm (ViT) is unchanged. A recipe that
     asks for ``norm="batch"`` explicitly is kept (and rejected when training starts).
     """
-    if "norm" in recipe.arch_kwargs:
-        return recipe
+    if "norm" in recipe.arch_kwargs or is_factory_arch(recipe.arch):
+        return recipe  # a factory's own layers: check_dp_compatible names any BatchNorm
     probe = create_model(recipe.arch, input_size=input_size, **recipe.arch_kwargs)
     if not batchnorm_modules(probe):
         return recipe
@@ -76,12 +83,13 @@ def export_backbone(method: torch.nn.Module) -> torch.nn.Module:
 
 
 def build_ssl_method(recipe: EncoderRecipe, input_size: int, dp: bool = False) -> SSLMethod:
-    """The SSL method of ``recipe`` around a fresh backbone (not seeded here).
+    """The SSL method of ``recipe`` around a fresh backbone (not seeded here; ``recipe.init``'s
+    weights when given: :func:`~leakprobe.training.backbone.build_backbone`).
 
     With ``dp``, BatchNorm layers outside the backbone (projection/prediction heads) become
     GroupNorm; the backbone itself must already be BatchNorm-free (see :func:`dp_recipe`).
     """
-    backbone = create_model(recipe.arch, input_size=input_size, **recipe.arch_kwargs)
+    backbone = build_backbone(recipe, input_size)
     low, high = recipe.crop_scale
     augmentation = SSLAugmentation(size=input_size, crop_scale=(low, high))
     if dp:
@@ -137,14 +145,18 @@ def train_ssl_encoder(
 def save_encoder(
     backbone: torch.nn.Module, recipe: EncoderRecipe, out_dir: str | Path, info: dict
 ) -> dict[str, Path]:
-    """Write ``encoder.safetensors``, ``encoder.torchscript.pt`` and ``model.json``."""
+    """Write ``encoder.safetensors``, ``encoder.torchscript.pt`` and ``model.json``.
+
+    A factory's backbone (``recipe.arch`` ``file.py:factory``) gets no TorchScript export (user
+    code need not script): its safetensors record the factory, which loading names again.
+    """
     out = Path(out_dir)
     input_size = int(int_attribute(backbone, "input_size"))
     kwargs = {"input_size": input_size, **recipe.arch_kwargs}
     paths = {
-        "weights": save_weights(backbone, out / "encoder.safetensors", recipe.arch, kwargs),
-        "torchscript": export_torchscript(backbone, out / "encoder.torchscript.pt"),
-    }
+        "weights": save_weights(backbone, out / "encoder.safetensors", recipe.arch, kwargs)}
+    if not is_factory_arch(recipe.arch):
+        paths["torchscript"] = export_torchscript(backbone, out / "encoder.torchscript.pt")
     meta = {"kind": "encoder", "arch": recipe.arch, "arch_kwargs": kwargs,
             "input_size": input_size, "embed_dim": int(int_attribute(backbone, "embed_dim")),
             "recipe": {**recipe.__dict__, "crop_scale": list(recipe.crop_scale)}, **info}

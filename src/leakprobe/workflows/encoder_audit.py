@@ -27,11 +27,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.audit import KNOWLEDGE
 from leakprobe.evaluation.plan import QueryPlan
+
+if TYPE_CHECKING:
+    from leakprobe.training.encoder import EncoderRecipe
 
 _BOOL_FIELDS = ("online", "resume", "dry_run")
 
@@ -74,6 +77,7 @@ class EncoderAuditSpec:
     references: int | None = None
     reference_method: str = "simclr"
     reference_arch: str = "resnet-tiny"
+    reference_init: str | None = None
     reference_epochs: int = 50
     reference_model: tuple[str, ...] = ()
     online: bool = False
@@ -130,9 +134,28 @@ class EncoderAuditSpec:
                                  "--knowledge reference")
         if self.online and not self.reference_data:
             raise LeakprobeError("--online trains references: it needs --reference-data")
+        if self.reference_init is not None and (not self.reference_data
+                                                or self.reference_count == 0):
+            raise LeakprobeError(f"--reference-init {self.reference_init}: the weights the "
+                                 "references leakprobe trains start from: it needs "
+                                 "--reference-data and --references N >= 1")
         if self.ray_address and self.workers < 2:
             raise LeakprobeError("--ray-address needs --workers N (N >= 2 actors on the "
                                  "cluster)")
+
+    @property
+    def reference_count(self) -> int:
+        """References to train: ``references``, else 4 (0 with ``reference_model``)."""
+        if self.references is not None:
+            return self.references
+        return 0 if self.reference_model else 4
+
+    def reference_recipe(self) -> EncoderRecipe:
+        """The references' :class:`~leakprobe.training.encoder.EncoderRecipe`."""
+        from leakprobe.training.encoder import EncoderRecipe
+
+        return EncoderRecipe(self.reference_method, self.reference_arch,
+                             init=self.reference_init)
 
     @property
     def attack_names(self) -> str:
@@ -271,6 +294,11 @@ def run_encoder_audit(spec: EncoderAuditSpec) -> dict | QueryPlan:
                      + n_pop * per_image, extra_what="utility and population-sample")
     if shadow_images is not None:
         check_shadow_disjoint(shadow_images, mem, non)
+    if population is not None and spec.reference_count:
+        from leakprobe.workflows.references import check_reference_recipe
+
+        # the factory (--reference-arch file.py:f) and init weights, before anything trains
+        check_reference_recipe(spec.reference_recipe(), population.image_size)
     workers = None
     if spec.workers > 1:
         from leakprobe.evaluation.workers import RayWorkers
@@ -322,7 +350,6 @@ def run_encoder_audit(spec: EncoderAuditSpec) -> dict | QueryPlan:
 
 def _references(spec: EncoderAuditSpec, population, mem, non, concat_sets, size: int):
     """Train and/or load the reference encoders of a ``reference`` audit."""
-    from leakprobe.training.encoder import EncoderRecipe
     from leakprobe.training.trainer import TrainConfig
     from leakprobe.workflows.references import (
         load_references,
@@ -332,8 +359,7 @@ def _references(spec: EncoderAuditSpec, population, mem, non, concat_sets, size:
     )
 
     trained = None
-    count = spec.references if spec.references is not None \
-        else (0 if spec.reference_model else 4)
+    count = spec.reference_count
     if count == 0 and not spec.reference_model:
         raise LeakprobeError("--references 0 without --reference-model: no references")
     if count:
@@ -341,7 +367,7 @@ def _references(spec: EncoderAuditSpec, population, mem, non, concat_sets, size:
                                  seed=spec.seed, device=spec.device, amp=spec.amp)
         trained = train_references(
             population, count=count,
-            recipe=EncoderRecipe(spec.reference_method, spec.reference_arch), config=ref_config,
+            recipe=spec.reference_recipe(), config=ref_config,
             out_dir=spec.reference_dir or spec.out / "references", seed=spec.seed,
             candidates=concat_sets([mem, non]) if spec.online else None,
             n_population=spec.population_samples, workers=spec.reference_workers,

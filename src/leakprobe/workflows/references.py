@@ -34,6 +34,8 @@ from leakprobe.errors import LeakprobeError
 from leakprobe.evaluation.references import ReferenceModels
 from leakprobe.io import write_json
 from leakprobe.progress import log, task, track
+from leakprobe.targets.loading import is_factory_arch
+from leakprobe.training.backbone import absolute_recipe, build_backbone, source_digests
 from leakprobe.training.encoder import EncoderRecipe, save_encoder, train_ssl_encoder
 from leakprobe.training.trainer import TrainConfig
 
@@ -63,15 +65,29 @@ def _recipe_dict(recipe: Any) -> dict[str, Any]:
 
 
 def _key(pool_hashes: list[str], recipe: Any, config: TrainConfig, index: int,
-         seed: int, online: bool, family: str = "encoder") -> str:
+         seed: int, online: bool, family: str = "encoder",
+         sources: dict[str, str | None] | None = None) -> str:
+    """The cache key of one reference; ``sources``: digests of the recipe's factory file and
+    init weights (:func:`~leakprobe.training.backbone.source_digests`)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "extra")}
+    recipe_fields = {k: v for k, v in _recipe_dict(recipe).items()
+                     if not (k == "init" and v is None)}  # keys of runs before init existed
     blob = json.dumps({"pool": hashlib.sha256("".join(pool_hashes).encode()).hexdigest(),
-                       "recipe": _recipe_dict(recipe),
+                       "recipe": recipe_fields,
                        "train": settings, "index": index, "seed": seed, "online": online,
                        **({"halves": "paired"} if online else {}),
-                       **({"family": family} if family != "encoder" else {})},
+                       **({"family": family} if family != "encoder" else {}),
+                       **({"sources": sources} if sources else {})},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_reference_recipe(recipe: EncoderRecipe, input_size: int) -> None:
+    """Build one reference backbone as training will (factory import and probe, init weights
+    loaded strictly), so a bad ``--reference-arch`` or ``--reference-init`` fails in one line
+    before anything trains or is queried."""
+    build_backbone(recipe, input_size, arch_option="--reference-arch",
+                   init_option="--reference-init")
 
 
 def reference_half(n: int, index: int, seed: int, paired: bool = False) -> np.ndarray:
@@ -137,7 +153,7 @@ def _describe_recipe(recipe: Any, config: TrainConfig, family: str) -> dict[str,
     train = {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr}
     if family == "image-text":
         return {"method": "clip", "arch": recipe.arch, "embed_dim": recipe.embed_dim, **train}
-    return {"method": recipe.method, "arch": recipe.arch,
+    return {"method": recipe.method, "arch": recipe.arch, "init": recipe.init,
             "crop_scale": list(recipe.crop_scale), **train}
 
 
@@ -170,7 +186,9 @@ def train_references(
             for ``family="image-text"``.
         count: references R.
         recipe: their recipe: an :class:`~leakprobe.training.encoder.EncoderRecipe` (default
-            SimCLR on resnet-tiny), or for image-text an
+            SimCLR on resnet-tiny; its ``arch`` may be a ``file.py:factory`` and its ``init``
+            the weights every reference starts from, both checked before any training and
+            hashed into the cache key), or for image-text an
             :class:`~leakprobe.training.image_text.ImageTextRecipe` (default: the CLIP
             recipe of ``leakprobe train image-text``).
         config: their training settings (default 50 epochs).
@@ -200,17 +218,22 @@ def train_references(
         recipe = EncoderRecipe() if family == "encoder" else ImageTextRecipe()
     config = config or TrainConfig(epochs=50, seed=seed, device=device)
     pool = population if candidates is None else concat([population, candidates])
+    sources = source_digests(recipe) if family == "encoder" else {}
+    run_recipe = absolute_recipe(recipe) if family == "encoder" else recipe
     pool_hashes = pool.content_hashes()
     out = Path(out_dir)
     jobs: list[tuple[int, Path, np.ndarray]] = []
     folders: list[Path] = []
     for r in range(count):
-        key = _key(pool_hashes, recipe, config, r, seed, candidates is not None, family)
+        key = _key(pool_hashes, recipe, config, r, seed, candidates is not None, family,
+                   sources)
         folder = out / f"reference-{r:02d}-{key}"
         folders.append(folder)
         if not (folder / DONE).exists():
             jobs.append((r, folder, reference_half(len(pool), r, seed,
                                                      paired=candidates is not None)))
+    if jobs and family == "encoder":
+        check_reference_recipe(recipe, pool.image_size)  # errors name what the user gave
     if jobs:
         log(f"references: training {len(jobs)} of {count} "
             f"({getattr(recipe, 'method', 'clip')}, {recipe.arch}, "
@@ -222,14 +245,18 @@ def train_references(
     infos = [{"reference": job[0], "seed": seed, "online": candidates is not None,
               "pool_size": len(pool)} for job in jobs]
     if workers > 1 and len(jobs) > 1 and train_fn is None:
-        _train_on_ray(pool, jobs, recipe, config, infos, workers, train)
+        _train_on_ray(pool, jobs, run_recipe, config, infos, workers, train)
     else:
         for (_, folder, positions), info in track(list(zip(jobs, infos, strict=True)),
                                                   "references: training",
                                                   unit="references"):
-            train(pool, positions, recipe, config, str(folder), info)
+            train(pool, positions, run_recipe, config, str(folder), info)
+    # a factory's references are rebuilt by the factory the user named (never by one that a
+    # cached file names)
+    factory = run_recipe.arch if family == "encoder" and is_factory_arch(run_recipe.arch) \
+        else None
     encoders = [load_target(str(f / "encoder.safetensors") if family == "encoder" else str(f),
-                            family=family, device=device)
+                            family=family, device=device, arch=factory)
                 for f in folders]
     trained_on: list[frozenset[str] | None] = [
         frozenset(json.loads((f / "trained_on.json").read_text())) for f in folders]

@@ -270,3 +270,155 @@ for _stat in STATISTICS.values():
             summary=f"{'LiRA (Carlini et al., S&P 2022)' if _method == 'lira' else 'RMIA (Zarifzadeh et al., ICML 2024)'} "  # noqa: E501
                     f"on {_stat.name}'s per-sample statistic against reference encoders; "
                     "--knowledge reference")(CalibratedAttack)
+
+
+#: The statistics ``lira-joint`` combines by default: every view statistic of the encoder
+#: attacks that needs no tokens and costs at most 16 queries per image (PartCrop's 129 are
+#: left out; ``statistics=`` adds them).
+JOINT_STATISTICS = ("encodermi", "sslmem", "infonce", "baseline-consistency",
+                    "baseline-norm", "lpla-p2")
+
+
+@register_attack("lira-joint", family="encoder",
+                 summary="leakprobe's multivariate LiRA: the encodermi, sslmem, infonce, "
+                 "baseline and lpla-p2 statistics at once against reference encoders (Gaussian, "
+                 "pooled correlation, weighted by the references' member shifts); --knowledge "
+                 "reference")
+class JointCalibratedAttack(MembershipAttack):
+    """Offline (or online) LiRA on several per-sample statistics at once.
+
+    Each statistic is standardised against the references exactly as ``lira-STAT`` does it;
+    the standardised residuals share one pooled correlation matrix (shrunk toward the
+    identity) and the score is the Fisher projection on the members' shift
+    (:func:`~leakprobe.evaluation.calibration.lira_offline_multivariate`; online:
+    :func:`~leakprobe.evaluation.calibration.lira_online_multivariate`). The shift of each
+    statistic is estimated on the population samples from the references' own IN and OUT
+    members (:func:`~leakprobe.evaluation.calibration.estimate_shift`; the paper's member
+    direction keeps its sign), so a statistic that does not separate the references' members,
+    or disagrees across references, gets little weight; with references of unknown training
+    data (``--reference-model`` only) the paper directions weigh equally and statistics
+    without one are left out. LiRA is Carlini et al. (S&P 2022); the multivariate Gaussian is
+    leakprobe's extension (with one statistic it equals ``lira-STAT``).
+
+    The statistics' answers are the ones ``lira-STAT`` and ``rmia-STAT`` read (one cache per
+    audit): run beside them, it costs no query of its own.
+
+    Args:
+        statistics: keys of :data:`STATISTICS` (default :data:`JOINT_STATISTICS`).
+        n_views, num_parts, views: options of the underlying attacks (None: their defaults).
+        shrinkage: the correlation's shrinkage toward the identity (None: estimated).
+        seed: seeds the underlying attacks' views and crops.
+    """
+
+    needs_fit = False
+    needs_references = True
+
+    def __init__(self, statistics: tuple[str, ...] | list[str] | str = JOINT_STATISTICS,
+                 n_views: int | None = None, num_parts: int | None = None,
+                 views: str | dict | None = None, shrinkage: float | None = None,
+                 seed: int = 0) -> None:
+        names = tuple(s.strip() for s in statistics.split(",")) if isinstance(statistics, str) \
+            else tuple(statistics)
+        unknown = [s for s in names if s not in STATISTICS]
+        if unknown or not names:
+            raise LeakprobeError(f"lira-joint: unknown statistics {unknown or names}; known: "
+                                 f"{', '.join(STATISTICS)}")
+        self.statistics = names
+        self.n_views = n_views
+        self.num_parts = num_parts
+        self.views = views
+        self.shrinkage = shrinkage
+        self.seed = seed
+        self.parts()  # a bad option fails here
+
+    def parts(self) -> list[CalibratedAttack]:
+        """One ``lira-STAT`` per statistic, with this attack's options and references."""
+        out = [CalibratedAttack("lira", s, n_views=self.n_views, num_parts=self.num_parts,
+                                views=self.views, seed=self.seed) for s in self.statistics]
+        refs = getattr(self, "references_", None)
+        if refs is not None:
+            for part in out:
+                part.prepare(refs)
+        return out
+
+    @property
+    def prepared(self) -> bool:
+        return getattr(self, "references_", None) is not None
+
+    def prepare(self, public: Any) -> JointCalibratedAttack:
+        if not hasattr(public, "statistic_of"):
+            raise LeakprobeError("lira-joint needs reference encoders (--knowledge reference "
+                                 "with --reference-data or --reference-model)")
+        self.references_ = public
+        return self
+
+    def queries_per_image(self, target) -> int:
+        return sum(p.queries_per_image(target) for p in self.parts())
+
+    def extra_queries(self, target) -> int:
+        return sum(p.extra_queries(target) for p in self.parts())
+
+    def features(self, target, images: Images) -> np.ndarray:
+        """Columns: the K statistics on the target, then each reference's K, then each
+        reference's IN flag (references-major, statistics-minor)."""
+        if not self.prepared:
+            raise LeakprobeError("lira-joint needs --knowledge reference (reference encoders "
+                                 "to calibrate against)")
+        parts = self.parts()
+        columns = [p.features(target, images) for p in parts]
+        r = (columns[0].shape[1] - 1) // 2
+        self.population_ = [p.population_ for p in parts]
+        self.fixed_ = np.array([STATISTICS[s].direction or p.direction()
+                                for s, p in zip(self.statistics, parts, strict=True)])
+        target_stats = np.column_stack([c[:, 0] for c in columns])  # (N, K)
+        refs = np.stack([c[:, 1:1 + r] for c in columns], axis=2)  # (N, R, K)
+        trained = columns[0][:, 1 + r:]
+        return np.column_stack([target_stats, refs.reshape(len(refs), -1), trained])
+
+    def _unpack(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = len(self.statistics)
+        r = (features.shape[1] - k) // (k + 1)
+        target = features[:, :k]
+        refs = features[:, k:k + r * k].reshape(len(features), r, k).transpose(1, 0, 2)
+        trained = features[:, k + r * k:].T > 0.5
+        return target, refs, trained
+
+    def directions(self) -> np.ndarray:
+        """(K,) the member shifts: the references' estimate (the paper's sign kept), else the
+        fixed directions (0: unknown, left out)."""
+        fixed = np.asarray(getattr(self, "fixed_", np.zeros(len(self.statistics))), dtype=float)
+        pops = getattr(self, "population_", None)
+        if pops:
+            pop_in = pops[0][2]
+            if pop_in.any() and not pop_in.all():
+                pop_refs = np.stack([p[1] for p in pops], axis=2)  # (R, M, K)
+                try:
+                    shift = calibration.estimate_shift(pop_refs, pop_in)
+                except ValueError:
+                    return fixed
+                return np.where(fixed != 0, fixed * np.abs(shift), shift)
+        return fixed
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        target, refs, trained = self._unpack(np.asarray(features, dtype=np.float64))
+        refs_obj = getattr(self, "references_", None)
+        if refs_obj is not None and refs_obj.online:
+            return calibration.lira_online_multivariate(target, refs, trained,
+                                                        shrinkage=self.shrinkage)
+        d = self.directions()
+        self.directions_ = d
+        if not np.any(d):
+            raise LeakprobeError("lira-joint: no statistic has a known member direction")
+        return calibration.lira_offline_multivariate(target, refs, ~trained, d,
+                                                     shrinkage=self.shrinkage)
+
+    def report_notes(self, target) -> list[str]:
+        refs = getattr(self, "references_", None)
+        if refs is None:
+            return []
+        d = getattr(self, "directions_", None)
+        weights = "" if d is None else "; member shifts " + ", ".join(
+            f"{s} {w:+.2f}" for s, w in zip(self.statistics, d, strict=True))
+        return [f"multivariate LiRA (leakprobe's extension) over {', '.join(self.statistics)} "
+                f"against {len(refs.encoders)} reference encoders "
+                f"({'online' if refs.online else 'offline'}){weights}"]
