@@ -159,9 +159,13 @@ def test_the_blind_floor_reads_images_and_captions_and_queries_nothing(sets):
 def test_the_family_is_registered_with_its_blind_floor():
     rows = {r["name"]: r for r in describe_attacks()["image-text"]}
     assert list(rows) == ["clip-cosine", "clip-rank", "clip-augment", "clip-augment-mean",
-                          "blind"]
+                          "blind", "lira-clip-cosine", "rmia-clip-cosine",
+                          "lira-clip-augment-mean", "rmia-clip-augment-mean"]
     assert "Ko et al., ICCV 2023" in rows["clip-cosine"]["summary"]
     assert expand_attacks("all", family="image-text") == list(rows)[:4]
+    assert expand_attacks("calibrated", family="image-text") == list(rows)[5:]
+    assert expand_attacks("lira", family="image-text") == [
+        "lira-clip-cosine", "lira-clip-augment-mean"]
     assert isinstance(create_attack("blind", family="image-text"), ImageTextBlind)
     assert create_attack("clip-augment-mean", family="image-text").statistic == "mean"
     with pytest.raises(LeakprobeError, match="did you mean 'clip-rank'"):
