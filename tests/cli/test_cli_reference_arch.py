@@ -88,6 +88,26 @@ def test_factory_references_with_init_weights(setup, tmp_path, one_torch_thread)
     assert meta["arch"].endswith("nets.py:tiny") and meta["embed_dim"] == 12
 
 
+def test_cheap_references_fine_tune_from_one_shared_base(setup, tmp_path,
+                                                       one_torch_thread) -> None:
+    spec = f"{setup['nets']}:tiny"
+    args = _args(setup, tmp_path / "out", "--reference-arch", spec,
+                 "--reference-base-epochs", "1")
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    refs = report["context"]["references"]
+    base = Path(refs["shared_base"]["weights"])
+    assert refs["shared_base"]["epochs"] == 1 and base.is_file()
+    assert base.parent.name.startswith("shared-base-")
+    assert refs["recipe"]["init"] == str(base)  # every reference starts from the base
+    assert refs["trained_now"] == 2
+    code, _, err = run_cli(*args)  # both cached: nothing trains again
+    assert code == 0, err
+    again = json.loads((tmp_path / "out" / "report.json").read_text())["context"]["references"]
+    assert again["trained_now"] == 0 and again["shared_base"]["weights"] == str(base)
+
+
 @pytest.mark.parametrize(("options", "message"), [
     (["--reference-arch", "{root}/absent.py:tiny"], "--reference-arch .*absent.py:tiny: file "
                                                     ".*absent.py does not exist"),
@@ -98,6 +118,8 @@ def test_factory_references_with_init_weights(setup, tmp_path, one_torch_thread)
     (["--reference-init", "{init}"], "weights do not fit --reference-arch resnet-tiny"),
     (["--reference-init", "{init}", "--references", "0", "--reference-model", "{init}"],
      "--reference-init .* needs --reference-data and --references N >= 1"),
+    (["--reference-base-epochs", "2", "--reference-init", "{init}"],
+     "give it or --reference-init, not both"),
 ])
 def test_bad_reference_arch_or_init_exits_2_before_anything(setup, tmp_path, options,
                                                             message) -> None:

@@ -118,6 +118,12 @@ def audit_encoder_cmd(
              "checkpoint the target was fine-tuned from), then fine-tunes on its half: a "
              "train folder, .safetensors of --reference-arch, a published .pth of a public "
              "--reference-arch, TorchScript, or file.py:factory.")] = None,
+    reference_base_epochs: Annotated[int, typer.Option(
+        rich_help_panel=REFERENCE_PANEL, min=0,
+        help="Cheap references: first train one reference on all of --reference-data for "
+             "this many epochs, then fine-tune each reference from it for "
+             "--reference-epochs (0: every reference from scratch or --reference-init).")
+    ] = 0,
     reference_epochs: Annotated[int, typer.Option(
         rich_help_panel=REFERENCE_PANEL, min=1,
         help="Training epochs of each reference.")] = 50,
@@ -173,7 +179,7 @@ def audit_encoder_cmd(
         shadow_arch=shadow_arch, shadow_method=shadow_method, shadow_epochs=shadow_epochs,
         reference_data=reference_data, references=references,
         reference_method=reference_method, reference_arch=reference_arch,
-        reference_init=reference_init,
+        reference_init=reference_init, reference_base_epochs=reference_base_epochs,
         reference_epochs=reference_epochs, reference_model=tuple(reference_model or ()),
         online=online, population_samples=population_samples, reference_dir=reference_dir,
         reference_workers=reference_workers, num_parts=num_parts, n_views=n_views,

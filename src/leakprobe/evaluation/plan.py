@@ -536,7 +536,7 @@ class PlanRunner:
         self._clean: torch.Tensor | None = None
 
     def _key(self, attack) -> str | None:
-        if self.cache is None:
+        if self.cache is None or not getattr(attack, "cacheable", True):
             return None
         return self.cache.key("features", attack, ids=self.ids, order=self.order,
                               requests=attack_requests(attack, self.target))

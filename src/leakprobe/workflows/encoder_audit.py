@@ -78,6 +78,7 @@ class EncoderAuditSpec:
     reference_method: str = "simclr"
     reference_arch: str = "resnet-tiny"
     reference_init: str | None = None
+    reference_base_epochs: int = 0
     reference_epochs: int = 50
     reference_model: tuple[str, ...] = ()
     online: bool = False
@@ -139,6 +140,16 @@ class EncoderAuditSpec:
             raise LeakprobeError(f"--reference-init {self.reference_init}: the weights the "
                                  "references leakprobe trains start from: it needs "
                                  "--reference-data and --references N >= 1")
+        base = self.reference_base_epochs
+        if not isinstance(base, int) or isinstance(base, bool) or base < 0:
+            raise LeakprobeError(f"--reference-base-epochs must be a whole number >= 0, got "
+                                 f"{base!r}")
+        if base and self.reference_init is not None:
+            raise LeakprobeError("--reference-base-epochs trains the weights the references "
+                                 "start from: give it or --reference-init, not both")
+        if base and (not self.reference_data or self.reference_count == 0 or self.online):
+            raise LeakprobeError("--reference-base-epochs needs --reference-data and "
+                                 "--references N >= 1 (offline references)")
         if self.ray_address and self.workers < 2:
             raise LeakprobeError("--ray-address needs --workers N (N >= 2 actors on the "
                                  "cluster)")
@@ -365,16 +376,42 @@ def _references(spec: EncoderAuditSpec, population, mem, non, concat_sets, size:
     if count:
         ref_config = TrainConfig(epochs=spec.reference_epochs, batch_size=_training_batch(spec),
                                  seed=spec.seed, device=spec.device, amp=spec.amp)
+        recipe = spec.reference_recipe()
+        base = None
+        if spec.reference_base_epochs:
+            from dataclasses import replace
+
+            from leakprobe.workflows.references import train_shared_base
+
+            base = train_shared_base(
+                population, recipe=recipe,
+                config=replace(ref_config, epochs=spec.reference_base_epochs),
+                out_dir=spec.reference_dir or spec.out / "references", seed=spec.seed)
+            recipe = replace(recipe, init=str(base))
         trained = train_references(
             population, count=count,
-            recipe=spec.reference_recipe(), config=ref_config,
+            recipe=recipe, config=ref_config,
             out_dir=spec.reference_dir or spec.out / "references", seed=spec.seed,
             candidates=concat_sets([mem, non]) if spec.online else None,
             n_population=spec.population_samples, workers=spec.reference_workers,
             device=spec.device)
         trained.description["matches_target_recipe"] = recipe_match(
             spec.model, trained.description)
+        if base is not None:
+            trained.description["shared_base"] = {
+                "epochs": spec.reference_base_epochs, "weights": str(base),
+                "train_seconds": _base_seconds(base)}
     given = load_references(list(spec.reference_model), population, device=spec.device,
                             n_population=spec.population_samples, seed=spec.seed,
                             image_size=size) if spec.reference_model else None
     return merge_references(trained, given)
+
+
+def _base_seconds(weights: Path) -> float | None:
+    """The recorded training time of a shared base reference (None: unknown)."""
+    import json
+
+    try:
+        return json.loads((weights.parent / "base.json").read_text()).get("train_seconds")
+    except (OSError, ValueError):
+        return None

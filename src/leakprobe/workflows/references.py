@@ -164,6 +164,48 @@ def population_sample(population: ImageSet, n_population: int, seed: int) -> Ima
     return population.subset(pick[:n_pop])
 
 
+def train_shared_base(population: ImageSet, *, recipe: EncoderRecipe, config: TrainConfig,
+                      out_dir: str | Path, seed: int = 0) -> Path:
+    """Train (or reuse) one encoder of the references' recipe on every image of
+    ``population``, the weights cheap references start from (``--reference-base-epochs``):
+    R references fine-tuned from it for a few epochs each cost less than R trained from
+    scratch as long. Audited images are in none of them, so offline calibration of the
+    candidates stays valid; the base has seen every population sample, which only weakens
+    what the population tells (a statistic's direction, RMIA's ``a``).
+
+    Cached in ``out_dir/shared-base-KEY`` (KEY: the pool's content, the recipe, the training
+    settings, the seed), ``base.json`` written last.
+
+    Returns:
+        The base's ``encoder.safetensors``.
+    """
+    from dataclasses import replace
+
+    hashes = population.content_hashes()
+    bare = replace(recipe, init=None)
+    key = _key(hashes, bare, config, -1, seed, False, "shared-base", source_digests(bare))
+    folder = Path(out_dir).absolute() / f"shared-base-{key}"
+    weights = folder / "encoder.safetensors"
+    if (folder / "base.json").exists():
+        log(f"references: shared base cached in {folder}")
+        return weights
+    log(f"references: training the shared base ({recipe.arch}, {config.epochs} epochs, "
+        f"{len(population)} images: all the reference data)")
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.time()
+    torch.manual_seed(config.seed)
+    backbone, history = train_ssl_encoder(population.pixels, recipe, config,
+                                          description="shared base reference training")
+    save_encoder(backbone.cpu(), recipe, tmp, {"train": config.to_dict(),
+                                               "loss_history": history})
+    write_json(tmp / "base.json", {"train_seconds": round(time.time() - t0, 2),
+                                   "images": len(population)})
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return weights
+
+
 def train_references(
     population: ImageSet,
     *,

@@ -87,6 +87,9 @@ class CalibratedAttack(MembershipAttack):
 
     needs_fit = False
     needs_references = True
+    #: Its features depend on the references and set its population state: never taken from
+    #: the query cache (a resumed audit reuses the trained references, and queries again).
+    cacheable: ClassVar[bool] = False
     #: The statistics this class calibrates, and the family of their base attacks.
     statistics: ClassVar[dict[str, Statistic]] = STATISTICS
     base_family: ClassVar[str] = "encoder"
@@ -312,6 +315,7 @@ class JointCalibratedAttack(MembershipAttack):
 
     needs_fit = False
     needs_references = True
+    cacheable: ClassVar[bool] = False  # as CalibratedAttack's
 
     def __init__(self, statistics: tuple[str, ...] | list[str] | str = JOINT_STATISTICS,
                  n_views: int | None = None, num_parts: int | None = None,
